@@ -1,0 +1,11 @@
+//! The pure core of the edge bridge: no IO, no clock reads, no async.
+//!
+//! Data flow: payload bytes -> [`decode`] -> [`Reading`] -> [`window`] -> [`encode`] records.
+//! Time enters only as arguments (arrival time for decoding, wall-clock time for idle flushes),
+//! which keeps every function here deterministic and exhaustively testable.
+
+pub mod decode;
+pub mod timestamp;
+pub mod topic;
+
+pub use decode::{DecodeError, DecodeOptions, Decoder, Reading, SensorIdSource};

@@ -1,0 +1,188 @@
+//! MQTT topic filters: validation, matching, and where the sensor id sits in a topic.
+//!
+//! The bridge subscribes with one filter (default `sensors/+/temperature`). By default the sensor
+//! id is what the `+` wildcards matched, so `sensors/boiler-3/temperature` is sensor `boiler-3`.
+//! A filter with several `+` levels (`site/+/line/+/temperature`) joins them with `/`
+//! (`north/7`) so that ids stay unique across the levels an operator chose to wildcard.
+
+use thiserror::Error;
+
+/// Why a topic filter cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FilterError {
+    #[error("the topic filter is empty")]
+    Empty,
+    #[error("level {level} of topic filter {filter:?} mixes a wildcard with other characters; `+` and `#` must fill a whole level")]
+    PartialWildcard { filter: String, level: usize },
+    #[error("`#` may only be the last level of topic filter {0:?}")]
+    HashNotLast(String),
+    #[error("topic filter {0:?} contains a NUL character")]
+    Nul(String),
+}
+
+/// One level of a parsed filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Level {
+    Exact(Box<str>),
+    /// `+`: exactly one level, any content.
+    One,
+    /// `#`: zero or more trailing levels.
+    Rest,
+}
+
+/// A validated MQTT topic filter, matched against the topics of incoming publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicFilter {
+    text: String,
+    levels: Vec<Level>,
+}
+
+impl TopicFilter {
+    /// Parses and validates a filter by the MQTT rules (wildcards fill whole levels, `#` last).
+    pub fn parse(filter: &str) -> Result<Self, FilterError> {
+        if filter.is_empty() {
+            return Err(FilterError::Empty);
+        }
+        if filter.contains('\0') {
+            return Err(FilterError::Nul(filter.to_owned()));
+        }
+        let parts: Vec<&str> = filter.split('/').collect();
+        let mut levels = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            let level = match *part {
+                "+" => Level::One,
+                "#" if i + 1 == parts.len() => Level::Rest,
+                "#" => return Err(FilterError::HashNotLast(filter.to_owned())),
+                p if p.contains('+') || p.contains('#') => {
+                    return Err(FilterError::PartialWildcard {
+                        filter: filter.to_owned(),
+                        level: i,
+                    })
+                }
+                p => Level::Exact(p.into()),
+            };
+            levels.push(level);
+        }
+        Ok(Self {
+            text: filter.to_owned(),
+            levels,
+        })
+    }
+
+    /// The filter as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Number of `+` levels; the default sensor id is built from them.
+    pub fn single_wildcards(&self) -> usize {
+        self.levels.iter().filter(|l| **l == Level::One).count()
+    }
+
+    /// Whether `topic` matches this filter (MQTT rules, except that `$`-topics are not special:
+    /// the broker already keeps them from wildcard subscriptions).
+    pub fn matches(&self, topic: &str) -> bool {
+        let mut parts = topic.split('/');
+        for level in &self.levels {
+            match level {
+                Level::Rest => return true,
+                Level::One => {
+                    if parts.next().is_none() {
+                        return false;
+                    }
+                }
+                Level::Exact(want) => match parts.next() {
+                    Some(got) if got == &**want => {}
+                    _ => return false,
+                },
+            }
+        }
+        parts.next().is_none()
+    }
+
+    /// The sensor id a topic carries by default: the levels matched by `+`, joined with `/`.
+    /// `None` when the topic does not match, the filter has no `+`, or a matched level is empty.
+    pub fn wildcard_id<'t>(&self, topic: &'t str) -> Option<std::borrow::Cow<'t, str>> {
+        if !self.matches(topic) {
+            return None;
+        }
+        let mut joined: Option<std::borrow::Cow<'t, str>> = None;
+        for (level, part) in self.levels.iter().zip(topic.split('/')) {
+            if *level != Level::One {
+                continue;
+            }
+            if part.is_empty() {
+                return None;
+            }
+            joined = Some(match joined {
+                None => std::borrow::Cow::Borrowed(part),
+                Some(prev) => std::borrow::Cow::Owned(format!("{prev}/{part}")),
+            });
+        }
+        joined
+    }
+}
+
+/// The topic level at `index` (0-based), if present and non-empty.
+pub fn level(topic: &str, index: usize) -> Option<&str> {
+    topic.split('/').nth(index).filter(|l| !l.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects_filters() {
+        assert!(TopicFilter::parse("sensors/+/temperature").is_ok());
+        assert!(TopicFilter::parse("sensors/#").is_ok());
+        assert!(TopicFilter::parse("#").is_ok());
+        assert_eq!(TopicFilter::parse(""), Err(FilterError::Empty));
+        assert!(matches!(
+            TopicFilter::parse("sensors/a+/t"),
+            Err(FilterError::PartialWildcard { level: 1, .. })
+        ));
+        assert!(matches!(
+            TopicFilter::parse("sensors/#/t"),
+            Err(FilterError::HashNotLast(_))
+        ));
+        assert!(matches!(
+            TopicFilter::parse("a/\0"),
+            Err(FilterError::Nul(_))
+        ));
+    }
+
+    #[test]
+    fn matches_by_mqtt_rules() {
+        let f = TopicFilter::parse("sensors/+/temperature").unwrap();
+        assert!(f.matches("sensors/s1/temperature"));
+        assert!(f.matches("sensors//temperature"));
+        assert!(!f.matches("sensors/s1/humidity"));
+        assert!(!f.matches("sensors/s1/temperature/x"));
+        assert!(!f.matches("sensors/s1"));
+        let h = TopicFilter::parse("sensors/#").unwrap();
+        assert!(h.matches("sensors"));
+        assert!(h.matches("sensors/a/b/c"));
+        assert!(!h.matches("other/a"));
+    }
+
+    #[test]
+    fn wildcard_id_joins_plus_levels() {
+        let f = TopicFilter::parse("sensors/+/temperature").unwrap();
+        assert_eq!(f.wildcard_id("sensors/s1/temperature").unwrap(), "s1");
+        assert_eq!(f.wildcard_id("sensors//temperature"), None);
+        assert_eq!(f.wildcard_id("other/s1/temperature"), None);
+        let two = TopicFilter::parse("site/+/line/+/t").unwrap();
+        assert_eq!(two.single_wildcards(), 2);
+        assert_eq!(two.wildcard_id("site/north/line/7/t").unwrap(), "north/7");
+        let none = TopicFilter::parse("sensors/#").unwrap();
+        assert_eq!(none.wildcard_id("sensors/a"), None);
+    }
+
+    #[test]
+    fn level_by_index() {
+        assert_eq!(level("a/b/c", 1), Some("b"));
+        assert_eq!(level("a//c", 1), None);
+        assert_eq!(level("a/b", 5), None);
+    }
+}
