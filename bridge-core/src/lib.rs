@@ -9,3 +9,8 @@ pub mod timestamp;
 pub mod topic;
 
 pub use decode::{DecodeError, DecodeOptions, Decoder, Reading, SensorIdSource};
+pub mod aggregate;
+pub mod window;
+
+pub use aggregate::Aggregate;
+pub use window::{Admission, ClosedWindow, CloseCause, Refusal, WindowOptions, Windower};

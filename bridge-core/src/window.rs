@@ -1,0 +1,338 @@
+//! Per-sensor tumbling windows in event time: the downsampling step.
+//!
+//! Semantics (exactly Quix Streams' default "key" closing strategy, plus an idle flush):
+//! - Windows of `size` are aligned to the Unix epoch: a reading at `ts` belongs to
+//!   `[start, start + size)` with `start = ts - ts mod size`.
+//! - Per sensor `k`, `W_k` is the largest event time seen so far. A window closes, and is emitted,
+//!   once `W_k >= end + grace`.
+//! - A reading whose window has closed is late: it changes no aggregate, and the caller still
+//!   sends it to the raw stream.
+//! - After `idle_timeout` of wall-clock time without a reading from `k`, its open windows are
+//!   closed and emitted; later readings for them are late. This is the only use of the wall
+//!   clock, and it enters as an argument.
+//!
+//! The windower is a plain synchronous state machine: `record` + `flush_idle` + `drain`, each
+//! appending closed windows to a caller's `Vec`, after the habit of Vector's aggregate transform.
+//! Memory is bounded by `max_sensors` and `max_open_windows`; when a bound is hit the reading is
+//! refused for aggregation with a reason (its event time still advances the sensor's watermark:
+//! it is a valid observation of time, only its value is left out).
+
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+
+use thiserror::Error;
+
+use crate::aggregate::Aggregate;
+
+/// Window parameters, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowOptions {
+    pub size_ms: i64,
+    pub grace_ms: i64,
+    pub idle_timeout_ms: i64,
+    /// Sensors tracked at once. At the limit, sensors with no open window are forgotten first
+    /// (least recently seen first); only if none can be forgotten is a new sensor refused.
+    pub max_sensors: usize,
+    /// Open windows over all sensors. Per sensor at most `grace / size + 2` windows are open,
+    /// so this bounds memory even when a large grace is configured.
+    pub max_open_windows: usize,
+}
+
+impl Default for WindowOptions {
+    fn default() -> Self {
+        Self {
+            size_ms: 10_000,
+            grace_ms: 1_000,
+            idle_timeout_ms: 30_000,
+            max_sensors: 100_000,
+            max_open_windows: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum WindowConfigError {
+    #[error("window size must be at least 1 ms")]
+    Size,
+    #[error("grace must not be negative")]
+    Grace,
+    #[error("idle timeout must be at least 1 ms")]
+    Idle,
+    #[error("max sensors and max open windows must be at least 1")]
+    Limits,
+}
+
+/// Why a valid reading was left out of the aggregates. The reading itself is not lost: the
+/// caller still sends it to the raw stream and counts it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Refusal {
+    #[error("{limit} sensors are tracked and none is idle enough to forget; raise window.max_sensors")]
+    TooManySensors { limit: usize },
+    #[error("{limit} windows are open; raise window.max_open_windows or lower window.grace")]
+    TooManyOpenWindows { limit: usize },
+}
+
+impl Refusal {
+    /// A short, stable code, safe as a metrics label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::TooManySensors { .. } => "too_many_sensors",
+            Refusal::TooManyOpenWindows { .. } => "too_many_open_windows",
+        }
+    }
+}
+
+/// What happened to one reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Added to the open window starting at `window_start`.
+    Added { window_start: i64 },
+    /// Its window `[window_start, window_start + size)` had already closed.
+    Late { window_start: i64 },
+    /// Left out of the aggregates to stay within a memory bound.
+    Refused(Refusal),
+}
+
+/// Why a window closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCause {
+    /// The sensor's event time passed `end + grace`.
+    Watermark,
+    /// The sensor sent nothing for `idle_timeout` of wall-clock time.
+    Idle,
+    /// The caller drained every open window (shutdown without saved state, or tests).
+    Drain,
+}
+
+/// A closed window, ready to encode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedWindow {
+    pub sensor: Arc<str>,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub agg: Aggregate,
+    pub cause: CloseCause,
+}
+
+/// The state of one sensor.
+#[derive(Debug, Clone)]
+struct SensorState {
+    /// `W_k`: the largest event time seen.
+    watermark: i64,
+    /// Windows ending at or before this were closed by an idle flush or drain; readings for
+    /// them are late even though the watermark alone would still admit them.
+    flushed_end: i64,
+    /// Wall clock of the latest reading, for the idle flush.
+    last_seen_ms: i64,
+    /// Open windows by start, ascending. Usually one or two, so a sorted Vec beats a tree.
+    windows: Vec<(i64, Aggregate)>,
+}
+
+/// Per-sensor tumbling windows. See the module documentation for the exact semantics.
+#[derive(Debug, Clone)]
+pub struct Windower {
+    opts: WindowOptions,
+    /// Keyed by sensor id; hashbrown's default hasher (foldhash) is fast and seeded per process,
+    /// so ids chosen by a hostile client cannot force collisions.
+    sensors: HashMap<Arc<str>, SensorState>,
+    open_windows: usize,
+    forgotten_sensors: u64,
+}
+
+impl Windower {
+    pub fn new(opts: WindowOptions) -> Result<Self, WindowConfigError> {
+        if opts.size_ms < 1 {
+            return Err(WindowConfigError::Size);
+        }
+        if opts.grace_ms < 0 {
+            return Err(WindowConfigError::Grace);
+        }
+        if opts.idle_timeout_ms < 1 {
+            return Err(WindowConfigError::Idle);
+        }
+        if opts.max_sensors == 0 || opts.max_open_windows == 0 {
+            return Err(WindowConfigError::Limits);
+        }
+        Ok(Self {
+            opts,
+            sensors: HashMap::default(),
+            open_windows: 0,
+            forgotten_sensors: 0,
+        })
+    }
+
+    pub fn options(&self) -> &WindowOptions {
+        &self.opts
+    }
+
+    /// The start of the window holding `ts_ms`.
+    pub fn window_start(&self, ts_ms: i64) -> i64 {
+        ts_ms - ts_ms.rem_euclid(self.opts.size_ms)
+    }
+
+    /// Adds one reading of `sensor` at event time `ts_ms`, received at wall-clock `now_ms`.
+    /// Windows it closes are appended to `out`, oldest first.
+    pub fn record(
+        &mut self,
+        sensor: &str,
+        ts_ms: i64,
+        value: f64,
+        now_ms: i64,
+        out: &mut Vec<ClosedWindow>,
+    ) -> Admission {
+        let size = self.opts.size_ms;
+        let grace = self.opts.grace_ms;
+        let window_start = self.window_start(ts_ms);
+        let window_end = window_start.saturating_add(size);
+
+        if !self.sensors.contains_key(sensor) {
+            if let Err(refusal) = self.insert_sensor(sensor, ts_ms, now_ms) {
+                return Admission::Refused(refusal);
+            }
+        }
+        let Some((key, state)) = self.sensors.get_key_value_mut(sensor) else {
+            unreachable!("the sensor was inserted above");
+        };
+        state.last_seen_ms = now_ms;
+
+        // `ts < end` always, so this reading never closes its own window: checking lateness
+        // against the watermark before or after raising it gives the same answer.
+        if window_end <= state.watermark.saturating_sub(grace) || window_end <= state.flushed_end
+        {
+            return Admission::Late { window_start };
+        }
+
+        if ts_ms > state.watermark {
+            state.watermark = ts_ms;
+            let closable = state
+                .windows
+                .partition_point(|(s, _)| s.saturating_add(size).saturating_add(grace) <= ts_ms);
+            if closable > 0 {
+                self.open_windows -= closable;
+                out.extend(state.windows.drain(..closable).map(|(start, agg)| ClosedWindow {
+                    sensor: key.clone(),
+                    start_ms: start,
+                    end_ms: start.saturating_add(size),
+                    agg,
+                    cause: CloseCause::Watermark,
+                }));
+            }
+        }
+
+        match state.windows.binary_search_by_key(&window_start, |(s, _)| *s) {
+            Ok(i) => state.windows[i].1.add(value),
+            Err(_) if self.open_windows >= self.opts.max_open_windows => {
+                return Admission::Refused(Refusal::TooManyOpenWindows {
+                    limit: self.opts.max_open_windows,
+                })
+            }
+            Err(i) => {
+                state.windows.insert(i, (window_start, Aggregate::of(value)));
+                self.open_windows += 1;
+            }
+        }
+        Admission::Added { window_start }
+    }
+
+    /// Makes room for and inserts a new sensor.
+    fn insert_sensor(&mut self, sensor: &str, ts_ms: i64, now_ms: i64) -> Result<(), Refusal> {
+        if self.sensors.len() >= self.opts.max_sensors {
+            self.forget_quiet_sensors();
+            if self.sensors.len() >= self.opts.max_sensors {
+                return Err(Refusal::TooManySensors {
+                    limit: self.opts.max_sensors,
+                });
+            }
+        }
+        self.sensors.insert(
+            Arc::from(sensor),
+            SensorState {
+                watermark: ts_ms,
+                flushed_end: i64::MIN,
+                last_seen_ms: now_ms,
+                windows: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Forgets the least recently seen sensors that have no open window: up to a sixteenth of
+    /// the limit at once, so the scan is paid rarely. A forgotten sensor that comes back starts
+    /// afresh, so a reading for a window it already emitted would be aggregated again; only
+    /// sensors silent the longest are chosen to make that unlikely, and each is counted.
+    fn forget_quiet_sensors(&mut self) {
+        let mut quiet: Vec<(i64, Arc<str>)> = self
+            .sensors
+            .iter()
+            .filter(|(_, s)| s.windows.is_empty())
+            .map(|(k, s)| (s.last_seen_ms, k.clone()))
+            .collect();
+        let n = (self.opts.max_sensors / 16).clamp(1, quiet.len().max(1));
+        if quiet.len() > n {
+            quiet.select_nth_unstable_by_key(n - 1, |(seen, _)| *seen);
+            quiet.truncate(n);
+        }
+        for (_, key) in quiet {
+            self.sensors.remove(&key);
+            self.forgotten_sensors += 1;
+        }
+    }
+
+    /// Closes every open window of sensors silent for `idle_timeout` as of wall-clock `now_ms`.
+    pub fn flush_idle(&mut self, now_ms: i64, out: &mut Vec<ClosedWindow>) {
+        let idle = self.opts.idle_timeout_ms;
+        for (key, state) in self.sensors.iter_mut() {
+            if !state.windows.is_empty() && now_ms.saturating_sub(state.last_seen_ms) >= idle {
+                self.open_windows -= close_all(key, state, self.opts.size_ms, CloseCause::Idle, out);
+            }
+        }
+    }
+
+    /// Closes every open window of every sensor (cause [`CloseCause::Drain`]).
+    pub fn drain(&mut self, out: &mut Vec<ClosedWindow>) {
+        for (key, state) in self.sensors.iter_mut() {
+            self.open_windows -= close_all(key, state, self.opts.size_ms, CloseCause::Drain, out);
+        }
+    }
+
+    /// Open windows over all sensors.
+    pub fn open_windows(&self) -> usize {
+        self.open_windows
+    }
+
+    /// Sensors currently tracked.
+    pub fn sensors(&self) -> usize {
+        self.sensors.len()
+    }
+
+    /// Sensors forgotten to stay under `max_sensors` since start.
+    pub fn forgotten_sensors(&self) -> u64 {
+        self.forgotten_sensors
+    }
+}
+
+/// Emits all open windows of one sensor and marks them closed; returns how many.
+fn close_all(
+    key: &Arc<str>,
+    state: &mut SensorState,
+    size: i64,
+    cause: CloseCause,
+    out: &mut Vec<ClosedWindow>,
+) -> usize {
+    let n = state.windows.len();
+    if let Some((last, _)) = state.windows.last() {
+        state.flushed_end = state.flushed_end.max(last.saturating_add(size));
+    }
+    out.extend(state.windows.drain(..).map(|(start, agg)| ClosedWindow {
+        sensor: key.clone(),
+        start_ms: start,
+        end_ms: start.saturating_add(size),
+        agg,
+        cause,
+    }));
+    n
+}
+
+#[cfg(test)]
+mod tests;
