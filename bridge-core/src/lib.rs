@@ -14,3 +14,9 @@ pub mod window;
 
 pub use aggregate::Aggregate;
 pub use window::{Admission, ClosedWindow, CloseCause, Refusal, WindowOptions, Windower};
+pub mod encode;
+
+pub use encode::{Encoder, OutRecord};
+pub mod pipeline;
+
+pub use pipeline::{Pipeline, Routed, Stream, Verdict};

@@ -1,0 +1,288 @@
+//! Readings and closed windows -> Kafka records, exactly as the record contract says.
+//!
+//! - Raw: key = sensor id, value = the original payload bytes (untouched, so consumers written
+//!   for the tutorial keep working), timestamp = event time, headers = the MQTT topic and any
+//!   MQTT 5 user properties.
+//! - Aggregate: key = sensor id, value = `{"time": end, "<measurement>": {count, min, max, mean,
+//!   sum}, "start", "end", "sensor"}`, timestamp = window start. The value depends only on the
+//!   window, so a replay produces byte-identical duplicates.
+//! - Dead letter: key = MQTT topic, value = the original payload, timestamp = arrival time,
+//!   headers = topic, reason code and message.
+
+use bytes::Bytes;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::decode::{DecodeError, Reading};
+use crate::window::ClosedWindow;
+
+/// Header holding the MQTT topic a record came from.
+pub const HEADER_MQTT_TOPIC: &str = "mqtt.topic";
+/// Dead letters: the short reason code (`not_json`, `bad_timestamp`, ...).
+pub const HEADER_ERROR_REASON: &str = "error.reason";
+/// Dead letters: the full message, saying what to fix.
+pub const HEADER_ERROR_MESSAGE: &str = "error.message";
+/// Late records: the start (epoch ms) of the closed window the reading belonged to.
+pub const HEADER_LATE_WINDOW: &str = "late.window_start";
+
+/// A record ready for a Kafka producer (or the spool). Topic selection is the sink's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    pub key: Bytes,
+    pub value: Bytes,
+    /// Kafka message timestamp, epoch milliseconds (CreateTime).
+    pub timestamp_ms: i64,
+    pub headers: Vec<(String, Bytes)>,
+}
+
+/// Encodes records; holds the measurement name used in aggregate values.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    measurement: String,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Self::new("temperature")
+    }
+}
+
+impl Encoder {
+    pub fn new(measurement: impl Into<String>) -> Self {
+        Self {
+            measurement: measurement.into(),
+        }
+    }
+
+    /// The raw record of a decoded reading. `payload` is the MQTT payload as received.
+    pub fn raw(
+        &self,
+        reading: &Reading<'_>,
+        mqtt_topic: &str,
+        payload: Bytes,
+        user_properties: &[(String, String)],
+    ) -> OutRecord {
+        let mut headers = Vec::with_capacity(1 + user_properties.len());
+        headers.push((
+            HEADER_MQTT_TOPIC.to_owned(),
+            Bytes::copy_from_slice(mqtt_topic.as_bytes()),
+        ));
+        headers.extend(
+            user_properties
+                .iter()
+                .map(|(k, v)| (k.clone(), Bytes::copy_from_slice(v.as_bytes()))),
+        );
+        OutRecord {
+            key: Bytes::copy_from_slice(reading.sensor.as_bytes()),
+            value: payload,
+            timestamp_ms: reading.ts_ms,
+            headers,
+        }
+    }
+
+    /// A raw record routed to the late topic: the raw record plus the closed window's start.
+    pub fn late(&self, raw: &OutRecord, window_start_ms: i64) -> OutRecord {
+        let mut late = raw.clone();
+        late.headers.push((
+            HEADER_LATE_WINDOW.to_owned(),
+            Bytes::from(window_start_ms.to_string()),
+        ));
+        late
+    }
+
+    /// The aggregate record of a closed window.
+    pub fn aggregate(&self, w: &ClosedWindow) -> OutRecord {
+        let value = serde_json::to_vec(&AggregateValue {
+            w,
+            measurement: &self.measurement,
+        })
+        .expect("serializing numbers and strings to a Vec cannot fail");
+        OutRecord {
+            key: Bytes::copy_from_slice(w.sensor.as_bytes()),
+            value: Bytes::from(value),
+            timestamp_ms: w.start_ms,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The dead-letter record of a payload that could not be decoded.
+    pub fn dead_letter(
+        &self,
+        mqtt_topic: &str,
+        payload: Bytes,
+        arrival_ms: i64,
+        error: &DecodeError,
+    ) -> OutRecord {
+        OutRecord {
+            key: Bytes::copy_from_slice(mqtt_topic.as_bytes()),
+            value: payload,
+            timestamp_ms: arrival_ms,
+            headers: vec![
+                (
+                    HEADER_MQTT_TOPIC.to_owned(),
+                    Bytes::copy_from_slice(mqtt_topic.as_bytes()),
+                ),
+                (HEADER_ERROR_REASON.to_owned(), Bytes::from(error.reason())),
+                (
+                    HEADER_ERROR_MESSAGE.to_owned(),
+                    Bytes::from(error.to_string()),
+                ),
+            ],
+        }
+    }
+}
+
+/// `{"time", "<measurement>": {...}, "start", "end", "sensor"}`; the tutorial's two fields first.
+struct AggregateValue<'a> {
+    w: &'a ClosedWindow,
+    measurement: &'a str,
+}
+
+impl Serialize for AggregateValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let w = self.w;
+        let mut m = s.serialize_map(Some(5))?;
+        m.serialize_entry("time", &w.end_ms)?;
+        m.serialize_entry(self.measurement, &Stats(w))?;
+        m.serialize_entry("start", &w.start_ms)?;
+        m.serialize_entry("end", &w.end_ms)?;
+        m.serialize_entry("sensor", &*w.sensor)?;
+        m.end()
+    }
+}
+
+struct Stats<'a>(&'a ClosedWindow);
+
+impl Serialize for Stats<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let a = &self.0.agg;
+        let mut m = s.serialize_map(Some(5))?;
+        m.serialize_entry("count", &a.count)?;
+        m.serialize_entry("min", &Num(a.min))?;
+        m.serialize_entry("max", &Num(a.max))?;
+        m.serialize_entry("mean", &a.mean())?;
+        m.serialize_entry("sum", &Num(a.sum))?;
+        m.end()
+    }
+}
+
+/// A number written as an integer when it is one (as the tutorial's integer readings gave
+/// `"min": 12`), else as a float. Mean is always a float, as Python's division made it.
+struct Num(f64);
+
+/// Integers up to 2^53 are exact in f64; beyond that, write the float.
+const EXACT_INT: f64 = 9_007_199_254_740_992.0;
+
+impl Serialize for Num {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.fract() == 0.0 && self.0.abs() <= EXACT_INT {
+            s.serialize_i64(self.0 as i64)
+        } else {
+            s.serialize_f64(self.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::aggregate::Aggregate;
+    use crate::window::CloseCause;
+
+    fn window(agg: Aggregate) -> ClosedWindow {
+        ClosedWindow {
+            sensor: Arc::from("Sensor1"),
+            start_ms: 1_718_000_000_000,
+            end_ms: 1_718_000_010_000,
+            agg,
+            cause: CloseCause::Watermark,
+        }
+    }
+
+    #[test]
+    fn raw_keeps_payload_and_carries_topic_and_properties() {
+        let r = Reading {
+            sensor: Cow::Borrowed("s1"),
+            ts_ms: 42,
+            value: 1.0,
+            ts_from_payload: true,
+        };
+        let payload = Bytes::from_static(br#"{"ts": 42, "value": 1}"#);
+        let rec = Encoder::default().raw(
+            &r,
+            "sensors/s1/temperature",
+            payload.clone(),
+            &[("site".into(), "north".into())],
+        );
+        assert_eq!(rec.key, "s1");
+        assert_eq!(rec.value, payload);
+        assert_eq!(rec.timestamp_ms, 42);
+        assert_eq!(
+            rec.headers,
+            vec![
+                ("mqtt.topic".into(), Bytes::from("sensors/s1/temperature")),
+                ("site".into(), Bytes::from("north")),
+            ]
+        );
+        let late = Encoder::default().late(&rec, 0);
+        assert_eq!(late.headers.last().unwrap().0, HEADER_LATE_WINDOW);
+        assert_eq!(late.value, rec.value);
+    }
+
+    #[test]
+    fn aggregate_value_matches_the_contract() {
+        let rec = Encoder::default().aggregate(&window(Aggregate {
+            count: 4,
+            min: 12.0,
+            max: 80.0,
+            sum: 182.0,
+        }));
+        assert_eq!(rec.key, "Sensor1");
+        assert_eq!(rec.timestamp_ms, 1_718_000_000_000);
+        assert_eq!(
+            std::str::from_utf8(&rec.value).unwrap(),
+            r#"{"time":1718000010000,"temperature":{"count":4,"min":12,"max":80,"mean":45.5,"sum":182},"start":1718000000000,"end":1718000010000,"sensor":"Sensor1"}"#
+        );
+    }
+
+    #[test]
+    fn aggregate_keeps_fractions_and_the_measurement_name() {
+        let rec = Encoder::new("humidity").aggregate(&window(Aggregate {
+            count: 2,
+            min: 20.5,
+            max: 21.0,
+            sum: 41.5,
+        }));
+        let v: serde_json::Value = serde_json::from_slice(&rec.value).unwrap();
+        assert_eq!(v["humidity"]["min"], 20.5);
+        assert_eq!(v["humidity"]["max"], 21);
+        assert_eq!(v["humidity"]["mean"], 20.75);
+        assert!(v.get("temperature").is_none());
+    }
+
+    #[test]
+    fn aggregate_is_deterministic_whatever_closed_it() {
+        let agg = Aggregate::of(1.0);
+        let mut idle = window(agg);
+        idle.cause = CloseCause::Idle;
+        let e = Encoder::default();
+        assert_eq!(e.aggregate(&window(agg)), e.aggregate(&idle));
+    }
+
+    #[test]
+    fn dead_letter_names_the_reason() {
+        let err = DecodeError::MissingValue("value".into());
+        let rec =
+            Encoder::default().dead_letter("sensors/x/temperature", Bytes::from("{}"), 7, &err);
+        assert_eq!(rec.key, "sensors/x/temperature");
+        assert_eq!(rec.value, "{}");
+        assert_eq!(rec.timestamp_ms, 7);
+        assert_eq!(rec.headers[1], ("error.reason".into(), Bytes::from("missing_value")));
+        assert_eq!(
+            rec.headers[2].1,
+            Bytes::from("payload has no `value` field")
+        );
+    }
+}

@@ -1,0 +1,262 @@
+//! One MQTT publish in, routed records out: decode -> window -> encode, still pure.
+//!
+//! This is the whole per-message work of the bridge; the async shell only feeds it publishes
+//! and clock ticks and hands the records to the sink.
+
+use bytes::Bytes;
+
+use crate::decode::{DecodeConfigError, DecodeOptions, Decoder};
+use crate::encode::{Encoder, OutRecord};
+use crate::window::{Admission, ClosedWindow, WindowConfigError, WindowOptions, Windower};
+
+/// Which output stream a record belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Raw,
+    Aggregate,
+    DeadLetter,
+    Late,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 4] = [
+        Stream::Raw,
+        Stream::Aggregate,
+        Stream::DeadLetter,
+        Stream::Late,
+    ];
+
+    /// A short, stable name, safe as a metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Raw => "raw",
+            Stream::Aggregate => "aggregate",
+            Stream::DeadLetter => "dead_letter",
+            Stream::Late => "late",
+        }
+    }
+}
+
+/// A record and the stream it goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    pub stream: Stream,
+    pub record: OutRecord,
+}
+
+/// What became of one publish, for counting. Every publish gets exactly one verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Decoded and added to a window.
+    Aggregated,
+    /// Decoded, but its window had closed: raw only (and the late stream if enabled).
+    Late,
+    /// Decoded, but left out of the aggregates by a memory bound (reason code): raw only.
+    Refused(&'static str),
+    /// Not decodable (reason code): dead-letter only.
+    Rejected(&'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineConfigError {
+    #[error("decode configuration: {0}")]
+    Decode(#[from] DecodeConfigError),
+    #[error("window configuration: {0}")]
+    Window(#[from] WindowConfigError),
+}
+
+/// Decoder, windower and encoder wired together.
+#[derive(Debug)]
+pub struct Pipeline {
+    decoder: Decoder,
+    windower: Windower,
+    encoder: Encoder,
+    /// Whether late readings are also copied to the late stream.
+    route_late: bool,
+    /// Reused buffer for windows closed by one call, so the hot path does not allocate it.
+    closed: Vec<ClosedWindow>,
+}
+
+impl Pipeline {
+    pub fn new(
+        decode: DecodeOptions,
+        window: WindowOptions,
+        measurement: &str,
+        route_late: bool,
+    ) -> Result<Self, PipelineConfigError> {
+        Ok(Self {
+            decoder: Decoder::new(decode)?,
+            windower: Windower::new(window)?,
+            encoder: Encoder::new(measurement),
+            route_late,
+            closed: Vec::new(),
+        })
+    }
+
+    pub fn windower(&self) -> &Windower {
+        &self.windower
+    }
+
+    /// Handles one publish received at wall-clock `now_ms`. Records go to `out` in the order
+    /// they must be produced: aggregates the reading closed, then its raw (and late) record.
+    pub fn ingest(
+        &mut self,
+        topic: &str,
+        payload: Bytes,
+        user_properties: &[(String, String)],
+        now_ms: i64,
+        out: &mut Vec<Routed>,
+    ) -> Verdict {
+        let reading = match self.decoder.decode(topic, &payload, now_ms) {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(Routed {
+                    stream: Stream::DeadLetter,
+                    record: self
+                        .encoder
+                        .dead_letter(topic, payload.clone(), now_ms, &e),
+                });
+                return Verdict::Rejected(e.reason());
+            }
+        };
+        let admission = self.windower.record(
+            &reading.sensor,
+            reading.ts_ms,
+            reading.value,
+            now_ms,
+            &mut self.closed,
+        );
+        self.emit_closed(out);
+        let raw = self
+            .encoder
+            .raw(&reading, topic, payload.clone(), user_properties);
+        let verdict = match admission {
+            Admission::Added { .. } => Verdict::Aggregated,
+            Admission::Late { window_start } => {
+                if self.route_late {
+                    out.push(Routed {
+                        stream: Stream::Late,
+                        record: self.encoder.late(&raw, window_start),
+                    });
+                }
+                Verdict::Late
+            }
+            Admission::Refused(r) => Verdict::Refused(r.reason()),
+        };
+        out.push(Routed {
+            stream: Stream::Raw,
+            record: raw,
+        });
+        verdict
+    }
+
+    /// Closes the windows of sensors idle as of wall-clock `now_ms`.
+    pub fn flush_idle(&mut self, now_ms: i64, out: &mut Vec<Routed>) {
+        self.windower.flush_idle(now_ms, &mut self.closed);
+        self.emit_closed(out);
+    }
+
+    /// Closes every open window.
+    pub fn drain(&mut self, out: &mut Vec<Routed>) {
+        self.windower.drain(&mut self.closed);
+        self.emit_closed(out);
+    }
+
+    fn emit_closed(&mut self, out: &mut Vec<Routed>) {
+        for w in self.closed.drain(..) {
+            out.push(Routed {
+                stream: Stream::Aggregate,
+                record: self.encoder.aggregate(&w),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(route_late: bool) -> Pipeline {
+        Pipeline::new(
+            DecodeOptions::default(),
+            WindowOptions::default(),
+            "temperature",
+            route_late,
+        )
+        .unwrap()
+    }
+
+    fn ingest(p: &mut Pipeline, payload: &'static str, out: &mut Vec<Routed>) -> Verdict {
+        p.ingest(
+            "sensors/a/temperature",
+            Bytes::from_static(payload.as_bytes()),
+            &[],
+            1_718_000_100_000,
+            out,
+        )
+    }
+
+    fn streams(out: &[Routed]) -> Vec<Stream> {
+        out.iter().map(|r| r.stream).collect()
+    }
+
+    #[test]
+    fn routes_each_verdict() {
+        let mut p = pipeline(true);
+        let mut out = Vec::new();
+        assert_eq!(
+            ingest(&mut p, r#"{"ts":1718000000,"value":1}"#, &mut out),
+            Verdict::Aggregated
+        );
+        assert_eq!(streams(&out), [Stream::Raw]);
+        out.clear();
+        // Closes [..00, ..10) and goes to the raw stream after the aggregate.
+        assert_eq!(
+            ingest(&mut p, r#"{"ts":1718000011,"value":2}"#, &mut out),
+            Verdict::Aggregated
+        );
+        assert_eq!(streams(&out), [Stream::Aggregate, Stream::Raw]);
+        out.clear();
+        assert_eq!(
+            ingest(&mut p, r#"{"ts":1718000001,"value":3}"#, &mut out),
+            Verdict::Late
+        );
+        assert_eq!(streams(&out), [Stream::Late, Stream::Raw]);
+        out.clear();
+        assert_eq!(
+            ingest(&mut p, r#"{"value":"x"}"#, &mut out),
+            Verdict::Rejected("value_not_number")
+        );
+        assert_eq!(streams(&out), [Stream::DeadLetter]);
+    }
+
+    #[test]
+    fn late_stream_is_optional() {
+        let mut p = pipeline(false);
+        let mut out = Vec::new();
+        ingest(&mut p, r#"{"ts":1718000011,"value":2}"#, &mut out);
+        out.clear();
+        assert_eq!(
+            ingest(&mut p, r#"{"ts":1718000001,"value":3}"#, &mut out),
+            Verdict::Late
+        );
+        assert_eq!(streams(&out), [Stream::Raw]);
+    }
+
+    #[test]
+    fn flush_and_drain_emit_aggregates() {
+        let mut p = pipeline(false);
+        let mut out = Vec::new();
+        ingest(&mut p, r#"{"ts":1718000000,"value":1}"#, &mut out);
+        out.clear();
+        p.flush_idle(1_718_000_100_000 + 29_999, &mut out);
+        assert!(out.is_empty());
+        p.flush_idle(1_718_000_100_000 + 30_000, &mut out);
+        assert_eq!(streams(&out), [Stream::Aggregate]);
+        out.clear();
+        ingest(&mut p, r#"{"ts":1718000020,"value":1}"#, &mut out);
+        out.clear();
+        p.drain(&mut out);
+        assert_eq!(streams(&out), [Stream::Aggregate]);
+    }
+}
