@@ -195,7 +195,12 @@ impl Decoder {
             topic: topic.to_owned(),
             filter: self.filter.as_str().to_owned(),
         };
-        if !self.filter.matches(topic) {
+        // With the default id source, matching and extracting the id is one pass.
+        let wildcard_id = match self.opts.sensor_id {
+            SensorIdSource::Wildcards => self.filter.wildcard_id(topic),
+            _ => None,
+        };
+        if wildcard_id.is_none() && !self.filter.matches(topic) {
             return Err(mismatch());
         }
         let fields = self.parse_fields(payload)?;
@@ -237,7 +242,7 @@ impl Decoder {
         }
 
         let sensor = match &self.opts.sensor_id {
-            SensorIdSource::Wildcards => self.filter.wildcard_id(topic).ok_or_else(|| {
+            SensorIdSource::Wildcards => wildcard_id.ok_or_else(|| {
                 DecodeError::MissingSensorId(format!(
                     "a `+` level of topic {topic:?} is empty"
                 ))

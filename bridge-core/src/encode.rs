@@ -185,15 +185,13 @@ impl Serialize for Num {
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
-    use std::sync::Arc;
-
     use super::*;
     use crate::aggregate::Aggregate;
     use crate::window::CloseCause;
 
     fn window(agg: Aggregate) -> ClosedWindow {
         ClosedWindow {
-            sensor: Arc::from("Sensor1"),
+            sensor: "Sensor1".into(),
             start_ms: 1_718_000_000_000,
             end_ms: 1_718_000_010_000,
             agg,

@@ -49,12 +49,31 @@ pub fn parse_text(text: &str, unit: EpochUnit) -> Result<i64, TimestampError> {
             .or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%z"))
             .map(|d| d.timestamp_millis())
     } else {
-        NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        parse_naive_as_utc(text)
             .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f"))
             .map(|d| d.and_utc().timestamp_millis())
     }
     .map_err(|_| TimestampError::Unparseable(text.to_owned()))?;
     check_epoch(ms)
+}
+
+/// A timestamp without offset means UTC, which is RFC 3339 with a `Z`. chrono's RFC 3339 parser
+/// is hand-written and about four times faster than its general ISO 8601 one, and the tutorial's
+/// `isoformat()` timestamps are the common case on the hot path, so try it first, with the `Z`
+/// appended in a stack buffer; anything it refuses goes to the general parser.
+fn parse_naive_as_utc(text: &str) -> Result<NaiveDateTime, chrono::ParseError> {
+    let mut buf = [0u8; 48];
+    let n = text.len();
+    if n < buf.len() {
+        buf[..n].copy_from_slice(text.as_bytes());
+        buf[n] = b'Z';
+        if let Ok(with_z) = std::str::from_utf8(&buf[..=n]) {
+            if let Ok(d) = DateTime::parse_from_rfc3339(with_z) {
+                return Ok(d.naive_utc());
+            }
+        }
+    }
+    text.parse::<NaiveDateTime>()
 }
 
 /// Whether an ISO 8601 text ends in a UTC designator or a numeric offset after the time.

@@ -5,6 +5,8 @@
 //! A filter with several `+` levels (`site/+/line/+/temperature`) joins them with `/`
 //! (`north/7`) so that ids stay unique across the levels an operator chose to wildcard.
 
+use std::borrow::Cow;
+
 use thiserror::Error;
 
 /// Why a topic filter cannot be used.
@@ -102,22 +104,34 @@ impl TopicFilter {
 
     /// The sensor id a topic carries by default: the levels matched by `+`, joined with `/`.
     /// `None` when the topic does not match, the filter has no `+`, or a matched level is empty.
-    pub fn wildcard_id<'t>(&self, topic: &'t str) -> Option<std::borrow::Cow<'t, str>> {
-        if !self.matches(topic) {
-            return None;
+    /// Matches and extracts in one pass over the topic: this runs for every publish.
+    pub fn wildcard_id<'t>(&self, topic: &'t str) -> Option<Cow<'t, str>> {
+        let mut parts = topic.split('/');
+        let mut joined: Option<Cow<'t, str>> = None;
+        let mut empty_level = false;
+        for level in &self.levels {
+            match level {
+                Level::Rest => {
+                    parts.by_ref().for_each(drop);
+                    break;
+                }
+                Level::Exact(want) => {
+                    if parts.next()? != &**want {
+                        return None;
+                    }
+                }
+                Level::One => {
+                    let part = parts.next()?;
+                    empty_level |= part.is_empty();
+                    joined = Some(match joined {
+                        None => Cow::Borrowed(part),
+                        Some(prev) => Cow::Owned(format!("{prev}/{part}")),
+                    });
+                }
+            }
         }
-        let mut joined: Option<std::borrow::Cow<'t, str>> = None;
-        for (level, part) in self.levels.iter().zip(topic.split('/')) {
-            if *level != Level::One {
-                continue;
-            }
-            if part.is_empty() {
-                return None;
-            }
-            joined = Some(match joined {
-                None => std::borrow::Cow::Borrowed(part),
-                Some(prev) => std::borrow::Cow::Owned(format!("{prev}/{part}")),
-            });
+        if parts.next().is_some() || empty_level {
+            return None;
         }
         joined
     }

@@ -17,9 +17,9 @@
 //! refused for aggregation with a reason (its event time still advances the sensor's watermark:
 //! it is a valid observation of time, only its value is left out).
 
-use std::sync::Arc;
-
 use hashbrown::HashMap;
+use smallvec::SmallVec;
+use smol_str::SmolStr;
 
 use thiserror::Error;
 
@@ -108,7 +108,8 @@ pub enum CloseCause {
 /// A closed window, ready to encode.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClosedWindow {
-    pub sensor: Arc<str>,
+    /// Ids up to 23 bytes are stored inline; longer ones are shared, so cloning is cheap.
+    pub sensor: SmolStr,
     pub start_ms: i64,
     pub end_ms: i64,
     pub agg: Aggregate,
@@ -125,8 +126,9 @@ struct SensorState {
     flushed_end: i64,
     /// Wall clock of the latest reading, for the idle flush.
     last_seen_ms: i64,
-    /// Open windows by start, ascending. Usually one or two, so a sorted Vec beats a tree.
-    windows: Vec<(i64, Aggregate)>,
+    /// Open windows by start, ascending. Usually one or two (grace < size), so they are kept
+    /// inline in a sorted small vector: no tree, no separate allocation to chase.
+    windows: SmallVec<[(i64, Aggregate); 2]>,
 }
 
 /// Per-sensor tumbling windows. See the module documentation for the exact semantics.
@@ -134,8 +136,9 @@ struct SensorState {
 pub struct Windower {
     opts: WindowOptions,
     /// Keyed by sensor id; hashbrown's default hasher (foldhash) is fast and seeded per process,
-    /// so ids chosen by a hostile client cannot force collisions.
-    sensors: HashMap<Arc<str>, SensorState>,
+    /// so ids chosen by a hostile client cannot force collisions. SmolStr keeps typical ids
+    /// inline in the table, sparing a pointer chase per lookup with thousands of sensors.
+    sensors: HashMap<SmolStr, SensorState>,
     open_windows: usize,
     forgotten_sensors: u64,
 }
@@ -246,12 +249,12 @@ impl Windower {
             }
         }
         self.sensors.insert(
-            Arc::from(sensor),
+            SmolStr::new(sensor),
             SensorState {
                 watermark: ts_ms,
                 flushed_end: i64::MIN,
                 last_seen_ms: now_ms,
-                windows: Vec::new(),
+                windows: SmallVec::new(),
             },
         );
         Ok(())
@@ -262,7 +265,7 @@ impl Windower {
     /// afresh, so a reading for a window it already emitted would be aggregated again; only
     /// sensors silent the longest are chosen to make that unlikely, and each is counted.
     fn forget_quiet_sensors(&mut self) {
-        let mut quiet: Vec<(i64, Arc<str>)> = self
+        let mut quiet: Vec<(i64, SmolStr)> = self
             .sensors
             .iter()
             .filter(|(_, s)| s.windows.is_empty())
@@ -314,7 +317,7 @@ impl Windower {
 
 /// Emits all open windows of one sensor and marks them closed; returns how many.
 fn close_all(
-    key: &Arc<str>,
+    key: &SmolStr,
     state: &mut SensorState,
     size: i64,
     cause: CloseCause,
