@@ -78,7 +78,9 @@ pub enum DecodeConfigError {
     NoWildcard(String),
     #[error("field names must not be empty")]
     EmptyField,
-    #[error("the timestamp, value and sensor id fields must have different names (`{0}` is used twice)")]
+    #[error(
+        "the timestamp, value and sensor id fields must have different names (`{0}` is used twice)"
+    )]
     SameField(String),
     #[error("max future skew must not be negative")]
     NegativeSkew,
@@ -243,13 +245,13 @@ impl Decoder {
 
         let sensor = match &self.opts.sensor_id {
             SensorIdSource::Wildcards => wildcard_id.ok_or_else(|| {
-                DecodeError::MissingSensorId(format!(
-                    "a `+` level of topic {topic:?} is empty"
-                ))
+                DecodeError::MissingSensorId(format!("a `+` level of topic {topic:?} is empty"))
             })?,
-            SensorIdSource::TopicLevel(i) => Cow::Borrowed(topic::level(topic, *i).ok_or_else(
-                || DecodeError::MissingSensorId(format!("topic {topic:?} has no level {i}")),
-            )?),
+            SensorIdSource::TopicLevel(i) => {
+                Cow::Borrowed(topic::level(topic, *i).ok_or_else(|| {
+                    DecodeError::MissingSensorId(format!("topic {topic:?} has no level {i}"))
+                })?)
+            }
             SensorIdSource::Field(name) => match fields.sensor {
                 None => {
                     return Err(DecodeError::MissingSensorId(format!(
@@ -291,9 +293,7 @@ impl Decoder {
             nested: false,
         };
         let mut de = serde_json::Deserializer::from_slice(payload);
-        let parsed = seed
-            .deserialize(&mut de)
-            .and_then(|f| de.end().map(|()| f));
+        let parsed = seed.deserialize(&mut de).and_then(|f| de.end().map(|()| f));
         parsed.map_err(|e| classify_json_error(e, payload, &self.opts.value_field))
     }
 }
@@ -303,9 +303,8 @@ fn classify_json_error(e: serde_json::Error, payload: &[u8], value_field: &str) 
     let text = e.to_string();
     // Python's json.dumps writes NaN and Infinity, which are not JSON; serde_json reports
     // numbers beyond f64 as "out of range". Both mean a value that cannot be aggregated.
-    let non_finite = |p: &[u8]| {
-        p.windows(3).any(|w| w == b"NaN") || p.windows(8).any(|w| w == b"Infinity")
-    };
+    let non_finite =
+        |p: &[u8]| p.windows(3).any(|w| w == b"NaN") || p.windows(8).any(|w| w == b"Infinity");
     if text.contains("number out of range") || (e.is_syntax() && non_finite(payload)) {
         return DecodeError::ValueNotFinite(value_field.to_owned());
     }
@@ -353,9 +352,7 @@ impl Fields<'_> {
                 TsRaw::Wrong(w) => TsRaw::Wrong(w),
             }),
             value: self.value,
-            sensor: self
-                .sensor
-                .map(|s| s.map(|c| Cow::Owned(c.into_owned()))),
+            sensor: self.sensor.map(|s| s.map(|c| Cow::Owned(c.into_owned()))),
         }
     }
 }
@@ -422,7 +419,10 @@ impl<'de> Visitor<'de> for PayloadSeed<'_> {
             nested: true,
         };
         let mut de = serde_json::Deserializer::from_str(s);
-        match inner.deserialize(&mut de).and_then(|f| de.end().map(|()| f)) {
+        match inner
+            .deserialize(&mut de)
+            .and_then(|f| de.end().map(|()| f))
+        {
             Ok(fields) => Ok(fields.into_owned()),
             Err(e) if e.to_string().starts_with(NOT_OBJECT_PREFIX) => Err(E::custom(e)),
             Err(_) if !s.trim_start().starts_with(['{', '"']) => {

@@ -184,10 +184,10 @@ impl Serialize for Num {
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
     use super::*;
     use crate::aggregate::Aggregate;
     use crate::window::CloseCause;
+    use std::borrow::Cow;
 
     fn window(agg: Aggregate) -> ClosedWindow {
         ClosedWindow {
@@ -277,7 +277,10 @@ mod tests {
         assert_eq!(rec.key, "sensors/x/temperature");
         assert_eq!(rec.value, "{}");
         assert_eq!(rec.timestamp_ms, 7);
-        assert_eq!(rec.headers[1], ("error.reason".into(), Bytes::from("missing_value")));
+        assert_eq!(
+            rec.headers[1],
+            ("error.reason".into(), Bytes::from("missing_value"))
+        );
         assert_eq!(
             rec.headers[2].1,
             Bytes::from("payload has no `value` field")

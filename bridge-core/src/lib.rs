@@ -13,7 +13,7 @@ pub mod aggregate;
 pub mod window;
 
 pub use aggregate::Aggregate;
-pub use window::{Admission, ClosedWindow, CloseCause, Refusal, WindowOptions, Windower};
+pub use window::{Admission, CloseCause, ClosedWindow, Refusal, WindowOptions, Windower};
 pub mod encode;
 
 pub use encode::{Encoder, OutRecord};

@@ -112,9 +112,7 @@ impl Pipeline {
             Err(e) => {
                 out.push(Routed {
                     stream: Stream::DeadLetter,
-                    record: self
-                        .encoder
-                        .dead_letter(topic, payload.clone(), now_ms, &e),
+                    record: self.encoder.dead_letter(topic, payload.clone(), now_ms, &e),
                 });
                 return Verdict::Rejected(e.reason());
             }

@@ -67,7 +67,9 @@ pub enum WindowConfigError {
 /// caller still sends it to the raw stream and counts it.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Refusal {
-    #[error("{limit} sensors are tracked and none is idle enough to forget; raise window.max_sensors")]
+    #[error(
+        "{limit} sensors are tracked and none is idle enough to forget; raise window.max_sensors"
+    )]
     TooManySensors { limit: usize },
     #[error("{limit} windows are open; raise window.max_open_windows or lower window.grace")]
     TooManyOpenWindows { limit: usize },
@@ -201,8 +203,7 @@ impl Windower {
 
         // `ts < end` always, so this reading never closes its own window: checking lateness
         // against the watermark before or after raising it gives the same answer.
-        if window_end <= state.watermark.saturating_sub(grace) || window_end <= state.flushed_end
-        {
+        if window_end <= state.watermark.saturating_sub(grace) || window_end <= state.flushed_end {
             return Admission::Late { window_start };
         }
 
@@ -213,17 +214,25 @@ impl Windower {
                 .partition_point(|(s, _)| s.saturating_add(size).saturating_add(grace) <= ts_ms);
             if closable > 0 {
                 self.open_windows -= closable;
-                out.extend(state.windows.drain(..closable).map(|(start, agg)| ClosedWindow {
-                    sensor: key.clone(),
-                    start_ms: start,
-                    end_ms: start.saturating_add(size),
-                    agg,
-                    cause: CloseCause::Watermark,
-                }));
+                out.extend(
+                    state
+                        .windows
+                        .drain(..closable)
+                        .map(|(start, agg)| ClosedWindow {
+                            sensor: key.clone(),
+                            start_ms: start,
+                            end_ms: start.saturating_add(size),
+                            agg,
+                            cause: CloseCause::Watermark,
+                        }),
+                );
             }
         }
 
-        match state.windows.binary_search_by_key(&window_start, |(s, _)| *s) {
+        match state
+            .windows
+            .binary_search_by_key(&window_start, |(s, _)| *s)
+        {
             Ok(i) => state.windows[i].1.add(value),
             Err(_) if self.open_windows >= self.opts.max_open_windows => {
                 return Admission::Refused(Refusal::TooManyOpenWindows {
@@ -231,7 +240,9 @@ impl Windower {
                 })
             }
             Err(i) => {
-                state.windows.insert(i, (window_start, Aggregate::of(value)));
+                state
+                    .windows
+                    .insert(i, (window_start, Aggregate::of(value)));
                 self.open_windows += 1;
             }
         }
@@ -287,7 +298,8 @@ impl Windower {
         let idle = self.opts.idle_timeout_ms;
         for (key, state) in self.sensors.iter_mut() {
             if !state.windows.is_empty() && now_ms.saturating_sub(state.last_seen_ms) >= idle {
-                self.open_windows -= close_all(key, state, self.opts.size_ms, CloseCause::Idle, out);
+                self.open_windows -=
+                    close_all(key, state, self.opts.size_ms, CloseCause::Idle, out);
             }
         }
     }

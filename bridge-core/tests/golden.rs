@@ -43,7 +43,10 @@ fn tutorial_readings_give_hand_computed_aggregates() {
     }
 
     let late = verdicts.iter().filter(|v| **v == Verdict::Late).count();
-    assert_eq!(late, 3, "06:13:20.5 of Sensor2, 06:13:28 and 06:13:39 of Sensor1");
+    assert_eq!(
+        late, 3,
+        "06:13:20.5 of Sensor2, 06:13:28 and 06:13:39 of Sensor1"
+    );
     assert!(verdicts
         .iter()
         .all(|v| matches!(v, Verdict::Aggregated | Verdict::Late)));

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use edge_bridge_core::{
-    Aggregate, ClosedWindow, CloseCause, DecodeOptions, Pipeline, Stream, Verdict, WindowOptions,
+    Aggregate, CloseCause, ClosedWindow, DecodeOptions, Pipeline, Stream, Verdict, WindowOptions,
     Windower,
 };
 use proptest::prelude::*;
@@ -133,7 +133,12 @@ fn as_map(closed: &[ClosedWindow]) -> Windows {
             (c.sensor.to_string(), c.start_ms),
             (c.agg, c.cause == CloseCause::Watermark),
         );
-        assert!(prev.is_none(), "window {} {} emitted twice", c.sensor, c.start_ms);
+        assert!(
+            prev.is_none(),
+            "window {} {} emitted twice",
+            c.sensor,
+            c.start_ms
+        );
     }
     m
 }

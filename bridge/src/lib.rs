@@ -1,1 +1,12 @@
-pub fn x(){}
+//! The edge bridge: MQTT in, per-sensor window aggregates computed on the gateway, raw and
+//! aggregated streams out to a Kafka-API cluster (Redpanda).
+//!
+//! The pure work (decode, window, encode) lives in `edge_bridge_core`; this crate is the shell
+//! around it: configuration and command line first.
+
+pub mod cli;
+pub mod config;
+pub mod load;
+pub mod run;
+
+pub use config::Config;

@@ -57,8 +57,14 @@ fn iso_with_fraction_and_offsets() {
 fn epoch_seconds_and_millis() {
     let d = dec();
     assert_eq!(ok(&d, TOPIC, r#"{"ts":1718000000,"value":1}"#).1, T);
-    assert_eq!(ok(&d, TOPIC, r#"{"ts":1718000000.25,"value":1}"#).1, T + 250);
-    assert_eq!(ok(&d, TOPIC, r#"{"ts":1718000000123,"value":1}"#).1, T + 123);
+    assert_eq!(
+        ok(&d, TOPIC, r#"{"ts":1718000000.25,"value":1}"#).1,
+        T + 250
+    );
+    assert_eq!(
+        ok(&d, TOPIC, r#"{"ts":1718000000123,"value":1}"#).1,
+        T + 123
+    );
     let ms = with(|o| o.epoch_unit = EpochUnit::Millis);
     assert_eq!(ok(&ms, TOPIC, r#"{"ts":5000,"value":1}"#).1, 5000);
 }
@@ -66,7 +72,10 @@ fn epoch_seconds_and_millis() {
 #[test]
 fn missing_or_null_ts_means_arrival_time() {
     let d = dec();
-    assert_eq!(ok(&d, TOPIC, r#"{"value":1}"#), ("s1".into(), NOW, 1.0, false));
+    assert_eq!(
+        ok(&d, TOPIC, r#"{"value":1}"#),
+        ("s1".into(), NOW, 1.0, false)
+    );
     assert_eq!(ok(&d, TOPIC, r#"{"ts":null,"value":1}"#).1, NOW);
 }
 
@@ -84,7 +93,10 @@ fn integer_and_float_values() {
     assert_eq!(ok(&d, TOPIC, r#"{"value":-3}"#).2, -3.0);
     assert_eq!(ok(&d, TOPIC, r#"{"value":21.625}"#).2, 21.625);
     assert_eq!(ok(&d, TOPIC, r#"{"value":1e3}"#).2, 1000.0);
-    assert_eq!(ok(&d, TOPIC, r#"{"value":18446744073709551615}"#).2, 1.8446744073709552e19);
+    assert_eq!(
+        ok(&d, TOPIC, r#"{"value":18446744073709551615}"#).2,
+        1.8446744073709552e19
+    );
 }
 
 #[test]
@@ -160,9 +172,18 @@ fn rejects_each_reason() {
     assert_eq!(r(r#"{"ts":true,"value":1}"#), "bad_timestamp");
     assert_eq!(r(r#"{"ts":{"s":1},"value":1}"#), "bad_timestamp");
     assert_eq!(r(r#"{"ts":-1,"value":1}"#), "bad_timestamp");
-    assert_eq!(r(r#"{"ts":"1960-01-01T00:00:00","value":1}"#), "bad_timestamp");
-    assert_eq!(r(r#"{"ts":"2124-06-10T06:13:20","value":1}"#), "future_timestamp");
-    assert_eq!(reason(&d, "sensors//temperature", b"{\"value\":1}"), "missing_sensor_id");
+    assert_eq!(
+        r(r#"{"ts":"1960-01-01T00:00:00","value":1}"#),
+        "bad_timestamp"
+    );
+    assert_eq!(
+        r(r#"{"ts":"2124-06-10T06:13:20","value":1}"#),
+        "future_timestamp"
+    );
+    assert_eq!(
+        reason(&d, "sensors//temperature", b"{\"value\":1}"),
+        "missing_sensor_id"
+    );
 }
 
 #[test]
@@ -170,7 +191,10 @@ fn rejection_messages_name_the_problem() {
     let d = dec();
     let e = |p: &str| d.decode(TOPIC, p.as_bytes(), NOW).unwrap_err().to_string();
     assert_eq!(e("{}"), "payload has no `value` field");
-    assert_eq!(e(r#"{"value":"21.5"}"#), "field `value` is a string, not a number");
+    assert_eq!(
+        e(r#"{"value":"21.5"}"#),
+        "field `value` is a string, not a number"
+    );
     assert!(e("[1]").contains("an array"), "{}", e("[1]"));
     assert!(e(r#"{"ts":"noon","value":1}"#).contains("\"noon\""));
     assert!(e(r#"{"ts":1718003700,"value":1}"#).contains("3695000 ms ahead"));
@@ -180,7 +204,9 @@ fn rejection_messages_name_the_problem() {
 #[test]
 fn future_skew_limit_is_inclusive() {
     let d = with(|o| o.max_future_skew_ms = 1_000);
-    assert!(d.decode(TOPIC, br#"{"ts":1718000006,"value":1}"#, NOW).is_ok());
+    assert!(d
+        .decode(TOPIC, br#"{"ts":1718000006,"value":1}"#, NOW)
+        .is_ok());
     let e = d
         .decode(TOPIC, br#"{"ts":1718000006001,"value":1}"#, NOW)
         .unwrap_err();
@@ -203,7 +229,10 @@ fn sensor_field_rejections() {
         o.topic_filter = "sensors/#".into();
         o.sensor_id = SensorIdSource::TopicLevel(3);
     });
-    assert_eq!(reason(&lvl, "sensors/a", b"{\"value\":1}"), "missing_sensor_id");
+    assert_eq!(
+        reason(&lvl, "sensors/a", b"{\"value\":1}"),
+        "missing_sensor_id"
+    );
 }
 
 #[test]
@@ -237,5 +266,8 @@ fn bad_options_are_refused() {
         bad(|o| o.sensor_id = SensorIdSource::Field("value".into())),
         DecodeConfigError::SameField("value".into())
     );
-    assert_eq!(bad(|o| o.max_future_skew_ms = -1), DecodeConfigError::NegativeSkew);
+    assert_eq!(
+        bad(|o| o.max_future_skew_ms = -1),
+        DecodeConfigError::NegativeSkew
+    );
 }

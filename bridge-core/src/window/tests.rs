@@ -18,14 +18,22 @@ fn win() -> Windower {
 }
 
 /// Records and returns the windows closed by this reading, as (sensor, start, count, sum).
-fn rec(w: &mut Windower, sensor: &str, ts: i64, v: f64, now: i64) -> (Admission, Vec<ClosedWindow>) {
+fn rec(
+    w: &mut Windower,
+    sensor: &str,
+    ts: i64,
+    v: f64,
+    now: i64,
+) -> (Admission, Vec<ClosedWindow>) {
     let mut out = Vec::new();
     let a = w.record(sensor, ts, v, now, &mut out);
     (a, out)
 }
 
 fn added(start: i64) -> Admission {
-    Admission::Added { window_start: start }
+    Admission::Added {
+        window_start: start,
+    }
 }
 
 #[test]
@@ -45,7 +53,10 @@ fn reading_at_end_opens_next_window_without_closing() {
     assert_eq!(rec(&mut w, "a", T0, 1.0, 0).0, added(T0));
     let (a, closed) = rec(&mut w, "a", T0 + S, 2.0, 0);
     assert_eq!(a, added(T0 + S));
-    assert!(closed.is_empty(), "W = end < end + grace keeps the window open");
+    assert!(
+        closed.is_empty(),
+        "W = end < end + grace keeps the window open"
+    );
     assert_eq!(w.open_windows(), 2);
 }
 

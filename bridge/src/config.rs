@@ -1,0 +1,473 @@
+//! The configuration: one TOML file, every key documented in `default-config.toml`, each
+//! overridable by an `EDGE_BRIDGE_...` environment variable and the common ones by flags.
+//!
+//! The structs here are the schema (serde, unknown keys refused); [`crate::load`] layers the
+//! sources; [`Config::validate`] checks everything at once so an operator sees every problem in
+//! one run, and [`Config::redacted`] is what may be printed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use edge_bridge_core::decode::{DecodeOptions, Decoder, SensorIdSource};
+use edge_bridge_core::timestamp::EpochUnit;
+use edge_bridge_core::window::{WindowOptions, Windower};
+use serde::{Deserialize, Serialize};
+
+/// The documented default configuration, printed by `print-default-config`. A test proves it
+/// parses to [`Config::default`] and names every key.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../default-config.toml");
+
+/// Stands in for a secret in anything printed.
+pub const REDACTED: &str = "REDACTED";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for state that must outlive the process.
+    pub state_dir: PathBuf,
+    pub mqtt: MqttConfig,
+    pub decode: DecodeConfig,
+    pub window: WindowConfig,
+    pub kafka: KafkaConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/edge-bridge"),
+            mqtt: MqttConfig::default(),
+            decode: DecodeConfig::default(),
+            window: WindowConfig::default(),
+            kafka: KafkaConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Address of the embedded MQTT broker. Used when `url` is empty.
+    #[serde(deserialize_with = "text")]
+    pub listen: String,
+    /// External broker (`mqtt://host:port` or `mqtts://host:port`); when set, no embedded
+    /// broker is started.
+    #[serde(deserialize_with = "text")]
+    pub url: String,
+    /// Subscription filter; the sensor id defaults to its `+` levels.
+    #[serde(deserialize_with = "text")]
+    pub topic: String,
+    /// Subscription QoS (0, 1 or 2).
+    pub qos: u8,
+    /// Client id towards an external broker; stable so the broker keeps the session.
+    #[serde(deserialize_with = "text")]
+    pub client_id: String,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:1883".into(),
+            url: String::new(),
+            topic: "sensors/+/temperature".into(),
+            qos: 1,
+            client_id: "edge-bridge".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// `topic` (the `+` levels of the filter), `topic-level:N` (level N, from 0), or
+    /// `field:NAME` (a payload field).
+    #[serde(deserialize_with = "text")]
+    pub sensor_id: String,
+    #[serde(deserialize_with = "text")]
+    pub ts_field: String,
+    #[serde(deserialize_with = "text")]
+    pub value_field: String,
+    /// How numeric timestamps are read: auto, seconds, millis, micros, nanos.
+    pub epoch_unit: EpochUnit,
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    pub max_sensor_id_bytes: usize,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        Self {
+            sensor_id: "topic".into(),
+            ts_field: "ts".into(),
+            value_field: "value".into(),
+            epoch_unit: EpochUnit::Auto,
+            max_future_skew: Duration::from_secs(3600),
+            max_sensor_id_bytes: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowConfig {
+    #[serde(with = "humantime_serde")]
+    pub size: Duration,
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub max_sensors: usize,
+    pub max_open_windows: usize,
+    /// Name of the statistics object in aggregate records.
+    #[serde(deserialize_with = "text")]
+    pub measurement: String,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            size: Duration::from_secs(10),
+            grace: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(30),
+            max_sensors: 100_000,
+            max_open_windows: 1_000_000,
+            measurement: "temperature".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated `host:port`.
+    #[serde(deserialize_with = "text")]
+    pub brokers: String,
+    #[serde(deserialize_with = "text")]
+    pub raw_topic: String,
+    #[serde(deserialize_with = "text")]
+    pub agg_topic: String,
+    #[serde(deserialize_with = "text")]
+    pub dead_letter_topic: String,
+    /// Empty: late readings go to the raw topic only.
+    #[serde(deserialize_with = "text")]
+    pub late_topic: String,
+    pub create_topics: bool,
+    /// Partitions for topics the bridge creates.
+    pub topic_partitions: i32,
+    #[serde(deserialize_with = "text")]
+    pub compression: String,
+    /// Passed to librdkafka as is, after the bridge's own settings, so it can override them.
+    #[serde(deserialize_with = "option_texts")]
+    pub options: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            raw_topic: "raw-temperature".into(),
+            agg_topic: "agg-temperature".into(),
+            dead_letter_topic: "edge-bridge-dead-letter".into(),
+            late_topic: String::new(),
+            create_topics: true,
+            topic_partitions: 1,
+            compression: "zstd".into(),
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `edge_bridge=debug,info`, ...
+    #[serde(deserialize_with = "text")]
+    pub level: String,
+    /// `human` or `json`.
+    #[serde(deserialize_with = "text")]
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "human".into(),
+        }
+    }
+}
+
+/// Where the bridge reads MQTT from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MqttSource {
+    Embedded(SocketAddr),
+    External(url::Url),
+}
+
+impl Config {
+    /// Checks every key; returns all problems, each naming its key.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.mqtt_source() {
+            errors.push(e);
+        }
+        if self.mqtt.qos > 2 {
+            errors.push(format!("mqtt.qos: {} is not 0, 1 or 2", self.mqtt.qos));
+        }
+        if self.mqtt.client_id.is_empty() {
+            errors.push("mqtt.client_id: must not be empty".into());
+        }
+        match self.decode_options() {
+            Ok(opts) => {
+                if let Err(e) = Decoder::new(opts) {
+                    errors.push(format!("decode / mqtt.topic: {e}"));
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+        match self.window_options() {
+            Ok(opts) => {
+                if let Err(e) = Windower::new(opts) {
+                    errors.push(format!("window: {e}"));
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+        if self.window.measurement.is_empty() {
+            errors.push("window.measurement: must not be empty".into());
+        }
+        errors.extend(self.kafka_problems());
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn kafka_problems(&self) -> Vec<String> {
+        let k = &self.kafka;
+        let mut errors = Vec::new();
+        if k.brokers.split(',').all(|b| b.trim().is_empty()) {
+            errors.push("kafka.brokers: name at least one host:port".into());
+        }
+        let mut topics = vec![
+            ("kafka.raw_topic", &k.raw_topic),
+            ("kafka.agg_topic", &k.agg_topic),
+            ("kafka.dead_letter_topic", &k.dead_letter_topic),
+        ];
+        if !k.late_topic.is_empty() {
+            topics.push(("kafka.late_topic", &k.late_topic));
+        }
+        for (i, (key, name)) in topics.iter().enumerate() {
+            if let Err(why) = check_topic_name(name) {
+                errors.push(format!("{key}: {name:?} {why}"));
+            }
+            if let Some((other, _)) = topics[..i].iter().find(|(_, n)| n == name) {
+                errors.push(format!("{key}: {name:?} is already used by {other}"));
+            }
+        }
+        if k.topic_partitions < 1 {
+            errors.push("kafka.topic_partitions: must be at least 1".into());
+        }
+        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&k.compression.as_str()) {
+            errors.push(format!(
+                "kafka.compression: {:?} is not one of none, gzip, snappy, lz4, zstd",
+                k.compression
+            ));
+        }
+        if !["human", "json"].contains(&self.log.format.as_str()) {
+            errors.push(format!(
+                "log.format: {:?} is not human or json",
+                self.log.format
+            ));
+        }
+        errors
+    }
+
+    /// The MQTT source: an external broker when `mqtt.url` is set, else the embedded one.
+    pub fn mqtt_source(&self) -> Result<MqttSource, String> {
+        if self.mqtt.url.is_empty() {
+            return self
+                .mqtt
+                .listen
+                .parse()
+                .map(MqttSource::Embedded)
+                .map_err(|e| {
+                    format!(
+                        "mqtt.listen: {:?} is not an address like 0.0.0.0:1883 ({e})",
+                        self.mqtt.listen
+                    )
+                });
+        }
+        let url = url::Url::parse(&self.mqtt.url).map_err(|e| {
+            format!(
+                "mqtt.url: {} is not a URL ({e})",
+                redact_url(&self.mqtt.url)
+            )
+        })?;
+        if !["mqtt", "mqtts"].contains(&url.scheme()) {
+            return Err(format!(
+                "mqtt.url: scheme {:?} is not mqtt or mqtts",
+                url.scheme()
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("mqtt.url: names no host".into());
+        }
+        Ok(MqttSource::External(url))
+    }
+
+    /// The decoder's options, from `mqtt.topic` and `[decode]`.
+    pub fn decode_options(&self) -> Result<DecodeOptions, String> {
+        let d = &self.decode;
+        let sensor_id = parse_sensor_id(&d.sensor_id)?;
+        Ok(DecodeOptions {
+            topic_filter: self.mqtt.topic.clone(),
+            sensor_id,
+            ts_field: d.ts_field.clone(),
+            value_field: d.value_field.clone(),
+            epoch_unit: d.epoch_unit,
+            max_future_skew_ms: millis("decode.max_future_skew", d.max_future_skew)?,
+            max_sensor_id_bytes: d.max_sensor_id_bytes,
+        })
+    }
+
+    /// The windower's options, from `[window]`.
+    pub fn window_options(&self) -> Result<WindowOptions, String> {
+        let w = &self.window;
+        Ok(WindowOptions {
+            size_ms: millis("window.size", w.size)?,
+            grace_ms: millis("window.grace", w.grace)?,
+            idle_timeout_ms: millis("window.idle_timeout", w.idle_timeout)?,
+            max_sensors: w.max_sensors,
+            max_open_windows: w.max_open_windows,
+        })
+    }
+
+    /// A copy safe to print: passwords in URLs and secret-looking librdkafka options hidden.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        c.mqtt.url = redact_url(&c.mqtt.url);
+        for (key, value) in c.kafka.options.iter_mut() {
+            if is_secret_option(key) {
+                *value = REDACTED.into();
+            }
+        }
+        c
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(&self.redacted()).expect("the configuration is plain data")
+    }
+}
+
+/// Deserializes a string field, also accepting a number or boolean as its text: environment
+/// variables carry no types, so `EDGE_BRIDGE_MQTT_CLIENT_ID=1234` must still be a string.
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+        B(bool),
+    }
+    Ok(match Text::deserialize(d)? {
+        Text::S(s) => s,
+        Text::I(n) => n.to_string(),
+        Text::U(n) => n.to_string(),
+        Text::F(n) => n.to_string(),
+        Text::B(b) => b.to_string(),
+    })
+}
+
+/// librdkafka option values: written as strings, but `linger.ms = 50` or `enable.idempotence =
+/// true` in the file are accepted too.
+fn option_texts<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "text")] String);
+    let map = BTreeMap::<String, Wrapped>::deserialize(d)?;
+    Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+/// Whole milliseconds of a duration, refusing durations finer than the core's unit.
+fn millis(key: &str, d: Duration) -> Result<i64, String> {
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return Err(format!("{key}: {d:?} is finer than a millisecond"));
+    }
+    i64::try_from(d.as_millis()).map_err(|_| format!("{key}: {d:?} is too long"))
+}
+
+fn parse_sensor_id(s: &str) -> Result<SensorIdSource, String> {
+    let bad = || format!("decode.sensor_id: {s:?} is not `topic`, `topic-level:N` or `field:NAME`");
+    if s == "topic" {
+        return Ok(SensorIdSource::Wildcards);
+    }
+    if let Some(n) = s.strip_prefix("topic-level:") {
+        return n.parse().map(SensorIdSource::TopicLevel).map_err(|_| bad());
+    }
+    match s.strip_prefix("field:") {
+        Some(name) if !name.is_empty() => Ok(SensorIdSource::Field(name.to_owned())),
+        _ => Err(bad()),
+    }
+}
+
+/// Kafka's topic name rule: 1 to 249 of `[a-zA-Z0-9._-]`, and not `.` or `..`.
+fn check_topic_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("is empty");
+    }
+    if name.len() > 249 {
+        return Err("is longer than 249 characters");
+    }
+    if name == "." || name == ".." {
+        return Err("is not a valid topic name");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err("may only contain letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+/// librdkafka options that carry secrets.
+fn is_secret_option(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "sasl.oauthbearer.config",
+        "ssl.key.pem",
+        "ssl_key",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+/// A URL with its password (if any) replaced.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some(REDACTED));
+            u.to_string()
+        }
+        Ok(_) => raw.to_owned(),
+        // Unparseable: it might still hold `user:pass@`; hide everything before the '@'.
+        Err(_) => match raw.rfind('@') {
+            Some(at) => format!("{REDACTED}{}", &raw[at..]),
+            None => raw.to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

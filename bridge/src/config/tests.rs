@@ -1,0 +1,136 @@
+use super::*;
+
+#[test]
+fn documented_default_file_is_the_default() {
+    let parsed: Config = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+    assert_eq!(parsed, Config::default());
+    assert!(Config::default().validate().is_ok());
+}
+
+/// Every key of the schema appears in the documented file (and, by deny_unknown_fields and the
+/// test above, nothing else does), so `print-default-config` never hides a key.
+#[test]
+fn documented_default_file_names_every_key() {
+    fn keys(prefix: &str, t: &toml::Table, out: &mut Vec<String>) {
+        for (k, v) in t {
+            let path = format!("{prefix}{k}");
+            match v {
+                toml::Value::Table(inner) if k != "options" => {
+                    keys(&format!("{path}."), inner, out)
+                }
+                _ => out.push(path),
+            }
+        }
+    }
+    let file: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+    let schema: toml::Table = toml::Table::try_from(Config::default()).unwrap();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    keys("", &file, &mut a);
+    keys("", &schema, &mut b);
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    // Each key's environment variable is documented next to it.
+    for key in &b {
+        if key == "kafka.options" {
+            continue;
+        }
+        let var = format!("EDGE_BRIDGE_{}", key.replace('.', "_").to_uppercase());
+        assert!(
+            DEFAULT_CONFIG_TOML.contains(&var),
+            "{var} is not documented"
+        );
+    }
+}
+
+#[test]
+fn sensor_id_forms() {
+    assert_eq!(parse_sensor_id("topic"), Ok(SensorIdSource::Wildcards));
+    assert_eq!(
+        parse_sensor_id("topic-level:2"),
+        Ok(SensorIdSource::TopicLevel(2))
+    );
+    assert_eq!(
+        parse_sensor_id("field:device"),
+        Ok(SensorIdSource::Field("device".into()))
+    );
+    for bad in ["", "field:", "topic-level:x", "payload"] {
+        assert!(parse_sensor_id(bad)
+            .unwrap_err()
+            .contains("decode.sensor_id"));
+    }
+}
+
+#[test]
+fn mqtt_source_embedded_or_external() {
+    let mut c = Config::default();
+    assert_eq!(
+        c.mqtt_source(),
+        Ok(MqttSource::Embedded("0.0.0.0:1883".parse().unwrap()))
+    );
+    c.mqtt.url = "mqtts://broker.local:8883".into();
+    assert!(matches!(c.mqtt_source(), Ok(MqttSource::External(u)) if u.port() == Some(8883)));
+    c.mqtt.url = "http://x".into();
+    assert!(c.mqtt_source().unwrap_err().contains("scheme"));
+    c.mqtt.url = "not a url".into();
+    assert!(c.mqtt_source().unwrap_err().contains("mqtt.url"));
+    c.mqtt.url = String::new();
+    c.mqtt.listen = "localhost".into();
+    assert!(c.mqtt_source().unwrap_err().contains("mqtt.listen"));
+}
+
+#[test]
+fn durations_must_be_whole_milliseconds() {
+    let mut c = Config::default();
+    c.window.grace = Duration::from_micros(1500);
+    assert!(c.window_options().unwrap_err().contains("window.grace"));
+    c.window.grace = Duration::from_millis(1500);
+    assert_eq!(c.window_options().unwrap().grace_ms, 1500);
+}
+
+#[test]
+fn topic_names_follow_kafka_rules() {
+    assert!(check_topic_name("raw-temperature.v1_x").is_ok());
+    assert!(check_topic_name("").is_err());
+    assert!(check_topic_name("..").is_err());
+    assert!(check_topic_name("a b").is_err());
+    assert!(check_topic_name(&"a".repeat(250)).is_err());
+}
+
+#[test]
+fn redaction_hides_secrets_only() {
+    let mut c = Config::default();
+    c.mqtt.url = "mqtt://user:hunter2@broker:1883".into();
+    c.kafka
+        .options
+        .insert("sasl.password".into(), "s3cret-pw".into());
+    c.kafka
+        .options
+        .insert("ssl.key.password".into(), "k3y-pw".into());
+    c.kafka.options.insert("linger.ms".into(), "50".into());
+    let text = c.to_redacted_toml();
+    for secret in ["hunter2", "s3cret-pw", "k3y-pw"] {
+        assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+    }
+    assert!(text.contains("mqtt://user:REDACTED@broker:1883"), "{text}");
+    assert!(text.contains("linger.ms"));
+    assert!(text.contains("\"50\""));
+    // The printed configuration parses back.
+    let back: Config = toml::from_str(&text).unwrap();
+    assert_eq!(back.kafka.options.len(), 3);
+}
+
+#[test]
+fn numeric_option_values_are_accepted() {
+    let c: Config =
+        toml::from_str("[kafka.options]\n\"linger.ms\" = 50\n\"enable.idempotence\" = true\n")
+            .unwrap();
+    assert_eq!(c.kafka.options["linger.ms"], "50");
+    assert_eq!(c.kafka.options["enable.idempotence"], "true");
+}
+
+#[test]
+fn redact_url_without_password_is_unchanged() {
+    assert_eq!(redact_url("mqtt://broker:1883"), "mqtt://broker:1883");
+    assert_eq!(redact_url("%%user:pw@host"), "REDACTED@host");
+}
