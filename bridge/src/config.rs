@@ -57,6 +57,17 @@ pub struct MqttConfig {
     /// broker is started.
     #[serde(deserialize_with = "text")]
     pub url: String,
+    /// MQTT 5 listener of the embedded broker; empty turns it off.
+    #[serde(deserialize_with = "text")]
+    pub listen_v5: String,
+    /// rumqttd configuration file for the embedded broker; empty uses the built-in one.
+    #[serde(deserialize_with = "text")]
+    pub broker_config: String,
+    /// Protocol towards an external broker: "3.1.1" or "5".
+    #[serde(deserialize_with = "text")]
+    pub protocol: String,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
     /// Subscription filter; the sensor id defaults to its `+` levels.
     #[serde(deserialize_with = "text")]
     pub topic: String,
@@ -71,7 +82,11 @@ impl Default for MqttConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:1883".into(),
+            listen_v5: "0.0.0.0:1884".into(),
+            broker_config: String::new(),
             url: String::new(),
+            protocol: "3.1.1".into(),
+            keep_alive: Duration::from_secs(30),
             topic: "sensors/+/temperature".into(),
             qos: 1,
             client_id: "edge-bridge".into(),
@@ -216,6 +231,21 @@ impl Config {
         }
         if self.mqtt.qos > 2 {
             errors.push(format!("mqtt.qos: {} is not 0, 1 or 2", self.mqtt.qos));
+        }
+        if !["3.1.1", "5"].contains(&self.mqtt.protocol.as_str()) {
+            errors.push(format!(
+                "mqtt.protocol: {:?} is not \"3.1.1\" or \"5\"",
+                self.mqtt.protocol
+            ));
+        }
+        if !self.mqtt.listen_v5.is_empty() && self.mqtt.listen_v5.parse::<SocketAddr>().is_err() {
+            errors.push(format!(
+                "mqtt.listen_v5: {:?} is not an address like 0.0.0.0:1884",
+                self.mqtt.listen_v5
+            ));
+        }
+        if self.mqtt.keep_alive < Duration::from_secs(5) {
+            errors.push("mqtt.keep_alive: must be at least 5s".into());
         }
         if self.mqtt.client_id.is_empty() {
             errors.push("mqtt.client_id: must not be empty".into());

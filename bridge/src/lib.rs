@@ -2,11 +2,15 @@
 //! aggregated streams out to a Kafka-API cluster (Redpanda).
 //!
 //! The pure work (decode, window, encode) lives in `edge_bridge_core`; this crate is the shell
-//! around it: configuration and command line first.
+//! around it: configuration, MQTT intake, the main loop and the Kafka sink.
 
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod load;
+pub mod mqtt;
 pub mod run;
+pub mod sink;
+pub mod stats;
 
 pub use config::Config;

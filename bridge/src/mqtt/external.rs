@@ -1,0 +1,290 @@
+//! An external MQTT broker (Mosquitto, EMQX, ...) through rumqttc, MQTT 3.1.1 or 5.
+//!
+//! - A stable client id and a persistent session (clean session off; for MQTT 5 a session
+//!   expiry), so QoS 1 messages published while the bridge is away wait in the broker.
+//! - Manual acks: a QoS 1 publish is acknowledged only when the bridge hands back its
+//!   [`AckToken`], after the reading went on to Kafka. Acks go out in arrival order.
+//! - The event loop runs in its own task and is polled all the time, so keepalives go out even
+//!   while the bridge is busy; the broker's in-flight window (QoS 1) bounds what piles up.
+//! - Reconnects back off exponentially with jitter, capped; the subscription is renewed
+//!   whenever the broker reports that it lost the session.
+
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use url::Url;
+
+use super::{Inbound, MqttError};
+
+/// MQTT protocol version towards the external broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    V311,
+    V5,
+}
+
+/// Hands a QoS 1 publish back for acknowledgement.
+#[derive(Debug, Clone)]
+pub enum AckToken {
+    V4(rumqttc::Publish),
+    V5(rumqttc::v5::mqttbytes::v5::Publish),
+}
+
+enum Client {
+    V4(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+pub struct External {
+    rx: mpsc::Receiver<Inbound>,
+    client: Client,
+}
+
+/// Everything needed to connect.
+#[derive(Debug, Clone)]
+pub struct ExternalOptions {
+    pub url: Url,
+    pub client_id: String,
+    pub filter: String,
+    pub qos: u8,
+    pub protocol: Protocol,
+    pub keep_alive: Duration,
+}
+
+/// Publishes buffered between the event loop and the bridge. With QoS 1 the broker sends at
+/// most its in-flight window unacknowledged, so this rarely fills.
+const CHANNEL: usize = 1024;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+impl External {
+    pub fn start(o: ExternalOptions) -> Result<Self, MqttError> {
+        let host = o
+            .url
+            .host_str()
+            .ok_or_else(|| MqttError::External("mqtt.url names no host".into()))?
+            .to_owned();
+        let tls = o.url.scheme() == "mqtts";
+        let port = o.url.port().unwrap_or(if tls { 8883 } else { 1883 });
+        let user = o.url.username().to_owned();
+        let pass = o.url.password().map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
+        let (tx, rx) = mpsc::channel(CHANNEL);
+        let client = match o.protocol {
+            Protocol::V311 => {
+                let mut opts = rumqttc::MqttOptions::new(&o.client_id, host, port);
+                opts.set_keep_alive(o.keep_alive)
+                    .set_clean_session(false)
+                    .set_manual_acks(true)
+                    .set_max_packet_size(1 << 20, 1 << 20);
+                if !user.is_empty() {
+                    opts.set_credentials(user, pass.unwrap_or_default());
+                }
+                if tls {
+                    opts.set_transport(rumqttc::Transport::tls_with_default_config());
+                }
+                let (client, eventloop) = rumqttc::AsyncClient::new(opts, 64);
+                tokio::spawn(run_v4(eventloop, client.clone(), o.clone(), tx));
+                Client::V4(client)
+            }
+            Protocol::V5 => {
+                let mut opts = rumqttc::v5::MqttOptions::new(&o.client_id, host, port);
+                opts.set_keep_alive(o.keep_alive)
+                    .set_clean_start(false)
+                    // Keep the session (and queued QoS 1 messages) for a week of absence.
+                    .set_session_expiry_interval(Some(7 * 24 * 3600))
+                    .set_manual_acks(true);
+                if !user.is_empty() {
+                    opts.set_credentials(user, pass.unwrap_or_default());
+                }
+                if tls {
+                    opts.set_transport(rumqttc::Transport::tls_with_default_config());
+                }
+                let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, 64);
+                tokio::spawn(run_v5(eventloop, client.clone(), o.clone(), tx));
+                Client::V5(client)
+            }
+        };
+        Ok(Self { rx, client })
+    }
+
+    pub async fn next(&mut self) -> Result<Inbound, MqttError> {
+        self.rx
+            .recv()
+            .await
+            .ok_or_else(|| MqttError::External("the MQTT event loop stopped".into()))
+    }
+
+    pub async fn ack(&mut self, token: AckToken) {
+        let result = match (&self.client, &token) {
+            (Client::V4(c), AckToken::V4(p)) => c.ack(p).await.map_err(|e| e.to_string()),
+            (Client::V5(c), AckToken::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            warn!(
+                error = e,
+                "Could not acknowledge a publish; the broker will redeliver it"
+            );
+        }
+    }
+}
+
+fn qos_v4(q: u8) -> rumqttc::QoS {
+    match q {
+        0 => rumqttc::QoS::AtMostOnce,
+        1 => rumqttc::QoS::AtLeastOnce,
+        _ => rumqttc::QoS::ExactlyOnce,
+    }
+}
+
+fn qos_v5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
+    use rumqttc::v5::mqttbytes::QoS;
+    match q {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+/// The next reconnect delay: doubled, capped, with up to 25 % jitter so that many gateways
+/// do not reconnect to a restarted broker in lockstep.
+fn next_backoff(current: Duration) -> Duration {
+    let doubled = (current * 2).min(BACKOFF_MAX);
+    let jitter = rand::rng().random_range(0.75..1.0);
+    doubled.mul_f64(jitter).max(BACKOFF_MIN)
+}
+
+async fn run_v4(
+    mut eventloop: rumqttc::EventLoop,
+    client: rumqttc::AsyncClient,
+    o: ExternalOptions,
+    tx: mpsc::Sender<Inbound>,
+) {
+    use rumqttc::{Event, Packet};
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff = BACKOFF_MIN;
+                info!(url = %redacted(&o.url), session_present = ack.session_present, "Connected to MQTT broker (3.1.1)");
+                if !ack.session_present {
+                    if let Err(e) = client.subscribe(&o.filter, qos_v4(o.qos)).await {
+                        warn!(error = %e, "Subscribe request failed");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let ack = (p.qos != rumqttc::QoS::AtMostOnce).then(|| AckToken::V4(p.clone()));
+                let inbound = Inbound {
+                    topic: p.topic,
+                    payload: p.payload,
+                    user_properties: Vec::new(),
+                    ack,
+                };
+                if tx.send(inbound).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(s))) => {
+                info!(filter = o.filter, codes = ?s.return_codes, "Subscribed")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if tx.is_closed() {
+                    return;
+                }
+                warn!(error = %e, retry_in = ?backoff, "MQTT connection lost; reconnecting");
+                tokio::time::sleep(backoff).await;
+                backoff = next_backoff(backoff);
+            }
+        }
+    }
+}
+
+async fn run_v5(
+    mut eventloop: rumqttc::v5::EventLoop,
+    client: rumqttc::v5::AsyncClient,
+    o: ExternalOptions,
+    tx: mpsc::Sender<Inbound>,
+) {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::Event;
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff = BACKOFF_MIN;
+                info!(url = %redacted(&o.url), session_present = ack.session_present, "Connected to MQTT broker (5)");
+                if !ack.session_present {
+                    if let Err(e) = client.subscribe(&o.filter, qos_v5(o.qos)).await {
+                        warn!(error = %e, "Subscribe request failed");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let topic = match std::str::from_utf8(&p.topic) {
+                    Ok(t) => t.to_owned(),
+                    Err(_) => {
+                        warn!("Publish with a topic that is not UTF-8 ignored");
+                        continue;
+                    }
+                };
+                let ack = (p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce)
+                    .then(|| AckToken::V5(p.clone()));
+                let user_properties = p
+                    .properties
+                    .as_ref()
+                    .map(|pp| pp.user_properties.clone())
+                    .unwrap_or_default();
+                let inbound = Inbound {
+                    topic,
+                    payload: p.payload,
+                    user_properties,
+                    ack,
+                };
+                if tx.send(inbound).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(s))) => {
+                info!(filter = o.filter, codes = ?s.return_codes, "Subscribed")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if tx.is_closed() {
+                    return;
+                }
+                warn!(error = %e, retry_in = ?backoff, "MQTT connection lost; reconnecting");
+                tokio::time::sleep(backoff).await;
+                backoff = next_backoff(backoff);
+            }
+        }
+    }
+}
+
+fn redacted(u: &Url) -> String {
+    crate::config::redact_url(u.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_a_cap_with_jitter() {
+        let mut b = BACKOFF_MIN;
+        for _ in 0..20 {
+            let n = next_backoff(b);
+            assert!(n >= BACKOFF_MIN && n <= BACKOFF_MAX);
+            assert!(n <= b * 2);
+            b = n;
+        }
+        assert!(b >= BACKOFF_MAX / 2);
+    }
+}

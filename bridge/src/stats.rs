@@ -1,0 +1,159 @@
+//! Counters an operator asks about, shared between the ingest loop and the Kafka delivery
+//! callbacks. Plain atomics: the hot path pays one relaxed add per counter.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use edge_bridge_core::{Stream, Verdict};
+
+/// Per output stream.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    /// Handed to the producer.
+    pub produced: AtomicU64,
+    /// Confirmed by a delivery report: the only thing that counts as delivered.
+    pub delivered: AtomicU64,
+    /// Reported failed by the producer, or refused at enqueue as permanently undeliverable.
+    pub failed: AtomicU64,
+    /// Key + value bytes of delivered records, before compression.
+    pub bytes_delivered: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// MQTT publishes received on the subscription.
+    pub readings_in: AtomicU64,
+    /// Payload bytes of those publishes.
+    pub bytes_in: AtomicU64,
+    pub aggregated: AtomicU64,
+    pub late: AtomicU64,
+    /// Undecodable (dead-lettered).
+    pub rejected: AtomicU64,
+    /// Decoded but left out of the aggregates by a memory bound.
+    pub refused: AtomicU64,
+    pub windows_emitted: AtomicU64,
+    streams: [StreamCounters; 4],
+}
+
+impl Stats {
+    pub fn stream(&self, s: Stream) -> &StreamCounters {
+        &self.streams[index(s)]
+    }
+
+    /// Counts one publish and its verdict.
+    pub fn count_publish(&self, payload_len: usize, verdict: Verdict) {
+        self.readings_in.fetch_add(1, Relaxed);
+        self.bytes_in.fetch_add(payload_len as u64, Relaxed);
+        let counter = match verdict {
+            Verdict::Aggregated => &self.aggregated,
+            Verdict::Late => &self.late,
+            Verdict::Rejected(_) => &self.rejected,
+            Verdict::Refused(_) => &self.refused,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// A point-in-time copy for summaries.
+    pub fn snapshot(&self) -> Summary {
+        let s = |st: Stream| {
+            let c = self.stream(st);
+            StreamSummary {
+                produced: c.produced.load(Relaxed),
+                delivered: c.delivered.load(Relaxed),
+                failed: c.failed.load(Relaxed),
+                bytes_delivered: c.bytes_delivered.load(Relaxed),
+            }
+        };
+        Summary {
+            readings_in: self.readings_in.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            aggregated: self.aggregated.load(Relaxed),
+            late: self.late.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            refused: self.refused.load(Relaxed),
+            windows_emitted: self.windows_emitted.load(Relaxed),
+            raw: s(Stream::Raw),
+            aggregate: s(Stream::Aggregate),
+            dead_letter: s(Stream::DeadLetter),
+            late_stream: s(Stream::Late),
+        }
+    }
+}
+
+/// The index of a stream in per-stream arrays; also the delivery opaque of its records.
+pub fn index(s: Stream) -> usize {
+    match s {
+        Stream::Raw => 0,
+        Stream::Aggregate => 1,
+        Stream::DeadLetter => 2,
+        Stream::Late => 3,
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamSummary {
+    pub produced: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub bytes_delivered: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub readings_in: u64,
+    pub bytes_in: u64,
+    pub aggregated: u64,
+    pub late: u64,
+    pub rejected: u64,
+    pub refused: u64,
+    pub windows_emitted: u64,
+    pub raw: StreamSummary,
+    pub aggregate: StreamSummary,
+    pub dead_letter: StreamSummary,
+    pub late_stream: StreamSummary,
+}
+
+impl Summary {
+    /// MQTT payload bytes in per aggregate byte sent: what downsampling saves on the uplink
+    /// when only the aggregate stream is sent upstream. `None` before any aggregate.
+    pub fn reduction_factor(&self) -> Option<f64> {
+        (self.aggregate.bytes_delivered > 0)
+            .then(|| self.bytes_in as f64 / self.aggregate.bytes_delivered as f64)
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "readings in: {} ({} bytes); aggregated {}, late {}, rejected {}, refused {}",
+            self.readings_in,
+            self.bytes_in,
+            self.aggregated,
+            self.late,
+            self.rejected,
+            self.refused
+        )?;
+        for (name, s) in [
+            ("raw", self.raw),
+            ("aggregate", self.aggregate),
+            ("dead-letter", self.dead_letter),
+            ("late", self.late_stream),
+        ] {
+            if s.produced > 0 || s.failed > 0 {
+                writeln!(
+                    f,
+                    "{name:>11}: produced {}, delivered {}, failed {}, {} bytes sent",
+                    s.produced, s.delivered, s.failed, s.bytes_delivered
+                )?;
+            }
+        }
+        match self.reduction_factor() {
+            Some(r) => write!(
+                f,
+                "reduction: {} bytes in -> {} aggregate bytes sent = {r:.1}x less upstream than forwarding raw",
+                self.bytes_in, self.aggregate.bytes_delivered
+            ),
+            None => write!(f, "reduction: no aggregate delivered yet"),
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! `edge-sim`: stand-in sensor firmware. [`dataset`] decides what to send (pure, seeded);
+//! [`publish`] sends it over MQTT at a pace or as fast as the broker takes it.
+
+pub mod dataset;
+pub mod publish;
