@@ -209,7 +209,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            level: "info".into(),
+            level: "info,rumqttd=warn".into(),
             format: "human".into(),
         }
     }

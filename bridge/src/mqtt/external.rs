@@ -40,6 +40,10 @@ enum Client {
 pub struct External {
     rx: mpsc::Receiver<Inbound>,
     client: Client,
+    /// Acks not yet accepted by the client's request queue, oldest first. The main loop never
+    /// waits for that queue: it is drained only by the event loop task, which may itself be
+    /// waiting for the main loop to take a publish, and waiting both ways would deadlock.
+    unsent_acks: std::collections::VecDeque<AckToken>,
 }
 
 /// Everything needed to connect.
@@ -110,27 +114,46 @@ impl External {
                 Client::V5(client)
             }
         };
-        Ok(Self { rx, client })
+        Ok(Self {
+            rx,
+            client,
+            unsent_acks: Default::default(),
+        })
     }
 
     pub async fn next(&mut self) -> Result<Inbound, MqttError> {
-        self.rx
-            .recv()
-            .await
-            .ok_or_else(|| MqttError::External("the MQTT event loop stopped".into()))
+        loop {
+            self.flush_acks();
+            let retry = !self.unsent_acks.is_empty();
+            tokio::select! {
+                m = self.rx.recv() => {
+                    return m.ok_or_else(|| MqttError::External("the MQTT event loop stopped".into()));
+                }
+                () = tokio::time::sleep(Duration::from_millis(5)), if retry => {}
+            }
+        }
     }
 
+    /// Queues an acknowledgement; acks leave in the order they were given.
     pub async fn ack(&mut self, token: AckToken) {
-        let result = match (&self.client, &token) {
-            (Client::V4(c), AckToken::V4(p)) => c.ack(p).await.map_err(|e| e.to_string()),
-            (Client::V5(c), AckToken::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
-            _ => Ok(()),
-        };
-        if let Err(e) = result {
-            warn!(
-                error = e,
-                "Could not acknowledge a publish; the broker will redeliver it"
-            );
+        self.unsent_acks.push_back(token);
+        self.flush_acks();
+    }
+
+    fn flush_acks(&mut self) {
+        while let Some(token) = self.unsent_acks.front() {
+            let result = match (&self.client, token) {
+                (Client::V4(c), AckToken::V4(p)) => c.try_ack(p).map_err(drop),
+                (Client::V5(c), AckToken::V5(p)) => c.try_ack(p).map_err(drop),
+                _ => Ok(()),
+            };
+            match result {
+                Ok(()) => {
+                    self.unsent_acks.pop_front();
+                }
+                // The request queue is full: try again on the next call.
+                Err(_) => return,
+            }
         }
     }
 }

@@ -1,0 +1,200 @@
+//! Real brokers for integration tests: tansu (Kafka API) and Mosquitto, each started on a free
+//! local port and stopped when dropped, plus a Kafka reader.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on `addr`.
+pub fn wait_listening(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn tool(env: &str, default: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let dir = std::env::var("EDGE_TOOLS_DIR")
+        .unwrap_or_else(|_| format!("{home}/.cache/edge-bridge-tools"));
+    let p = PathBuf::from(dir).join(default);
+    assert!(
+        p.exists(),
+        "{} not found: run the tests with scripts/test.sh, which installs it, or set {env}",
+        p.display()
+    );
+    p
+}
+
+/// A child process killed on drop.
+pub struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A tansu Kafka-API broker with in-memory storage.
+pub struct Tansu {
+    _proc: Proc,
+    pub brokers: String,
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        let bin = tool("TANSU_BIN", "bin/tansu");
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/", "--silent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting tansu");
+        let proc = Proc(child);
+        wait_listening(([127, 0, 0, 1], port).into(), "tansu");
+        Tansu {
+            _proc: proc,
+            brokers: format!("127.0.0.1:{port}"),
+        }
+    }
+}
+
+/// A Mosquitto broker with the project's configuration, on a free port.
+pub struct Mosquitto {
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let base = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../broker-config/mosquitto.conf"
+        ))
+        .unwrap();
+        // The shipped file listens on 1883 and persists under /var/lib; point both elsewhere.
+        let conf = base
+            .lines()
+            .filter(|l| !l.starts_with("listener") && !l.starts_with("persistence_location"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            + &format!(
+                "\nlistener {port} 127.0.0.1\npersistence_location {}/\n",
+                dir.path().display()
+            );
+        let conf_path = dir.path().join("mosquitto.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let bin = std::env::var("MOSQUITTO_BIN").unwrap_or_else(|_| "/usr/sbin/mosquitto".into());
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin}: {e}; run the tests with scripts/test.sh"));
+        let proc = Proc(child);
+        wait_listening(([127, 0, 0, 1], port).into(), "mosquitto");
+        Mosquitto {
+            _proc: proc,
+            _dir: dir,
+            port,
+        }
+    }
+}
+
+/// One record read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub timestamp: i64,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads `topic` partition 0 from the beginning until `want` records arrived and then nothing
+/// more for a second (so extra records would be seen too), or until the timeout.
+pub fn read_topic(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-{topic}-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut last_new = Instant::now();
+    while Instant::now() < deadline {
+        if out.len() >= want && last_new.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                last_new = Instant::now();
+                out.push(Record {
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                    timestamp: m.timestamp().to_millis().unwrap_or(-1),
+                    headers,
+                });
+            }
+            Some(Err(e)) => eprintln!("consumer: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+pub mod reference;
