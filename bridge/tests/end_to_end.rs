@@ -251,3 +251,122 @@ async fn mosquitto_mqtt_311_to_kafka() {
 async fn mosquitto_mqtt_5_to_kafka() {
     through_mosquitto("5", 13).await;
 }
+
+/// The tutorial's own producer wrote `json.dumps(json.dumps({"ts": dt.isoformat(), "value": v}))`:
+/// a JSON string holding the object, and `isoformat()` drops the microseconds when they are zero.
+/// Published here with Mosquitto's own client, a third-party MQTT client, to the embedded broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tutorial_producer_payloads_are_aggregated() {
+    let kafka = Tansu::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = base_config(&kafka.brokers, state.path());
+    let port: u16 = config
+        .mqtt
+        .listen
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let port_v5 = free_port();
+    config.mqtt.listen_v5 = format!("127.0.0.1:{port_v5}");
+    let stats = Arc::new(Stats::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let bridge = tokio::spawn(edge_bridge::bridge::run(config, stats.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    wait_listening(([127, 0, 0, 1], port).into(), "the embedded broker");
+
+    let t0 = (now_ms() - 60_000) / 10_000 * 10_000;
+    let iso = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .naive_utc()
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string()
+    };
+    let lines: Vec<String> = [(0, 10), (1_000, 20), (2_000, 33), (12_000, 5)]
+        .iter()
+        .map(|(dt, v)| {
+            let inner = format!(r#"{{"ts": "{}", "value": {v}}}"#, iso(t0 + dt));
+            serde_json::to_string(&inner).unwrap()
+        })
+        .collect();
+    assert!(lines[0].starts_with(r#""{\"ts\": \""#), "{}", lines[0]);
+    let mut publisher = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-l"])
+        .args(["-t", "sensors/Sensor1/temperature"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub (Debian package mosquitto-clients; scripts/test.sh installs it)");
+    {
+        use std::io::Write;
+        let mut stdin = publisher.stdin.take().unwrap();
+        for l in &lines {
+            writeln!(stdin, "{l}").unwrap();
+        }
+    }
+    assert!(publisher.wait().unwrap().success());
+    // MQTT 5 user properties travel to Kafka headers.
+    let v5 = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port_v5.to_string(),
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+        ])
+        .args(["-t", "sensors/Sensor2/temperature", "-m", r#"{"value": 7}"#])
+        .args(["-D", "publish", "user-property", "site", "north"])
+        .status()
+        .unwrap();
+    assert!(v5.success());
+
+    let deadline = Instant::now() + TIMEOUT;
+    while stats.readings_in.load(Relaxed) < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the bridge did not see the readings"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_tx.send(()).unwrap();
+    bridge.await.unwrap().unwrap();
+    assert_eq!(stats.rejected.load(Relaxed), 0);
+
+    let agg = read_topic(
+        &kafka.brokers,
+        "agg-temperature",
+        2,
+        Duration::from_secs(20),
+    );
+    let first: serde_json::Value = serde_json::from_slice(&agg[0].value).unwrap();
+    assert_eq!(agg[0].key, "Sensor1");
+    assert_eq!(first["time"], t0 + 10_000);
+    assert_eq!(
+        first["temperature"],
+        serde_json::json!({"count": 3, "min": 10, "max": 33, "mean": 21.0, "sum": 63})
+    );
+    // The raw topic keeps the double-encoded payload exactly as published.
+    let raw = read_topic(
+        &kafka.brokers,
+        "raw-temperature",
+        5,
+        Duration::from_secs(20),
+    );
+    assert_eq!(raw.len(), 5);
+    assert_eq!(raw[0].value, lines[0].as_bytes());
+    assert_eq!(raw[0].timestamp, t0);
+    let from_v5 = raw.iter().find(|r| r.key == "Sensor2").unwrap();
+    assert_eq!(
+        from_v5.headers.get("site").map(String::as_str),
+        Some("north")
+    );
+    assert_eq!(
+        from_v5.headers.get("mqtt.topic").map(String::as_str),
+        Some("sensors/Sensor2/temperature")
+    );
+}
