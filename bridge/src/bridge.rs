@@ -104,6 +104,7 @@ pub async fn run(
         (config.window.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut summary = SummaryLine::new(config.log.summary_interval);
     tokio::pin!(shutdown);
 
     loop {
@@ -112,14 +113,15 @@ pub async fn run(
             () = &mut shutdown => break,
             msg = source.next() => {
                 let msg = msg?;
+                let now = wall_ms();
                 let verdict = pipeline.ingest(
                     &msg.topic,
                     msg.payload.clone(),
                     &msg.user_properties,
-                    wall_ms(),
+                    now,
                     &mut out,
                 );
-                stats.count_publish(msg.payload.len(), verdict);
+                stats.count_publish(msg.payload.len(), verdict, now);
                 match verdict {
                     Verdict::Rejected(reason) => rejections.note(reason, &msg.topic, &out),
                     Verdict::Refused(reason) => rejections.note(reason, &msg.topic, &out),
@@ -133,6 +135,7 @@ pub async fn run(
             _ = tick.tick() => {
                 pipeline.flush_idle(wall_ms(), &mut out);
                 send_all(&mut sink, &stats, &mut out).await?;
+                summary.maybe_log(&stats, &pipeline, &sink);
             }
         }
     }
@@ -161,6 +164,51 @@ async fn send_all(
         sink.send(&r).await?;
     }
     Ok(())
+}
+
+/// The periodic one-line INFO summary.
+struct SummaryLine {
+    every: Duration,
+    last: Instant,
+    last_readings: u64,
+}
+
+impl SummaryLine {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: Instant::now(),
+            last_readings: 0,
+        }
+    }
+
+    fn maybe_log(&mut self, stats: &Stats, pipeline: &Pipeline, sink: &KafkaSink) {
+        let elapsed = self.last.elapsed();
+        if self.every.is_zero() || elapsed < self.every {
+            return;
+        }
+        let s = stats.snapshot();
+        let rate = (s.readings_in - self.last_readings) as f64 / elapsed.as_secs_f64();
+        info!(
+            readings_in = s.readings_in,
+            readings_per_s = rate.round() as u64,
+            late = s.late,
+            rejected = s.rejected,
+            windows_emitted = s.windows_emitted,
+            open_windows = pipeline.windower().open_windows(),
+            raw_delivered = s.raw.delivered,
+            aggregates_delivered = s.aggregate.delivered,
+            failed =
+                s.raw.failed + s.aggregate.failed + s.dead_letter.failed + s.late_stream.failed,
+            in_flight = sink.in_flight(),
+            reduction = s
+                .reduction_factor()
+                .map_or(0.0, |r| (r * 10.0).round() / 10.0),
+            "Summary"
+        );
+        self.last = Instant::now();
+        self.last_readings = s.readings_in;
+    }
 }
 
 /// Logs bad input at WARN at most once per period, with a count of what was skipped; every

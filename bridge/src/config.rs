@@ -204,6 +204,9 @@ pub struct LogConfig {
     /// `human` or `json`.
     #[serde(deserialize_with = "text")]
     pub format: String,
+    /// Period of the one-line INFO summary; 0s turns it off.
+    #[serde(with = "humantime_serde")]
+    pub summary_interval: Duration,
 }
 
 impl Default for LogConfig {
@@ -211,6 +214,7 @@ impl Default for LogConfig {
         Self {
             level: "info,rumqttd=warn".into(),
             format: "human".into(),
+            summary_interval: Duration::from_secs(60),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Counters an operator asks about, shared between the ingest loop and the Kafka delivery
 //! callbacks. Plain atomics: the hot path pays one relaxed add per counter.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use edge_bridge_core::{Stream, Verdict};
 
@@ -31,6 +31,9 @@ pub struct Stats {
     /// Decoded but left out of the aggregates by a memory bound.
     pub refused: AtomicU64,
     pub windows_emitted: AtomicU64,
+    /// Wall-clock ms of the first and the latest publish: the busy period for rates.
+    first_ms: AtomicI64,
+    last_ms: AtomicI64,
     streams: [StreamCounters; 4],
 }
 
@@ -39,8 +42,10 @@ impl Stats {
         &self.streams[index(s)]
     }
 
-    /// Counts one publish and its verdict.
-    pub fn count_publish(&self, payload_len: usize, verdict: Verdict) {
+    /// Counts one publish, received at wall-clock `now_ms`, and its verdict.
+    pub fn count_publish(&self, payload_len: usize, verdict: Verdict, now_ms: i64) {
+        let _ = self.first_ms.compare_exchange(0, now_ms, Relaxed, Relaxed);
+        self.last_ms.store(now_ms, Relaxed);
         self.readings_in.fetch_add(1, Relaxed);
         self.bytes_in.fetch_add(payload_len as u64, Relaxed);
         let counter = match verdict {
@@ -71,6 +76,7 @@ impl Stats {
             rejected: self.rejected.load(Relaxed),
             refused: self.refused.load(Relaxed),
             windows_emitted: self.windows_emitted.load(Relaxed),
+            busy_ms: (self.last_ms.load(Relaxed) - self.first_ms.load(Relaxed)).max(0),
             raw: s(Stream::Raw),
             aggregate: s(Stream::Aggregate),
             dead_letter: s(Stream::DeadLetter),
@@ -106,6 +112,8 @@ pub struct Summary {
     pub rejected: u64,
     pub refused: u64,
     pub windows_emitted: u64,
+    /// From the first publish to the latest.
+    pub busy_ms: i64,
     pub raw: StreamSummary,
     pub aggregate: StreamSummary,
     pub dead_letter: StreamSummary,

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: edge-sim --flood -> embedded MQTT broker -> bridge -> local Kafka-API
+# broker (tansu), both streams on; then, on the same number of readings, the tutorial's own
+# Quix Streams pipeline from ../shared/peers, for a side-by-side ratio.
+#   BENCH_READINGS=1000000 BENCH_SENSORS=10000 BENCH_QUIX=1 scripts/bench-e2e.sh
+# Prints readings/s, the bridge's peak RSS, CPU seconds per million readings, and bytes sent
+# upstream per reading (raw and aggregate).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/tools.sh
+command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
+
+N="${BENCH_READINGS:-1000000}"
+SENSORS="${BENCH_SENSORS:-10000}"
+PEERS="${PEERS_DIR:-$(cd .. && pwd)/shared/peers}"
+cargo build --release --quiet -p edge-bridge -p edge-sim --bins
+BIN="${CARGO_TARGET_DIR:-target}/release"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+WORK=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+start_tansu() {
+  local port=$1
+  "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine memory://tansu/ --silent >"$WORK/tansu-$port.log" 2>&1 &
+  pids+=($!)
+  wait_port "$port"
+}
+
+echo "== edge-bridge: $N readings from $SENSORS sensors, edge-sim --flood -> embedded broker -> bridge -> tansu"
+KAFKA=$(free_port); MQTT=$(free_port)
+start_tansu "$KAFKA"
+EDGE_BRIDGE_LOG_SUMMARY_INTERVAL=1s EDGE_BRIDGE_WINDOW_MAX_SENSORS=$((SENSORS * 2)) \
+  /usr/bin/time -v -o "$WORK/bridge.time" "$BIN/edge-bridge" --mqtt-listen "127.0.0.1:$MQTT" \
+  --kafka-brokers "127.0.0.1:$KAFKA" --state-dir "$WORK/state" >"$WORK/summary.txt" 2>"$WORK/bridge.log" &
+BRIDGE=$!
+wait_port "$MQTT"
+"$BIN/edge-sim" --mqtt-url "mqtt://127.0.0.1:$MQTT" --flood --sensors "$SENSORS" --rate 4 \
+  --count "$N" --quiet | tee "$WORK/sim.txt"
+# Wait until the bridge has taken everything in (its summary line stops moving).
+prev=-1
+for _ in $(seq 120); do
+  sleep 1
+  cur=$(grep -o 'readings_in=[0-9]*' "$WORK/bridge.log" | tail -1 | cut -d= -f2 || true)
+  [ "${cur:-0}" -ge "$N" ] && break
+  [ "$cur" = "$prev" ] && break
+  prev=$cur
+done
+BRIDGE_PID=$(pgrep -P "$BRIDGE" -x edge-bridge || echo "$BRIDGE")
+kill -TERM "$BRIDGE_PID"
+wait "$BRIDGE" || true
+cat "$WORK/summary.txt"
+python3 - "$WORK/summary.txt" "$WORK/bridge.time" "$N" <<'PY'
+import re, sys
+summary, timing, n = open(sys.argv[1]).read(), open(sys.argv[2]).read(), int(sys.argv[3])
+rate = float(re.search(r"rate: (\d+) readings/s", summary).group(1))
+readings = int(re.search(r"readings in: (\d+)", summary).group(1))
+raw = int(re.search(r"raw: produced \d+, delivered \d+, failed \d+, (\d+) bytes", summary).group(1))
+agg = int(re.search(r"aggregate: produced \d+, delivered \d+, failed \d+, (\d+) bytes", summary).group(1))
+user = float(re.search(r"User time \(seconds\): ([\d.]+)", timing).group(1))
+sys_ = float(re.search(r"System time \(seconds\): ([\d.]+)", timing).group(1))
+rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing).group(1))
+print(f"edge-bridge: {readings} of {n} readings in; {rate:,.0f} readings/s end to end; "
+      f"peak RSS {rss/1024:.1f} MiB; {(user+sys_)/readings*1e6:.2f} CPU-s per million readings; "
+      f"upstream bytes per reading: raw {raw/readings:.1f}, aggregate {agg/readings:.2f}")
+open("/tmp/edge-bridge-bench.txt", "w").write(f"{rate} {(user+sys_)/readings*1e6}\n")
+PY
+
+if [ "${BENCH_QUIX:-1}" = "1" ]; then
+  if [ ! -f "$PEERS/quix_seed_processor.py" ]; then
+    echo "Quix comparison skipped: $PEERS/quix_seed_processor.py not found (set PEERS_DIR)" >&2
+    exit 0
+  fi
+  VENV="$EDGE_TOOLS_DIR/quix-venv"
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q quixstreams confluent-kafka
+  fi
+  echo "== Quix Streams (the tutorial's pipeline): $N readings from $SENSORS sensors, tansu"
+  KAFKA2=$(free_port)
+  start_tansu "$KAFKA2"
+  (cd "$PEERS" && "$VENV/bin/python" produce_readings.py "127.0.0.1:$KAFKA2" raw-temperature "$N" "$SENSORS")
+  (cd "$PEERS" && /usr/bin/time -v -o "$WORK/quix.time" "$VENV/bin/python" quix_seed_processor.py "127.0.0.1:$KAFKA2" 5) | tee "$WORK/quix.txt"
+  python3 - "$WORK/quix.txt" "$WORK/quix.time" "$N" <<'PY'
+import re, sys
+out, timing, n = open(sys.argv[1]).read(), open(sys.argv[2]).read(), int(sys.argv[3])
+secs = float(re.search(r"in ([\d.]+)s", out).group(1))
+user = float(re.search(r"User time \(seconds\): ([\d.]+)", timing).group(1))
+sys_ = float(re.search(r"System time \(seconds\): ([\d.]+)", timing).group(1))
+rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing).group(1))
+rate, cpu = n / secs, (user + sys_) / n * 1e6
+print(f"quix: {rate:,.0f} readings/s; peak RSS {rss/1024:.1f} MiB; {cpu:.2f} CPU-s per million readings")
+ours_rate, ours_cpu = map(float, open("/tmp/edge-bridge-bench.txt").read().split())
+print(f"ratio edge-bridge / quix: {ours_rate/rate:.1f}x readings/s, {cpu/ours_cpu:.1f}x less CPU per reading")
+PY
+fi
