@@ -32,7 +32,7 @@ pub fn wall_ms() -> i64 {
 }
 
 /// Starts the MQTT side the configuration asks for.
-pub fn start_source(config: &Config) -> anyhow::Result<MqttSource> {
+pub fn start_source(config: &Config, stats: &Arc<Stats>) -> anyhow::Result<MqttSource> {
     let source = config.mqtt_source().map_err(anyhow::Error::msg)?;
     Ok(match source {
         SourceConfig::Embedded(v4) => {
@@ -53,6 +53,7 @@ pub fn start_source(config: &Config) -> anyhow::Result<MqttSource> {
                 file,
                 &Listeners { v4, v5 },
                 &config.mqtt.topic,
+                stats.clone(),
             )?)
         }
         SourceConfig::External(url) => MqttSource::External(External::start(ExternalOptions {
@@ -89,7 +90,7 @@ pub async fn run(
             .await
             .context("creating the Kafka topics")?;
     }
-    let mut source = start_source(&config)?;
+    let mut source = start_source(&config, &stats)?;
     info!(
         topic = config.mqtt.topic,
         brokers = config.kafka.brokers,
@@ -194,6 +195,7 @@ impl SummaryLine {
             readings_per_s = rate.round() as u64,
             late = s.late,
             rejected = s.rejected,
+            broker_dropped = s.broker_dropped,
             windows_emitted = s.windows_emitted,
             open_windows = pipeline.windower().open_windows(),
             raw_delivered = s.raw.delivered,

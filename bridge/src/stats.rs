@@ -31,6 +31,9 @@ pub struct Stats {
     /// Decoded but left out of the aggregates by a memory bound.
     pub refused: AtomicU64,
     pub windows_emitted: AtomicU64,
+    /// Publishes the embedded broker accepted from sensors but deleted from its bounded log
+    /// before the bridge read them (the bridge fell behind the inflow).
+    pub broker_dropped: AtomicU64,
     /// Wall-clock ms of the first and the latest publish: the busy period for rates.
     first_ms: AtomicI64,
     last_ms: AtomicI64,
@@ -76,6 +79,7 @@ impl Stats {
             rejected: self.rejected.load(Relaxed),
             refused: self.refused.load(Relaxed),
             windows_emitted: self.windows_emitted.load(Relaxed),
+            broker_dropped: self.broker_dropped.load(Relaxed),
             busy_ms: (self.last_ms.load(Relaxed) - self.first_ms.load(Relaxed)).max(0),
             raw: s(Stream::Raw),
             aggregate: s(Stream::Aggregate),
@@ -112,6 +116,7 @@ pub struct Summary {
     pub rejected: u64,
     pub refused: u64,
     pub windows_emitted: u64,
+    pub broker_dropped: u64,
     /// From the first publish to the latest.
     pub busy_ms: i64,
     pub raw: StreamSummary,
@@ -141,6 +146,21 @@ impl std::fmt::Display for Summary {
             self.rejected,
             self.refused
         )?;
+        if self.broker_dropped > 0 {
+            writeln!(
+                f,
+                "DROPPED by the embedded broker before the bridge could read them: {}",
+                self.broker_dropped
+            )?;
+        }
+        if self.busy_ms > 0 {
+            writeln!(
+                f,
+                "rate: {:.0} readings/s over {:.3} s from the first reading to the last",
+                self.readings_in as f64 * 1000.0 / self.busy_ms as f64,
+                self.busy_ms as f64 / 1000.0
+            )?;
+        }
         for (name, s) in [
             ("raw", self.raw),
             ("aggregate", self.aggregate),

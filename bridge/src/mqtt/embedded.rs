@@ -9,8 +9,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use rumqttd::local::{LinkRx, LinkTx};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
 use rumqttd::{Broker, Notification};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+use crate::stats::Stats;
 
 use super::{Inbound, MqttError};
 
@@ -31,6 +36,12 @@ pub struct Embedded {
     _tx: LinkTx,
     rx: LinkRx,
     pending: VecDeque<Inbound>,
+    /// Commit-log offset of the last publish forwarded to the link. rumqttd keeps a bounded
+    /// log per filter; when the bridge falls further behind than the log holds, the oldest
+    /// publishes are deleted and the link's cursor jumps. The gap is counted, never silent.
+    last_offset: Option<u64>,
+    stats: Arc<Stats>,
+    drop_warn: Option<std::time::Instant>,
 }
 
 impl Embedded {
@@ -39,6 +50,7 @@ impl Embedded {
         config_file: Option<&Path>,
         listeners: &Listeners,
         filter: &str,
+        stats: Arc<Stats>,
     ) -> Result<Self, MqttError> {
         let mut config = load_config(config_file)?;
         let v4 = config
@@ -90,6 +102,9 @@ impl Embedded {
             _tx: tx,
             rx,
             pending: VecDeque::new(),
+            last_offset: None,
+            stats,
+            drop_warn: None,
         })
     }
 
@@ -105,6 +120,9 @@ impl Embedded {
                 .map_err(|e| MqttError::Embedded(format!("link to the broker broke: {e}")))?;
             match notification {
                 Some(Notification::Forward(f)) => {
+                    if let Some((_, offset)) = f.cursor {
+                        self.note_offset(offset);
+                    }
                     let topic = match String::from_utf8(f.publish.topic.to_vec()) {
                         Ok(t) => t,
                         Err(e) => {
@@ -129,6 +147,30 @@ impl Embedded {
                     .map_err(|e| MqttError::Embedded(e.to_string()))?,
                 Some(_) | None => {}
             }
+        }
+    }
+}
+
+impl Embedded {
+    fn note_offset(&mut self, offset: u64) {
+        let expected = self.last_offset.map_or(offset, |o| o + 1);
+        self.last_offset = Some(offset);
+        if offset <= expected {
+            return;
+        }
+        let lost = offset - expected;
+        self.stats.broker_dropped.fetch_add(lost, Relaxed);
+        let now = std::time::Instant::now();
+        if self
+            .drop_warn
+            .is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(10))
+        {
+            self.drop_warn = Some(now);
+            error!(
+                lost,
+                total = self.stats.broker_dropped.load(Relaxed),
+                "The embedded broker dropped readings the bridge could not take in time; raise router.max_segment_size in the broker configuration or reduce the inflow"
+            );
         }
     }
 }
