@@ -183,6 +183,21 @@ fn next_backoff(current: Duration) -> Duration {
     doubled.mul_f64(jitter).max(BACKOFF_MIN)
 }
 
+/// After a connection error: false when the bridge is gone (stop), else waits the backoff.
+async fn pause_before_reconnect(
+    error: String,
+    backoff: &mut Duration,
+    tx: &mpsc::Sender<Inbound>,
+) -> bool {
+    if tx.is_closed() {
+        return false;
+    }
+    warn!(error = %error, retry_in = ?backoff, "MQTT connection lost; reconnecting");
+    tokio::time::sleep(*backoff).await;
+    *backoff = next_backoff(*backoff);
+    true
+}
+
 async fn run_v4(
     mut eventloop: rumqttc::EventLoop,
     client: rumqttc::AsyncClient,
@@ -219,12 +234,9 @@ async fn run_v4(
             }
             Ok(_) => {}
             Err(e) => {
-                if tx.is_closed() {
+                if !pause_before_reconnect(e.to_string(), &mut backoff, &tx).await {
                     return;
                 }
-                warn!(error = %e, retry_in = ?backoff, "MQTT connection lost; reconnecting");
-                tokio::time::sleep(backoff).await;
-                backoff = next_backoff(backoff);
             }
         }
     }
@@ -280,12 +292,9 @@ async fn run_v5(
             }
             Ok(_) => {}
             Err(e) => {
-                if tx.is_closed() {
+                if !pause_before_reconnect(e.to_string(), &mut backoff, &tx).await {
                     return;
                 }
-                warn!(error = %e, retry_in = ?backoff, "MQTT connection lost; reconnecting");
-                tokio::time::sleep(backoff).await;
-                backoff = next_backoff(backoff);
             }
         }
     }
