@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use url::Url;
 
 use super::{Inbound, MqttError};
@@ -206,16 +206,21 @@ async fn run_v4(
 ) {
     use rumqttc::{Event, Packet};
     let mut backoff = BACKOFF_MIN;
+    let mut resubscribe = false;
     loop {
+        // Never await the client's request queue here: only this task drains it.
+        if resubscribe {
+            match client.try_subscribe(&o.filter, qos_v4(o.qos)) {
+                Ok(()) => resubscribe = false,
+                Err(e) => debug!(error = %e, "Subscribe request queued behind acks; retrying"),
+            }
+        }
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = BACKOFF_MIN;
                 info!(url = %redacted(&o.url), session_present = ack.session_present, "Connected to MQTT broker (3.1.1)");
-                if !ack.session_present {
-                    if let Err(e) = client.subscribe(&o.filter, qos_v4(o.qos)).await {
-                        warn!(error = %e, "Subscribe request failed");
-                    }
-                }
+                // The broker lost (or never had) the session: subscribe again.
+                resubscribe |= !ack.session_present;
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let ack = (p.qos != rumqttc::QoS::AtMostOnce).then(|| AckToken::V4(p.clone()));
@@ -251,16 +256,21 @@ async fn run_v5(
     use rumqttc::v5::mqttbytes::v5::Packet;
     use rumqttc::v5::Event;
     let mut backoff = BACKOFF_MIN;
+    let mut resubscribe = false;
     loop {
+        // Never await the client's request queue here: only this task drains it.
+        if resubscribe {
+            match client.try_subscribe(&o.filter, qos_v5(o.qos)) {
+                Ok(()) => resubscribe = false,
+                Err(e) => debug!(error = %e, "Subscribe request queued behind acks; retrying"),
+            }
+        }
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = BACKOFF_MIN;
                 info!(url = %redacted(&o.url), session_present = ack.session_present, "Connected to MQTT broker (5)");
-                if !ack.session_present {
-                    if let Err(e) = client.subscribe(&o.filter, qos_v5(o.qos)).await {
-                        warn!(error = %e, "Subscribe request failed");
-                    }
-                }
+                // The broker lost (or never had) the session: subscribe again.
+                resubscribe |= !ack.session_present;
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let topic = match std::str::from_utf8(&p.topic) {
