@@ -4,7 +4,7 @@
 //! aggregates of the same window from several bridges combine exactly, in any grouping.
 
 /// Count/min/max/sum over the readings of one window. Never empty: built from a first value.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Aggregate {
     pub count: u64,
     pub min: f64,

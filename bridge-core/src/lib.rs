@@ -13,7 +13,10 @@ pub mod aggregate;
 pub mod window;
 
 pub use aggregate::Aggregate;
-pub use window::{Admission, CloseCause, ClosedWindow, Refusal, WindowOptions, Windower};
+pub use window::{
+    Admission, CloseCause, ClosedWindow, Refusal, RestoreError, WindowOptions, WindowSnapshot,
+    Windower,
+};
 pub mod encode;
 
 pub use encode::{Encoder, OutRecord};

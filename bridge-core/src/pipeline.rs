@@ -7,7 +7,10 @@ use bytes::Bytes;
 
 use crate::decode::{DecodeConfigError, DecodeOptions, Decoder};
 use crate::encode::{Encoder, OutRecord};
-use crate::window::{Admission, ClosedWindow, WindowConfigError, WindowOptions, Windower};
+use crate::window::{
+    Admission, ClosedWindow, RestoreError, WindowConfigError, WindowOptions, WindowSnapshot,
+    Windower,
+};
 
 /// Which output stream a record belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -152,6 +155,25 @@ impl Pipeline {
     pub fn flush_idle(&mut self, now_ms: i64, out: &mut Vec<Routed>) {
         self.windower.flush_idle(now_ms, &mut self.closed);
         self.emit_closed(out);
+    }
+
+    /// The open windows and per-sensor watermarks, to save across a restart.
+    pub fn snapshot(&self) -> WindowSnapshot {
+        self.windower.snapshot()
+    }
+
+    /// Loads saved window state; windows it already closes, and those of sensors idle as of
+    /// wall-clock `now_ms` (quiet while the bridge was down), are emitted to `out`.
+    pub fn restore(
+        &mut self,
+        snap: WindowSnapshot,
+        now_ms: i64,
+        out: &mut Vec<Routed>,
+    ) -> Result<(), RestoreError> {
+        self.windower.restore(snap, &mut self.closed)?;
+        self.windower.flush_idle(now_ms, &mut self.closed);
+        self.emit_closed(out);
+        Ok(())
     }
 
     /// Closes every open window.

@@ -18,6 +18,7 @@
 //! it is a valid observation of time, only its value is left out).
 
 use hashbrown::HashMap;
+use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use smol_str::SmolStr;
 
@@ -324,6 +325,120 @@ impl Windower {
     /// Sensors forgotten to stay under `max_sensors` since start.
     pub fn forgotten_sensors(&self) -> u64 {
         self.forgotten_sensors
+    }
+}
+
+/// The saved state of one sensor, for carrying open windows across a restart.
+///
+/// Every tracked sensor is saved, also those without open windows: their watermark is what
+/// keeps a reading for an already emitted window late after the restart, so a window is never
+/// emitted twice with different values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SensorSnapshot {
+    pub sensor: String,
+    pub watermark: i64,
+    pub flushed_end: i64,
+    pub last_seen_ms: i64,
+    /// Open windows as `(start_ms, aggregate)`, ascending by start.
+    pub windows: Vec<(i64, Aggregate)>,
+}
+
+/// Why a saved state cannot be restored.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RestoreError {
+    #[error("saved window state was made with window size {saved_ms} ms, now {now_ms} ms; remove the state file to start afresh (its open windows are then lost)")]
+    SizeChanged { saved_ms: i64, now_ms: i64 },
+    #[error("saved window state is inconsistent: {0}")]
+    Invalid(String),
+}
+
+/// The whole windower state: what `Windower::snapshot` saves and `Windower::restore` loads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowSnapshot {
+    pub size_ms: i64,
+    pub sensors: Vec<SensorSnapshot>,
+}
+
+impl Windower {
+    /// Everything needed to continue after a restart as if there had been none.
+    pub fn snapshot(&self) -> WindowSnapshot {
+        let mut sensors: Vec<SensorSnapshot> = self
+            .sensors
+            .iter()
+            .map(|(k, s)| SensorSnapshot {
+                sensor: k.to_string(),
+                watermark: s.watermark,
+                flushed_end: s.flushed_end,
+                last_seen_ms: s.last_seen_ms,
+                windows: s.windows.to_vec(),
+            })
+            .collect();
+        // A stable order makes the saved file reproducible and diffable.
+        sensors.sort_unstable_by(|a, b| a.sensor.cmp(&b.sensor));
+        WindowSnapshot {
+            size_ms: self.opts.size_ms,
+            sensors,
+        }
+    }
+
+    /// Replaces the state with a saved one. Windows the saved watermark already closes (a
+    /// smaller grace than before) are appended to `out`; call `flush_idle` afterwards to emit
+    /// the windows of sensors that stayed quiet while the bridge was down.
+    pub fn restore(
+        &mut self,
+        snap: WindowSnapshot,
+        out: &mut Vec<ClosedWindow>,
+    ) -> Result<(), RestoreError> {
+        if snap.size_ms != self.opts.size_ms {
+            return Err(RestoreError::SizeChanged {
+                saved_ms: snap.size_ms,
+                now_ms: self.opts.size_ms,
+            });
+        }
+        let size = self.opts.size_ms;
+        let mut sensors = HashMap::with_capacity(snap.sensors.len());
+        let mut open = 0;
+        for s in snap.sensors {
+            let ordered = s.windows.windows(2).all(|w| w[0].0 < w[1].0);
+            let aligned = s
+                .windows
+                .iter()
+                .all(|(start, _)| start.rem_euclid(size) == 0);
+            if !ordered || !aligned {
+                return Err(RestoreError::Invalid(format!(
+                    "windows of sensor {:?} are not ascending aligned starts",
+                    s.sensor
+                )));
+            }
+            let key = SmolStr::new(&s.sensor);
+            let mut state = SensorState {
+                watermark: s.watermark,
+                flushed_end: s.flushed_end,
+                last_seen_ms: s.last_seen_ms,
+                windows: s.windows.into_iter().collect(),
+            };
+            let grace = self.opts.grace_ms;
+            let closable = state.windows.partition_point(|(start, _)| {
+                start.saturating_add(size).saturating_add(grace) <= state.watermark
+            });
+            out.extend(
+                state
+                    .windows
+                    .drain(..closable)
+                    .map(|(start, agg)| ClosedWindow {
+                        sensor: key.clone(),
+                        start_ms: start,
+                        end_ms: start.saturating_add(size),
+                        agg,
+                        cause: CloseCause::Watermark,
+                    }),
+            );
+            open += state.windows.len();
+            sensors.insert(key, state);
+        }
+        self.sensors = sensors;
+        self.open_windows = open;
+        Ok(())
     }
 }
 

@@ -126,6 +126,30 @@ fn run(readings: &[(Sensor, i64, f64)]) -> (Vec<ClosedWindow>, usize) {
     (out, late)
 }
 
+/// Like `run`, but the windower is saved (through JSON, as the bridge stores it) and a fresh
+/// one restored from it after each reading index in `restarts`.
+fn run_with_restarts(
+    readings: &[(Sensor, i64, f64)],
+    restarts: &[usize],
+) -> (Vec<ClosedWindow>, usize) {
+    let mut w = Windower::new(options()).unwrap();
+    let mut out = Vec::new();
+    let mut late = 0;
+    for (i, (s, ts, v)) in readings.iter().enumerate() {
+        if restarts.contains(&i) {
+            let json = serde_json::to_vec(&w.snapshot()).unwrap();
+            w = Windower::new(options()).unwrap();
+            w.restore(serde_json::from_slice(&json).unwrap(), &mut out)
+                .unwrap();
+        }
+        if let edge_bridge_core::Admission::Late { .. } = w.record(s, *ts, *v, 0, &mut out) {
+            late += 1;
+        }
+    }
+    w.drain(&mut out);
+    (out, late)
+}
+
 fn as_map(closed: &[ClosedWindow]) -> Windows {
     let mut m = Windows::new();
     for c in closed {
@@ -153,6 +177,20 @@ proptest! {
         let (expected, expected_late) = reference(&readings);
         prop_assert_eq!(late, expected_late);
         prop_assert_eq!(as_map(&closed), expected);
+    }
+
+    /// A restart anywhere, any number of times, changes no aggregate and no late verdict.
+    #[test]
+    fn restarts_change_nothing(
+        streams in sensor_streams(),
+        schedule in prop::collection::vec(0usize..100, 1..50),
+        restarts in prop::collection::vec(0usize..300, 0..5),
+    ) {
+        let readings = interleave(&streams, &schedule);
+        let (plain, late) = run(&readings);
+        let (restarted, late_r) = run_with_restarts(&readings, &restarts);
+        prop_assert_eq!(late, late_r);
+        prop_assert_eq!(as_map(&plain), as_map(&restarted));
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! The bridge's main loop: MQTT publishes in, the pure pipeline, records out to Kafka.
 //!
-//! Only this loop touches the pipeline, so the core needs no locks. It waits on three things:
-//! the shutdown future, the next publish, and a clock tick for idle flushes. Backpressure is
-//! natural: while the producer's queue is full, `send` waits and no further publish is read.
+//! Only this loop touches the pipeline, so the core needs no locks. It waits on four things:
+//! the shutdown future, a short tick for delivery work (acks, spool replay), a slower tick for
+//! idle flushes and saves, and the next publish. Backpressure is natural: while the producer's
+//! queue is full, `submit` waits (up to `spool.spill_after`) and no further publish is read.
+//!
+//! A clean stop saves the open windows instead of emitting them, so that the restart carries
+//! on with the same windows; see [`crate::state`].
 
 use std::future::Future;
 use std::path::Path;
@@ -12,17 +16,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use edge_bridge_core::{Pipeline, Routed, Stream, Verdict};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, MqttSource as SourceConfig};
 use crate::mqtt::embedded::{Embedded, Listeners};
-use crate::mqtt::external::{External, ExternalOptions, Protocol};
+use crate::mqtt::external::{AckToken, External, ExternalOptions, Protocol};
 use crate::mqtt::MqttSource;
-use crate::sink::KafkaSink;
+use crate::outbox::Outbox;
+use crate::sink::SinkError;
+use crate::state;
 use crate::stats::Stats;
 
-/// How long shutdown waits for outstanding delivery reports.
-const SHUTDOWN_FLUSH: Duration = Duration::from_secs(30);
+/// How often delivery reports are handled: acks released, the spool replayed.
+const PUMP_EVERY: Duration = Duration::from_millis(10);
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn wall_ms() -> i64 {
@@ -71,8 +77,8 @@ pub fn start_source(config: &Config, stats: &Arc<Stats>) -> anyhow::Result<MqttS
     })
 }
 
-/// Runs until `shutdown` resolves or a fatal error, then closes the open windows, waits for
-/// delivery reports, and returns.
+/// Runs until `shutdown` resolves or a fatal error; then saves the open windows, waits for
+/// delivery reports, spools what is unconfirmed, and returns.
 pub async fn run(
     config: Config,
     stats: Arc<Stats>,
@@ -84,12 +90,28 @@ pub async fn run(
         &config.window.measurement,
         !config.kafka.late_topic.is_empty(),
     )?;
-    let mut sink = KafkaSink::new(&config.kafka, stats.clone())?;
+    std::fs::create_dir_all(&config.state_dir).with_context(|| {
+        format!(
+            "cannot create state_dir {}; set --state-dir (or EDGE_BRIDGE_STATE_DIR) to a directory the bridge may write",
+            config.state_dir.display()
+        )
+    })?;
+    let mut outbox = Outbox::open(&config, stats.clone())?;
     if config.kafka.create_topics {
-        sink.create_topics(&config.kafka)
-            .await
-            .context("creating the Kafka topics")?;
+        match outbox.sink().create_topics(&config.kafka).await {
+            Ok(()) => {}
+            // At the edge the uplink may be down at start: carry on and spool.
+            Err(e @ SinkError::Admin { .. }) => {
+                warn!(error = %e, "Could not create the topics now; starting anyway (records wait in the spool)")
+            }
+            Err(e) => return Err(e).context("creating the Kafka topics"),
+        }
     }
+
+    let mut out: Vec<Routed> = Vec::new();
+    restore_windows(&config, &mut pipeline, &mut out)?;
+    submit_all(&mut outbox, &stats, &mut out, None).await?;
+
     let mut source = start_source(&config, &stats)?;
     info!(
         topic = config.mqtt.topic,
@@ -99,19 +121,37 @@ pub async fn run(
         "Bridge running"
     );
 
-    let mut out: Vec<Routed> = Vec::new();
     let mut rejections = RateLimitedWarn::new(Duration::from_secs(10));
     let tick_every =
         (config.window.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pump = tokio::time::interval(PUMP_EVERY);
+    pump.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut summary = SummaryLine::new(config.log.summary_interval);
+    let mut last_save = Instant::now();
     tokio::pin!(shutdown);
 
     loop {
         tokio::select! {
             biased;
             () = &mut shutdown => break,
+            // Ticks come before publishes: under a flood a publish is always ready, and the
+            // delivery work must still happen.
+            _ = pump.tick() => {
+                outbox.pump(false).await?;
+                release_acks(&mut outbox, &mut source).await;
+            }
+            _ = tick.tick() => {
+                pipeline.flush_idle(wall_ms(), &mut out);
+                submit_all(&mut outbox, &stats, &mut out, None).await?;
+                summary.maybe_log(&stats, &pipeline, &outbox);
+                let every = config.window.save_interval;
+                if !every.is_zero() && last_save.elapsed() >= every {
+                    save_windows(&config, &pipeline, false);
+                    last_save = Instant::now();
+                }
+            }
             msg = source.next() => {
                 let msg = msg?;
                 let now = wall_ms();
@@ -128,41 +168,92 @@ pub async fn run(
                     Verdict::Refused(reason) => rejections.note(reason, &msg.topic, &out),
                     _ => {}
                 }
-                send_all(&mut sink, &stats, &mut out).await?;
-                if let Some(token) = msg.ack {
-                    source.ack(token).await;
-                }
-            }
-            _ = tick.tick() => {
-                pipeline.flush_idle(wall_ms(), &mut out);
-                send_all(&mut sink, &stats, &mut out).await?;
-                summary.maybe_log(&stats, &pipeline, &sink);
+                // The last record of a publish is its raw (or dead-letter) record: the one the
+                // MQTT ack waits for.
+                submit_all(&mut outbox, &stats, &mut out, msg.ack).await?;
             }
         }
     }
 
-    info!("Shutting down: closing open windows and waiting for deliveries");
-    pipeline.drain(&mut out);
-    send_all(&mut sink, &stats, &mut out).await?;
-    if !sink.flush(SHUTDOWN_FLUSH).await {
-        warn!(
-            in_flight = sink.in_flight(),
-            "Records still undelivered at shutdown; they are lost unless the spool holds them"
-        );
+    info!("Shutting down: intake stopped; saving open windows and waiting for deliveries");
+    if !save_windows(&config, &pipeline, true) {
+        // Without saved state, emit the open windows now rather than lose them.
+        pipeline.drain(&mut out);
+        submit_all(&mut outbox, &stats, &mut out, None).await?;
+    }
+    let lost = outbox.shutdown(config.kafka.shutdown_timeout).await?;
+    release_acks(&mut outbox, &mut source).await;
+    source.close().await;
+    if lost > 0 {
+        warn!(lost, "Records lost at shutdown");
     }
     Ok(())
 }
 
-async fn send_all(
-    sink: &mut KafkaSink,
-    stats: &Stats,
+/// Restores the windows saved by the previous run, emitting those that closed meanwhile.
+fn restore_windows(
+    config: &Config,
+    pipeline: &mut Pipeline,
     out: &mut Vec<Routed>,
 ) -> anyhow::Result<()> {
-    for r in out.drain(..) {
+    let Some(saved) = state::load(&config.state_dir).with_context(|| {
+        format!(
+            "reading saved window state {}",
+            state::path(&config.state_dir).display()
+        )
+    })?
+    else {
+        return Ok(());
+    };
+    let sensors = saved.windows.sensors.len();
+    let open: usize = saved.windows.sensors.iter().map(|s| s.windows.len()).sum();
+    pipeline
+        .restore(saved.windows, wall_ms(), out)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", state::path(&config.state_dir).display()))?;
+    info!(
+        sensors,
+        open_windows = open,
+        emitted_now = out.len(),
+        clean = saved.clean,
+        age_s = (wall_ms() - saved.saved_at_ms) / 1000,
+        "Restored the open windows of the previous run"
+    );
+    if !saved.clean {
+        warn!("The previous run did not stop cleanly: open windows are as of its last periodic save (window.save_interval); readings after it are in the raw topic but not in those aggregates");
+    }
+    Ok(())
+}
+
+/// Saves the open windows; false if that failed (logged).
+fn save_windows(config: &Config, pipeline: &Pipeline, clean: bool) -> bool {
+    match state::save(&config.state_dir, pipeline.snapshot(), clean, wall_ms()) {
+        Ok(()) => true,
+        Err(e) => {
+            error!(error = %e, dir = %config.state_dir.display(), "Cannot save the open windows");
+            false
+        }
+    }
+}
+
+async fn release_acks(outbox: &mut Outbox, source: &mut MqttSource) {
+    while let Some(token) = outbox.pop_ack() {
+        source.ack(token).await;
+    }
+}
+
+async fn submit_all(
+    outbox: &mut Outbox,
+    stats: &Stats,
+    out: &mut Vec<Routed>,
+    mut ack: Option<AckToken>,
+) -> anyhow::Result<()> {
+    let n = out.len();
+    for (i, r) in out.drain(..).enumerate() {
         if r.stream == Stream::Aggregate {
             stats.windows_emitted.fetch_add(1, Relaxed);
         }
-        sink.send(&r).await?;
+        let carrier = if i + 1 == n { ack.take() } else { None };
+        outbox.submit(r, carrier).await?;
     }
     Ok(())
 }
@@ -183,7 +274,7 @@ impl SummaryLine {
         }
     }
 
-    fn maybe_log(&mut self, stats: &Stats, pipeline: &Pipeline, sink: &KafkaSink) {
+    fn maybe_log(&mut self, stats: &Stats, pipeline: &Pipeline, outbox: &Outbox) {
         let elapsed = self.last.elapsed();
         if self.every.is_zero() || elapsed < self.every {
             return;
@@ -202,7 +293,10 @@ impl SummaryLine {
             aggregates_delivered = s.aggregate.delivered,
             failed =
                 s.raw.failed + s.aggregate.failed + s.dead_letter.failed + s.late_stream.failed,
-            in_flight = sink.in_flight(),
+            in_flight = outbox.sink().in_flight(),
+            spooled_records = s.spool_records,
+            dropped =
+                s.raw.dropped + s.aggregate.dropped + s.dead_letter.dropped + s.late_stream.dropped,
             reduction = s
                 .reduction_factor()
                 .map_or(0.0, |r| (r * 10.0).round() / 10.0),

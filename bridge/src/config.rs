@@ -31,6 +31,7 @@ pub struct Config {
     pub decode: DecodeConfig,
     pub window: WindowConfig,
     pub kafka: KafkaConfig,
+    pub spool: SpoolConfig,
     pub log: LogConfig,
 }
 
@@ -42,6 +43,7 @@ impl Default for Config {
             decode: DecodeConfig::default(),
             window: WindowConfig::default(),
             kafka: KafkaConfig::default(),
+            spool: SpoolConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -139,6 +141,10 @@ pub struct WindowConfig {
     /// Name of the statistics object in aggregate records.
     #[serde(deserialize_with = "text")]
     pub measurement: String,
+    /// How often open windows are saved to the state directory (also at every clean stop);
+    /// 0s saves only at a clean stop.
+    #[serde(with = "humantime_serde")]
+    pub save_interval: Duration,
 }
 
 impl Default for WindowConfig {
@@ -150,6 +156,7 @@ impl Default for WindowConfig {
             max_sensors: 100_000,
             max_open_windows: 1_000_000,
             measurement: "temperature".into(),
+            save_interval: Duration::from_secs(60),
         }
     }
 }
@@ -177,6 +184,9 @@ pub struct KafkaConfig {
     /// Passed to librdkafka as is, after the bridge's own settings, so it can override them.
     #[serde(deserialize_with = "option_texts")]
     pub options: BTreeMap<String, String>,
+    /// At a clean stop, how long to wait for delivery reports before spooling the rest.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for KafkaConfig {
@@ -191,6 +201,33 @@ impl Default for KafkaConfig {
             topic_partitions: 1,
             compression: "zstd".into(),
             options: BTreeMap::new(),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Off: records wait in memory only, and are lost if the process stops before delivery.
+    pub enabled: bool,
+    /// Cap on the spool's disk use, in MiB.
+    pub max_mib: u64,
+    /// How often spooled records are made durable (fsync); 0s after every batch.
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+    /// How long records may wait on the uplink in memory before new ones go to the spool.
+    #[serde(with = "humantime_serde")]
+    pub spill_after: Duration,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_mib: 128,
+            fsync_interval: Duration::from_secs(1),
+            spill_after: Duration::from_secs(5),
         }
     }
 }
@@ -311,6 +348,12 @@ impl Config {
                 "kafka.compression: {:?} is not one of none, gzip, snappy, lz4, zstd",
                 k.compression
             ));
+        }
+        if self.spool.enabled && self.spool.max_mib < 1 {
+            errors.push("spool.max_mib: must be at least 1".into());
+        }
+        if self.spool.spill_after < Duration::from_millis(100) {
+            errors.push("spool.spill_after: must be at least 100ms".into());
         }
         if !["human", "json"].contains(&self.log.format.as_str()) {
             errors.push(format!(

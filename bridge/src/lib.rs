@@ -4,13 +4,17 @@
 //! The pure work (decode, window, encode) lives in `edge_bridge_core`; this crate is the shell
 //! around it: configuration, MQTT intake, the main loop and the Kafka sink.
 
+pub mod acks;
 pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod load;
 pub mod mqtt;
+pub mod outbox;
 pub mod run;
 pub mod sink;
+pub mod spool;
+pub mod state;
 pub mod stats;
 
 pub use config::Config;

@@ -6,22 +6,32 @@
 //! per-sensor order holds end to end.
 //!
 //! Every rdkafka error is sorted once, by [`classify`], into what the caller must do.
+//!
+//! The sink itself never waits and never decides where a record goes next: delivery reports
+//! that someone must act on (a spooled record delivered, an MQTT message whose record is
+//! confirmed, any failure) are passed as [`Event`]s to [`crate::outbox`], which owns the spool
+//! and the order of MQTT acknowledgements.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_bridge_core::{Routed, Stream};
+use bytes::Bytes;
+use edge_bridge_core::{OutRecord, Routed, Stream};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
 use tracing::{debug, error, info, warn};
 
 use crate::config::KafkaConfig;
-use crate::stats::{self, Stats};
+use crate::spool::Lane;
+use crate::stats::Stats;
 
 /// What to do about an rdkafka error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +53,9 @@ pub fn classify(e: &KafkaError) -> ErrorClass {
     };
     match code {
         C::Fatal => ErrorClass::Fatal,
+        // Taken back from the producer on purpose (shutdown, replacement): not a failure of
+        // the record, it goes to the spool.
+        C::PurgeQueue | C::PurgeInflight => ErrorClass::Retry,
         C::MessageSizeTooLarge
         | C::InvalidMessage
         | C::InvalidMessageSize
@@ -59,9 +72,43 @@ pub fn classify(e: &KafkaError) -> ErrorClass {
     }
 }
 
+/// Where a record handed to the producer came from: what its delivery report must update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Sent as soon as it was made; nobody waits for its report.
+    Direct,
+    /// Sent as soon as it was made, and the MQTT message with this ack sequence number waits
+    /// for its report.
+    Carrier(u64),
+    /// Replayed from the spool: its report removes it there.
+    Spooled(Lane, u64),
+}
+
+/// What the delivery callback attaches to each record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tag {
+    pub stream: Stream,
+    pub origin: Origin,
+}
+
+/// A delivery report someone must act on.
+#[derive(Debug)]
+pub enum Event {
+    /// Only for [`Origin::Carrier`] and [`Origin::Spooled`]; direct records are only counted.
+    Delivered(Tag),
+    /// Any failure, with the record, so that it can be spooled instead.
+    Failed {
+        tag: Tag,
+        class: ErrorClass,
+        error: KafkaError,
+        record: OutRecord,
+    },
+}
+
 /// Receives delivery reports and librdkafka's own log and error events.
 pub struct SinkContext {
     stats: Arc<Stats>,
+    events: mpsc::Sender<Event>,
 }
 
 impl ClientContext for SinkContext {
@@ -78,37 +125,57 @@ impl ClientContext for SinkContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        // Broker transport failures repeat every few seconds while the link is down; librdkafka
-        // keeps the records queued and retries, so this is recovered trouble, not data loss.
+        // Broker transport failures repeat every few seconds while the link is down; records
+        // stay queued (and spool once the link has been down for spool.spill_after).
         warn!(%error, "Kafka client error: {reason}");
     }
 }
 
 impl ProducerContext for SinkContext {
-    /// The stream index of the record.
-    type DeliveryOpaque = usize;
+    type DeliveryOpaque = Box<Tag>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, stream: usize) {
-        let Some(stream) = Stream::ALL.iter().find(|s| stats::index(**s) == stream) else {
-            return;
-        };
-        let counters = self.stats.stream(*stream);
-        match result {
+    fn delivery(&self, result: &DeliveryResult<'_>, tag: Box<Tag>) {
+        let tag = *tag;
+        let counters = self.stats.stream(tag.stream);
+        let event = match result {
             Ok(msg) => {
                 counters.delivered.fetch_add(1, Relaxed);
                 let bytes = msg.key().map_or(0, <[u8]>::len) + msg.payload().map_or(0, <[u8]>::len);
                 counters.bytes_delivered.fetch_add(bytes as u64, Relaxed);
+                if tag.origin == Origin::Direct {
+                    return;
+                }
+                Event::Delivered(tag)
             }
-            Err((e, msg)) => {
-                counters.failed.fetch_add(1, Relaxed);
-                error!(
-                    stream = stream.as_str(),
-                    topic = msg.topic(),
-                    error = %e,
-                    "Record not delivered; it is lost unless the spool holds it"
-                );
-            }
-        }
+            Err((e, msg)) => Event::Failed {
+                tag,
+                class: classify(e),
+                error: e.clone(),
+                record: record_of(msg),
+            },
+        };
+        // The receiver lives as long as the bridge; after it is gone nobody needs reports.
+        let _ = self.events.send(event);
+    }
+}
+
+/// The record a failed delivery report carries, to be spooled instead.
+fn record_of(msg: &BorrowedMessage<'_>) -> OutRecord {
+    let headers = msg.headers().map_or_else(Vec::new, |hs| {
+        hs.iter()
+            .map(|h| {
+                (
+                    h.key.to_owned(),
+                    Bytes::copy_from_slice(h.value.unwrap_or_default()),
+                )
+            })
+            .collect()
+    });
+    OutRecord {
+        key: Bytes::copy_from_slice(msg.key().unwrap_or_default()),
+        value: Bytes::copy_from_slice(msg.payload().unwrap_or_default()),
+        timestamp_ms: msg.timestamp().to_millis().unwrap_or(0),
+        headers,
     }
 }
 
@@ -170,18 +237,36 @@ pub struct KafkaSink {
     client_config: ClientConfig,
     topics: Topics,
     stats: Arc<Stats>,
+    events: mpsc::Sender<Event>,
+}
+
+/// Why one attempt to enqueue a record did not succeed.
+#[derive(Debug)]
+pub struct SendError {
+    pub class: ErrorClass,
+    pub error: KafkaError,
 }
 
 impl KafkaSink {
-    pub fn new(cfg: &KafkaConfig, stats: Arc<Stats>) -> Result<Self, SinkError> {
+    /// The sink, and the receiving end of its delivery events.
+    pub fn new(
+        cfg: &KafkaConfig,
+        stats: Arc<Stats>,
+    ) -> Result<(Self, mpsc::Receiver<Event>), SinkError> {
+        let (events, rx) = mpsc::channel();
         let client_config = producer_config(cfg);
-        let producer = create_producer(&client_config, &stats).map_err(SinkError::Create)?;
-        Ok(Self {
-            producer,
-            client_config,
-            topics: Topics::from_config(cfg),
-            stats,
-        })
+        let producer =
+            create_producer(&client_config, &stats, &events).map_err(SinkError::Create)?;
+        Ok((
+            Self {
+                producer,
+                client_config,
+                topics: Topics::from_config(cfg),
+                stats,
+                events,
+            },
+            rx,
+        ))
     }
 
     /// Creates the bridge's topics where missing. Existing topics are left as they are.
@@ -219,48 +304,37 @@ impl KafkaSink {
         Ok(())
     }
 
-    /// Enqueues a record, waiting while librdkafka's queue is full (backpressure). A record
-    /// that can never be delivered is counted as failed and logged; a fatal producer error
-    /// recreates the producer.
-    pub async fn send(&mut self, routed: &Routed) -> Result<(), SinkError> {
+    /// One attempt to enqueue a record; never waits.
+    pub fn try_send(&self, routed: &Routed, origin: Origin) -> Result<(), SendError> {
         let stream = routed.stream;
         let rec = &routed.record;
-        let topic = self.topics.of(stream);
-        let mut backoff = Duration::from_micros(200);
-        loop {
-            let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
-            for (k, v) in &rec.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(&v[..]),
-                });
-            }
-            let record = BaseRecord::with_opaque_to(topic, stats::index(stream))
+        let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
+        for (k, v) in &rec.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(&v[..]),
+            });
+        }
+        let record =
+            BaseRecord::with_opaque_to(self.topics.of(stream), Box::new(Tag { stream, origin }))
                 .key(&rec.key[..])
                 .payload(&rec.value[..])
                 .timestamp(rec.timestamp_ms)
                 .headers(headers);
-            match self.producer.send(record) {
-                Ok(()) => {
-                    self.stats.stream(stream).produced.fetch_add(1, Relaxed);
-                    return Ok(());
-                }
-                Err((e, _)) => match classify(&e) {
-                    ErrorClass::Retry => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_millis(100));
-                    }
-                    ErrorClass::Permanent => {
-                        self.stats.stream(stream).failed.fetch_add(1, Relaxed);
-                        error!(stream = stream.as_str(), topic, error = %e, "Record can never be delivered; dropped");
-                        return Ok(());
-                    }
-                    ErrorClass::Fatal => {
-                        recreate(&mut self.producer, &self.client_config, &self.stats)?
-                    }
-                },
+        match self.producer.send(record) {
+            Ok(()) => {
+                self.stats.stream(stream).produced.fetch_add(1, Relaxed);
+                Ok(())
             }
+            Err((error, _)) => Err(SendError {
+                class: classify(&error),
+                error,
+            }),
         }
+    }
+
+    pub fn topic_of(&self, stream: Stream) -> &str {
+        self.topics.of(stream)
     }
 
     /// Records handed to the producer and not yet reported on.
@@ -268,41 +342,79 @@ impl KafkaSink {
         self.producer.in_flight_count()
     }
 
-    /// Waits up to `timeout` for every enqueued record's delivery report.
-    pub async fn flush(&self, timeout: Duration) -> bool {
+    /// The producer's fatal error, if it has one: it must then be replaced.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.producer
+            .client()
+            .fatal_error()
+            .map(|(code, text)| format!("{code}: {text}"))
+    }
+
+    /// Takes every record back from the producer: each comes back as a failed delivery report
+    /// (class retry), so the caller can spool it. Waits up to `timeout` for those reports.
+    pub async fn purge(&self, timeout: Duration) -> bool {
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        self.wait_idle(timeout).await
+    }
+
+    /// Waits up to `timeout` until every enqueued record has its delivery report.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         while self.producer.in_flight_count() > 0 {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         true
     }
-}
 
-/// Replaces a producer that failed fatally (for example an idempotence sequence error).
-fn recreate(
-    producer: &mut ThreadedProducer<SinkContext>,
-    cfg: &ClientConfig,
-    stats: &Arc<Stats>,
-) -> Result<(), SinkError> {
-    let reason = producer
-        .client()
-        .fatal_error()
-        .map(|(code, text)| format!("{code}: {text}"))
-        .unwrap_or_default();
-    error!(reason, "Kafka producer failed fatally; recreating it");
-    *producer = create_producer(cfg, stats).map_err(SinkError::Fatal)?;
-    Ok(())
+    /// Replaces a producer that failed fatally (for example an idempotence sequence error).
+    /// Its records come back first as failed delivery reports, so that none is lost.
+    pub async fn recreate(&mut self) -> Result<(), SinkError> {
+        let reason = self.fatal_error().unwrap_or_default();
+        error!(
+            reason,
+            "Kafka producer failed fatally; taking its records back and recreating it"
+        );
+        if !self.purge(Duration::from_secs(5)).await {
+            error!(
+                in_flight = self.in_flight(),
+                "The failed producer did not give all its records back; those are lost"
+            );
+        }
+        self.producer = create_producer(&self.client_config, &self.stats, &self.events)
+            .map_err(SinkError::Fatal)?;
+        Ok(())
+    }
+
+    /// Raises a fatal error in the producer, as librdkafka's test hook does: for tests of the
+    /// recovery path, which a real broker rarely exercises.
+    #[doc(hidden)]
+    pub fn inject_fatal_error(&self) {
+        use rdkafka::types::RDKafkaRespErr;
+        let reason = std::ffi::CString::new("injected by a test").expect("no NUL");
+        // SAFETY: the client pointer is valid while the producer lives; the function only
+        // records the error in the client.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                self.producer.client().native_ptr(),
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
+    }
 }
 
 fn create_producer(
     cfg: &ClientConfig,
     stats: &Arc<Stats>,
+    events: &mpsc::Sender<Event>,
 ) -> Result<ThreadedProducer<SinkContext>, KafkaError> {
     cfg.create_with_context(SinkContext {
         stats: stats.clone(),
+        events: events.clone(),
     })
 }
 
@@ -320,6 +432,11 @@ fn producer_config(k: &KafkaConfig) -> ClientConfig {
         // queued record costs about 200 bytes of librdkafka bookkeeping besides its payload.
         .set("queue.buffering.max.kbytes", "8192")
         .set("queue.buffering.max.messages", "50000")
+        // Never give up on a record by time: while the uplink is down, records wait (in this
+        // queue, then in the spool) instead of failing after librdkafka's default 5 minutes.
+        // Ordering depends on it: a record timing out while later ones are delivered would
+        // come back out of order.
+        .set("message.timeout.ms", "0")
         .set_log_level(RDKafkaLogLevel::Warning);
     for (key, value) in &k.options {
         c.set(key, value);

@@ -16,6 +16,11 @@ pub struct StreamCounters {
     pub failed: AtomicU64,
     /// Key + value bytes of delivered records, before compression.
     pub bytes_delivered: AtomicU64,
+    /// Written to the on-disk spool to wait for the uplink (including records taken back
+    /// from a failed producer).
+    pub spooled: AtomicU64,
+    /// Given up: dropped from a full spool, or lost in a failed spool write. Counted, logged.
+    pub dropped: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +39,11 @@ pub struct Stats {
     /// Publishes the embedded broker accepted from sensors but deleted from its bounded log
     /// before the bridge read them (the bridge fell behind the inflow).
     pub broker_dropped: AtomicU64,
+    /// Records waiting in the spool, and its size on disk.
+    pub spool_records: AtomicU64,
+    pub spool_bytes: AtomicU64,
+    /// Damaged spool records skipped (torn by a power cut, corrupted on disk).
+    pub spool_damaged: AtomicU64,
     /// Wall-clock ms of the first and the latest publish: the busy period for rates.
     first_ms: AtomicI64,
     last_ms: AtomicI64,
@@ -69,6 +79,8 @@ impl Stats {
                 delivered: c.delivered.load(Relaxed),
                 failed: c.failed.load(Relaxed),
                 bytes_delivered: c.bytes_delivered.load(Relaxed),
+                spooled: c.spooled.load(Relaxed),
+                dropped: c.dropped.load(Relaxed),
             }
         };
         Summary {
@@ -80,6 +92,9 @@ impl Stats {
             refused: self.refused.load(Relaxed),
             windows_emitted: self.windows_emitted.load(Relaxed),
             broker_dropped: self.broker_dropped.load(Relaxed),
+            spool_records: self.spool_records.load(Relaxed),
+            spool_bytes: self.spool_bytes.load(Relaxed),
+            spool_damaged: self.spool_damaged.load(Relaxed),
             busy_ms: (self.last_ms.load(Relaxed) - self.first_ms.load(Relaxed)).max(0),
             raw: s(Stream::Raw),
             aggregate: s(Stream::Aggregate),
@@ -105,6 +120,8 @@ pub struct StreamSummary {
     pub delivered: u64,
     pub failed: u64,
     pub bytes_delivered: u64,
+    pub spooled: u64,
+    pub dropped: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -117,6 +134,9 @@ pub struct Summary {
     pub refused: u64,
     pub windows_emitted: u64,
     pub broker_dropped: u64,
+    pub spool_records: u64,
+    pub spool_bytes: u64,
+    pub spool_damaged: u64,
     /// From the first publish to the latest.
     pub busy_ms: i64,
     pub raw: StreamSummary,
@@ -167,13 +187,24 @@ impl std::fmt::Display for Summary {
             ("dead-letter", self.dead_letter),
             ("late", self.late_stream),
         ] {
-            if s.produced > 0 || s.failed > 0 {
-                writeln!(
+            if s.produced > 0 || s.failed > 0 || s.spooled > 0 || s.dropped > 0 {
+                write!(
                     f,
                     "{name:>11}: produced {}, delivered {}, failed {}, {} bytes sent",
                     s.produced, s.delivered, s.failed, s.bytes_delivered
                 )?;
+                if s.spooled > 0 || s.dropped > 0 {
+                    write!(f, "; spooled {}, DROPPED {}", s.spooled, s.dropped)?;
+                }
+                writeln!(f)?;
             }
+        }
+        if self.spool_records > 0 || self.spool_damaged > 0 {
+            writeln!(
+                f,
+                "spool: {} records ({} bytes) wait for the uplink; {} damaged records skipped",
+                self.spool_records, self.spool_bytes, self.spool_damaged
+            )?;
         }
         match self.reduction_factor() {
             Some(r) => write!(

@@ -286,3 +286,81 @@ fn bad_options_are_refused() {
     assert_eq!(bad(|o| o.idle_timeout_ms = 0), WindowConfigError::Idle);
     assert_eq!(bad(|o| o.max_sensors = 0), WindowConfigError::Limits);
 }
+
+#[test]
+fn snapshot_restore_continues_the_same_windows() {
+    let mut a = win();
+    rec(&mut a, "s", T0 + 1_000, 1.0, 0);
+    rec(&mut a, "s", T0 + 2_000, 3.0, 0);
+    rec(&mut a, "t", T0 + 12_000, 5.0, 0);
+    let snap = a.snapshot();
+    let json = serde_json::to_string(&snap).unwrap();
+    let mut b = win();
+    let mut out = Vec::new();
+    b.restore(serde_json::from_str(&json).unwrap(), &mut out)
+        .unwrap();
+    assert!(out.is_empty());
+    assert_eq!(b.open_windows(), 2);
+    // The reading that closes the window does so with both pre-restart readings counted.
+    let (_, closed) = rec(&mut b, "s", T0 + 11_000, 9.0, 0);
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].agg.count, 2);
+    assert_eq!(closed[0].agg.sum, 4.0);
+}
+
+#[test]
+fn restore_keeps_emitted_windows_late() {
+    let mut a = win();
+    rec(&mut a, "s", T0 + 1_000, 1.0, 0);
+    let (_, closed) = rec(&mut a, "s", T0 + 11_000, 2.0, 0);
+    assert_eq!(closed.len(), 1);
+    let mut b = win();
+    b.restore(a.snapshot(), &mut Vec::new()).unwrap();
+    let (adm, _) = rec(&mut b, "s", T0 + 500, 7.0, 0);
+    assert_eq!(adm, Admission::Late { window_start: T0 });
+}
+
+#[test]
+fn restore_refuses_another_window_size() {
+    let a = win();
+    let mut b = Windower::new(WindowOptions {
+        size_ms: 5_000,
+        ..WindowOptions::default()
+    })
+    .unwrap();
+    let err = b.restore(a.snapshot(), &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, RestoreError::SizeChanged { .. }), "{err}");
+}
+
+#[test]
+fn restore_refuses_unaligned_windows() {
+    let mut snap = win().snapshot();
+    snap.sensors.push(SensorSnapshot {
+        sensor: "s".into(),
+        watermark: T0,
+        flushed_end: i64::MIN,
+        last_seen_ms: 0,
+        windows: vec![(T0 + 3, Aggregate::of(1.0))],
+    });
+    let err = win().restore(snap, &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, RestoreError::Invalid(_)), "{err}");
+}
+
+#[test]
+fn restore_closes_what_a_smaller_grace_already_closes() {
+    let mut a = Windower::new(WindowOptions {
+        size_ms: S,
+        grace_ms: 5_000,
+        ..WindowOptions::default()
+    })
+    .unwrap();
+    a.record("s", T0 + 1_000, 1.0, 0, &mut Vec::new());
+    a.record("s", T0 + 12_000, 2.0, 0, &mut Vec::new());
+    assert_eq!(a.open_windows(), 2);
+    let mut b = win();
+    let mut out = Vec::new();
+    b.restore(a.snapshot(), &mut out).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].start_ms, T0);
+    assert_eq!(b.open_windows(), 1);
+}

@@ -140,6 +140,22 @@ impl External {
         self.flush_acks();
     }
 
+    /// Sends the queued acks (waiting up to 2 s for room in the request queue), then
+    /// disconnects; the event loop sends requests in order, so the acks leave first.
+    pub async fn close(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !self.unsent_acks.is_empty() && tokio::time::Instant::now() < deadline {
+            self.flush_acks();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = match &self.client {
+            Client::V4(c) => c.try_disconnect().map_err(drop),
+            Client::V5(c) => c.try_disconnect().map_err(drop),
+        };
+        // Give the event loop a moment to write the acks and the disconnect.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     fn flush_acks(&mut self) {
         while let Some(token) = self.unsent_acks.front() {
             let result = match (&self.client, token) {

@@ -43,6 +43,14 @@ impl MqttSource {
         }
     }
 
+    /// At shutdown: sends the acks still queued, and leaves an external broker cleanly (the
+    /// persistent session keeps what arrives meanwhile).
+    pub async fn close(&mut self) {
+        if let MqttSource::External(e) = self {
+            e.close().await;
+        }
+    }
+
     /// Acknowledges an external QoS 1 publish.
     pub async fn ack(&mut self, token: external::AckToken) {
         if let MqttSource::External(e) = self {

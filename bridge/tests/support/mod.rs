@@ -62,21 +62,30 @@ impl Drop for Proc {
 /// A tansu Kafka-API broker with in-memory storage.
 pub struct Tansu {
     _proc: Proc,
+    /// What clients bootstrap from (the proxy, if there is one).
     pub brokers: String,
+    /// Where tansu itself listens.
+    pub direct: SocketAddr,
 }
 
 impl Tansu {
     pub fn start() -> Tansu {
+        Self::start_advertising(None)
+    }
+
+    /// Behind a [`proxy::Proxy`]: clients are told to connect to `advertised_port`.
+    pub fn start_advertising(advertised_port: Option<u16>) -> Tansu {
         let bin = tool("TANSU_BIN", "bin/tansu");
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{}", advertised_port.unwrap_or(port));
         let child = Command::new(bin)
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "memory://tansu/", "--silent"])
             .stdout(Stdio::null())
@@ -87,7 +96,8 @@ impl Tansu {
         wait_listening(([127, 0, 0, 1], port).into(), "tansu");
         Tansu {
             _proc: proc,
-            brokers: format!("127.0.0.1:{port}"),
+            brokers: format!("127.0.0.1:{}", advertised_port.unwrap_or(port)),
+            direct: ([127, 0, 0, 1], port).into(),
         }
     }
 }
@@ -197,4 +207,5 @@ pub fn read_topic(brokers: &str, topic: &str, want: usize, timeout: Duration) ->
     }
     out
 }
+pub mod proxy;
 pub mod reference;

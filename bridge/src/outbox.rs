@@ -1,0 +1,502 @@
+//! Where every record goes after the pipeline: straight to the producer while the uplink
+//! keeps up, to the on-disk spool while it does not, and back from the spool when it returns.
+//!
+//! The rules, each of which a delivery guarantee in the README rests on:
+//! - Direct while the spool is empty. Once anything is spooled, every new record is spooled
+//!   too until the spool is drained, so per-sensor order holds: records in librdkafka's queue
+//!   are always older than everything in the spool.
+//! - The uplink counts as down ("spill") when records have waited `spill_after` without a
+//!   single delivery report, or the producer queue stayed full that long. Records already in
+//!   librdkafka's queue stay there (librdkafka retries them forever, `message.timeout.ms=0`).
+//! - A record the producer gives back (a fatal producer error, a purge at shutdown) goes to
+//!   the spool's rescue lane, which is replayed before anything else; records replayed from
+//!   the spool are removed from it only by their delivery reports.
+//! - MQTT messages (external broker, QoS 1) are acknowledged in arrival order once their
+//!   record is delivered or synced to the spool ([`AckQueue`]).
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use edge_bridge_core::{Routed, Stream};
+use tracing::{error, info, warn};
+
+use crate::acks::AckQueue;
+use crate::config::Config;
+use crate::mqtt::external::AckToken;
+use crate::sink::{ErrorClass, Event, KafkaSink, Origin, SendError, SinkError};
+use crate::spool::fs::DiskFs;
+use crate::spool::{Handed, Lane, Spool, SpoolOptions};
+use crate::stats::Stats;
+
+/// Spooled records handed to librdkafka at most at once: enough to fill the uplink, few
+/// enough that memory stays small while it is down.
+const REPLAY_WINDOW: i32 = 20_000;
+/// Spooled MQTT messages waiting for an fsync before their acks go out: sync early rather
+/// than let the broker's in-flight window fill up.
+const SYNC_AT_PENDING_ACKS: usize = 256;
+
+pub struct Outbox {
+    sink: KafkaSink,
+    events: mpsc::Receiver<Event>,
+    spool: Option<Spool<DiskFs>>,
+    stats: Arc<Stats>,
+    acks: AckQueue<AckToken>,
+    /// New records go to the spool (see the module documentation).
+    spooling: bool,
+    spill_after: Duration,
+    fsync_every: Duration,
+    last_sync: Instant,
+    /// Ack sequence numbers of spooled messages, released at the next sync.
+    pending_sync: Vec<u64>,
+    /// Handed out by the spool, not yet accepted by the producer.
+    replay: VecDeque<Handed>,
+    rewind: bool,
+    fatal: bool,
+    /// Delivered records seen at the last progress check, and when that number last moved.
+    progress: (u64, Instant),
+    drops: Throttle,
+}
+
+impl Outbox {
+    /// The producer, and the spool under `state_dir/spool` if enabled (opening it recovers
+    /// what a previous run left there).
+    pub fn open(config: &Config, stats: Arc<Stats>) -> anyhow::Result<Self> {
+        let (sink, events) = KafkaSink::new(&config.kafka, stats.clone())?;
+        let spool = if config.spool.enabled {
+            let dir = config.state_dir.join("spool");
+            let opts = SpoolOptions {
+                max_bytes: config.spool.max_mib.saturating_mul(1 << 20),
+            };
+            let (spool, rec) = Spool::open(DiskFs, &dir, opts).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the spool in {}: {e}; check that state_dir is writable by the bridge",
+                    dir.display()
+                )
+            })?;
+            let waiting: u64 = rec.records.iter().sum();
+            if rec.damaged > 0 {
+                warn!(
+                    damaged = rec.damaged,
+                    "Spool: skipped damaged records (torn by a power cut or corrupted on disk); they are lost"
+                );
+            }
+            if waiting > 0 {
+                info!(
+                    records = waiting,
+                    aggregates = rec.records[crate::stats::index(Stream::Aggregate)],
+                    bytes = rec.bytes,
+                    "Spool: records from the previous run wait for delivery; aggregates go first"
+                );
+            }
+            stats.spool_damaged.fetch_add(rec.damaged, Relaxed);
+            Some(spool)
+        } else {
+            None
+        };
+        let outbox = Self {
+            sink,
+            events,
+            spool,
+            stats,
+            acks: AckQueue::default(),
+            spooling: false,
+            spill_after: config.spool.spill_after,
+            fsync_every: config.spool.fsync_interval,
+            last_sync: Instant::now(),
+            pending_sync: Vec::new(),
+            replay: VecDeque::new(),
+            rewind: false,
+            fatal: false,
+            progress: (0, Instant::now()),
+            drops: Throttle::new(Duration::from_secs(10)),
+        };
+        outbox.update_gauges();
+        Ok(outbox)
+    }
+
+    pub fn sink(&self) -> &KafkaSink {
+        &self.sink
+    }
+
+    /// Sends or spools one record. `ack`: the MQTT message this record completes, acknowledged
+    /// once the record is delivered or durably spooled.
+    pub async fn submit(&mut self, routed: Routed, ack: Option<AckToken>) -> anyhow::Result<()> {
+        let carrier = ack.map(|t| self.acks.push(t));
+        let origin = carrier.map_or(Origin::Direct, Origin::Carrier);
+        let started = Instant::now();
+        let mut backoff = Duration::from_micros(200);
+        loop {
+            if self.spool_mode() {
+                self.spool_record(Lane::for_stream(routed.stream), &routed, carrier);
+                return Ok(());
+            }
+            match self.sink.try_send(&routed, origin) {
+                Ok(()) => return Ok(()),
+                Err(SendError {
+                    class: ErrorClass::Retry,
+                    ..
+                }) => {
+                    // Queue full: wait for the uplink, up to spill_after if there is a spool.
+                    self.pump(false).await?;
+                    if self.spool.is_some() && started.elapsed() >= self.spill_after {
+                        self.start_spooling("the producer queue stayed full");
+                        continue;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                }
+                Err(SendError {
+                    class: ErrorClass::Permanent,
+                    error,
+                }) => {
+                    self.permanent_failure(routed.stream, &error.to_string(), carrier);
+                    return Ok(());
+                }
+                Err(SendError {
+                    class: ErrorClass::Fatal,
+                    ..
+                }) => {
+                    self.fatal = true;
+                    self.pump(false).await?;
+                }
+            }
+        }
+    }
+
+    /// Does the periodic work: handles delivery reports, replaces a failed producer, notices a
+    /// stalled uplink, replays the spool (unless `draining`), flushes and syncs it.
+    pub async fn pump(&mut self, draining: bool) -> Result<(), SinkError> {
+        self.handle_events();
+        if self.fatal || self.sink.fatal_error().is_some() {
+            self.fatal = false;
+            self.sink.recreate().await?;
+            // The old producer's records came back as failed reports: rescue them now.
+            self.handle_events();
+            self.rewind = true;
+        }
+        if self.rewind {
+            self.rewind = false;
+            self.replay.clear();
+            if let Some(s) = self.spool.as_mut() {
+                s.rewind();
+            }
+        }
+        self.check_progress();
+        if !draining {
+            self.replay_spool();
+        }
+        self.flush_spool(false);
+        self.update_gauges();
+        Ok(())
+    }
+
+    /// The next MQTT ack that may go out.
+    pub fn pop_ack(&mut self) -> Option<AckToken> {
+        self.acks.pop_ready()
+    }
+
+    /// At a clean stop: waits up to `timeout` for records in flight, takes back the rest into
+    /// the spool, and syncs it. Returns records lost for want of a spool.
+    pub async fn shutdown(&mut self, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + timeout;
+        while self.sink.in_flight() > 0 && Instant::now() < deadline {
+            self.pump(true).await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.pump(true).await?;
+        let mut lost = 0;
+        let waiting = self.sink.in_flight();
+        if waiting > 0 {
+            if self.spool.is_some() {
+                info!(
+                    records = waiting,
+                    "Shutdown: the broker has not confirmed these yet; moving them to the spool"
+                );
+                if !self.sink.purge(Duration::from_secs(5)).await {
+                    lost = self.sink.in_flight().max(0) as u64;
+                }
+                self.handle_events();
+            } else {
+                lost = waiting as u64;
+                error!(
+                    records = waiting,
+                    "Shutdown: records not confirmed by the broker are lost (the spool is off)"
+                );
+            }
+        }
+        self.flush_spool(true);
+        self.update_gauges();
+        Ok(lost)
+    }
+
+    fn spool_mode(&self) -> bool {
+        self.spool
+            .as_ref()
+            .is_some_and(|s| self.spooling || !s.is_empty())
+    }
+
+    fn start_spooling(&mut self, why: &str) {
+        if self.spool.is_some() && !self.spooling {
+            warn!(
+                waiting = self.sink.in_flight(),
+                after = ?self.spill_after,
+                "Uplink down or too slow ({why}): new records go to the disk spool until it returns"
+            );
+            self.spooling = true;
+        }
+    }
+
+    fn handle_events(&mut self) {
+        while let Ok(event) = self.events.try_recv() {
+            match event {
+                Event::Delivered(tag) => match tag.origin {
+                    Origin::Carrier(seq) => self.acks.done(seq),
+                    Origin::Spooled(lane, seq) => {
+                        if let Some(s) = self.spool.as_mut() {
+                            s.ack(lane, seq);
+                        }
+                    }
+                    Origin::Direct => {}
+                },
+                Event::Failed {
+                    tag,
+                    class,
+                    error,
+                    record,
+                } => {
+                    if class == ErrorClass::Fatal {
+                        self.fatal = true;
+                    }
+                    let carrier = match tag.origin {
+                        Origin::Carrier(seq) => Some(seq),
+                        _ => None,
+                    };
+                    match (class, tag.origin) {
+                        (ErrorClass::Permanent, Origin::Spooled(lane, seq)) => {
+                            if let Some(s) = self.spool.as_mut() {
+                                s.ack(lane, seq);
+                            }
+                            self.permanent_failure(tag.stream, &error.to_string(), None);
+                        }
+                        (ErrorClass::Permanent, _) => {
+                            self.permanent_failure(tag.stream, &error.to_string(), carrier)
+                        }
+                        // Still in the spool: hand it out again.
+                        (_, Origin::Spooled(..)) => self.rewind = true,
+                        (_, _) if self.spool.is_some() => {
+                            let routed = Routed {
+                                stream: tag.stream,
+                                record,
+                            };
+                            self.spool_record(Lane::rescue_for(tag.stream), &routed, carrier);
+                            self.spooling = true;
+                            // The rescued records are older than anything handed out from the
+                            // spool: those go again after them.
+                            self.rewind = true;
+                        }
+                        (_, _) => {
+                            self.stats.stream(tag.stream).failed.fetch_add(1, Relaxed);
+                            error!(stream = tag.stream.as_str(), %error, "Record not delivered and lost (the spool is off)");
+                            if let Some(seq) = carrier {
+                                self.acks.done(seq);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn permanent_failure(&mut self, stream: Stream, error: &str, carrier: Option<u64>) {
+        self.stats.stream(stream).failed.fetch_add(1, Relaxed);
+        error!(
+            stream = stream.as_str(),
+            topic = self.sink.topic_of(stream),
+            error,
+            "Record can never be delivered (the broker refuses it); dropped"
+        );
+        // Waiting would block every later ack of the MQTT session: the record is accounted
+        // for as failed instead.
+        if let Some(seq) = carrier {
+            self.acks.done(seq);
+        }
+    }
+
+    fn spool_record(&mut self, lane: Lane, routed: &Routed, carrier: Option<u64>) {
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        let result = spool.append(lane, routed);
+        let counters = self.stats.stream(routed.stream);
+        match result {
+            Ok(a) => {
+                if a.stored {
+                    counters.spooled.fetch_add(1, Relaxed);
+                    if let Some(seq) = carrier {
+                        self.pending_sync.push(seq);
+                    }
+                } else if let Some(seq) = carrier {
+                    self.acks.done(seq);
+                }
+                if a.dropped.iter().any(|n| *n > 0) {
+                    for s in Stream::ALL {
+                        let n = a.dropped[crate::stats::index(s)];
+                        self.stats.stream(s).dropped.fetch_add(n, Relaxed);
+                    }
+                    if self.drops.ready() {
+                        let s = self.stats.snapshot();
+                        warn!(
+                            raw_dropped = s.raw.dropped,
+                            aggregates_dropped = s.aggregate.dropped,
+                            dead_letters_dropped = s.dead_letter.dropped,
+                            "Spool full: dropping the oldest raw readings to keep aggregates; raise spool.max_mib to keep more"
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                counters.dropped.fetch_add(1, Relaxed);
+                if self.drops.ready() {
+                    error!(error = %e, stream = routed.stream.as_str(), "Cannot write to the spool; record dropped. Check the state_dir disk");
+                }
+                if let Some(seq) = carrier {
+                    self.acks.done(seq);
+                }
+            }
+        }
+    }
+
+    fn check_progress(&mut self) {
+        let delivered: u64 = Stream::ALL
+            .iter()
+            .map(|s| self.stats.stream(*s).delivered.load(Relaxed))
+            .sum();
+        let in_flight = self.sink.in_flight();
+        if in_flight == 0 || delivered != self.progress.0 {
+            self.progress = (delivered, Instant::now());
+        } else if self.progress.1.elapsed() >= self.spill_after {
+            self.start_spooling("no delivery report");
+        }
+    }
+
+    fn replay_spool(&mut self) {
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        while self.sink.in_flight() < REPLAY_WINDOW {
+            if self.replay.is_empty() {
+                let mut batch = Vec::new();
+                match spool.next_batch(1024, &mut batch) {
+                    Ok(damaged) if damaged > 0 => {
+                        self.stats.spool_damaged.fetch_add(damaged, Relaxed);
+                        warn!(damaged, "Spool: skipped damaged records; they are lost");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        error!(error = %e, "Cannot read the spool; retrying");
+                        break;
+                    }
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                self.replay.extend(batch);
+            }
+            let h = self.replay.front().expect("filled above");
+            match self
+                .sink
+                .try_send(&h.routed, Origin::Spooled(h.lane, h.seq))
+            {
+                Ok(()) => {
+                    self.replay.pop_front();
+                }
+                Err(SendError {
+                    class: ErrorClass::Retry,
+                    ..
+                }) => break,
+                Err(SendError {
+                    class: ErrorClass::Permanent,
+                    error,
+                }) => {
+                    let h = self.replay.pop_front().expect("front exists");
+                    spool.ack(h.lane, h.seq);
+                    self.stats
+                        .stream(h.routed.stream)
+                        .failed
+                        .fetch_add(1, Relaxed);
+                    error!(stream = h.routed.stream.as_str(), %error, "Spooled record can never be delivered; dropped");
+                }
+                Err(SendError {
+                    class: ErrorClass::Fatal,
+                    ..
+                }) => {
+                    self.fatal = true;
+                    break;
+                }
+            }
+        }
+        if self.spooling && spool.is_empty() && self.replay.is_empty() {
+            self.spooling = false;
+            info!("Spool drained: sending directly again");
+        }
+    }
+
+    /// Writes spooled records to the OS; syncs them to disk when due (or `force`), and then
+    /// releases the acks of the MQTT messages they carry.
+    fn flush_spool(&mut self, force: bool) {
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        if let Err(e) = spool.flush() {
+            for s in Stream::ALL {
+                let n = e.lost[crate::stats::index(s)];
+                self.stats.stream(s).dropped.fetch_add(n, Relaxed);
+            }
+            error!(error = %e.error, lost = e.lost.iter().sum::<u64>(), "Cannot write to the spool; records lost. Check the state_dir disk");
+        }
+        let due = force
+            || self.last_sync.elapsed() >= self.fsync_every
+            || self.pending_sync.len() >= SYNC_AT_PENDING_ACKS;
+        if !due {
+            return;
+        }
+        match spool.sync() {
+            Ok(()) => {
+                self.last_sync = Instant::now();
+                for seq in self.pending_sync.drain(..) {
+                    self.acks.done(seq);
+                }
+            }
+            Err(e) => error!(error = %e, "Cannot sync the spool to disk; retrying"),
+        }
+    }
+
+    fn update_gauges(&self) {
+        if let Some(s) = &self.spool {
+            self.stats.spool_records.store(s.records(), Relaxed);
+            self.stats.spool_bytes.store(s.bytes(), Relaxed);
+        }
+    }
+}
+
+/// Allows one log line per period.
+struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+}
+
+impl Throttle {
+    fn new(every: Duration) -> Self {
+        Self { every, last: None }
+    }
+
+    fn ready(&mut self) -> bool {
+        if self.last.is_some_and(|t| t.elapsed() < self.every) {
+            return false;
+        }
+        self.last = Some(Instant::now());
+        true
+    }
+}

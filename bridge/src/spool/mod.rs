@@ -1,0 +1,818 @@
+//! Store and forward: records that cannot go upstream now wait here, on disk, in order.
+//!
+//! Four lanes, replayed strictly in this order, each a queue of segment files:
+//! - `rescue-aggregate`, `rescue-raw`: records the producer held when it failed (a fatal
+//!   error, or shutdown before the broker confirmed them). They are older than anything in
+//!   the lane of their kind, so each is replayed before it.
+//! - `aggregate`: aggregates. Small and precious: never dropped while raw records can be.
+//! - `raw`: raw readings, late copies and dead letters.
+//!
+//! Order: rescue-aggregate, aggregate, rescue-raw, raw: after an outage the aggregates go
+//! first, and per sensor each stream stays in order. When the size cap is reached, whole raw
+//! segments are dropped, oldest first (rescue-raw before raw); aggregates only ever when no
+//! raw record is left to drop, and then the new one is refused.
+//!
+//! A lane's records are handed out in order by [`Spool::next_batch`], and removed only by
+//! [`Spool::ack`] on their delivery reports: the durable read position (the lane's `cursor`
+//! file, written atomically by [`Spool::sync`]) advances over the longest delivered prefix, so a
+//! restart resumes where delivery stopped instead of replaying everything. Records delivered
+//! after the last `sync` are sent again after a crash: duplicates, never losses; their
+//! `edge.id` header lets a consumer drop them.
+//!
+//! Durability: appended records reach the OS at every [`Spool::flush`] (a crash of the process
+//! loses none of them) and the disk at every [`Spool::sync`] (a power cut loses at most what was
+//! appended since). Damaged records (a torn tail after a power cut, flipped bits) are skipped and
+//! counted, never fatal; see [`frame`] for how the count is kept exact.
+
+mod frame;
+pub mod fs;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use edge_bridge_core::{Routed, Stream};
+
+use self::frame::{Item, Scanner};
+use self::fs::Fs;
+
+/// A spool lane; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    RescueAggregate,
+    Aggregate,
+    RescueRaw,
+    Raw,
+}
+
+impl Lane {
+    /// In replay order.
+    pub const ALL: [Lane; 4] = [
+        Lane::RescueAggregate,
+        Lane::Aggregate,
+        Lane::RescueRaw,
+        Lane::Raw,
+    ];
+
+    /// The lane a new record of `stream` is spooled to.
+    pub fn for_stream(stream: Stream) -> Lane {
+        match stream {
+            Stream::Aggregate => Lane::Aggregate,
+            Stream::Raw | Stream::Late | Stream::DeadLetter => Lane::Raw,
+        }
+    }
+
+    /// The lane a record of `stream` taken back from the producer is spooled to.
+    pub fn rescue_for(stream: Stream) -> Lane {
+        match stream {
+            Stream::Aggregate => Lane::RescueAggregate,
+            Stream::Raw | Stream::Late | Stream::DeadLetter => Lane::RescueRaw,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::RescueAggregate => "rescue-aggregate",
+            Lane::Aggregate => "aggregate",
+            Lane::RescueRaw => "rescue-raw",
+            Lane::Raw => "raw",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Counts per output stream, indexed like [`crate::stats::index`].
+pub type PerStream = [u64; 4];
+
+fn stream_slot(s: Stream) -> usize {
+    crate::stats::index(s)
+}
+
+#[derive(Debug, Clone)]
+pub struct SpoolOptions {
+    /// Cap on the spool's files, all lanes together.
+    pub max_bytes: u64,
+}
+
+impl SpoolOptions {
+    /// Segments small enough that dropping one frees a small part of the cap, large enough
+    /// that files stay few.
+    fn segment_bytes(&self) -> u64 {
+        (self.max_bytes / 32).clamp(4 * 1024, 8 * 1024 * 1024)
+    }
+}
+
+/// A position in a lane: a segment (by its first sequence number), a byte offset in it, and
+/// the sequence number of the record there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pos {
+    segment: u64,
+    offset: u64,
+    seq: u64,
+}
+
+impl Pos {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(28);
+        v.extend_from_slice(&self.segment.to_le_bytes());
+        v.extend_from_slice(&self.offset.to_le_bytes());
+        v.extend_from_slice(&self.seq.to_le_bytes());
+        let crc = crc32fast::hash(&v);
+        v.extend_from_slice(&crc.to_le_bytes());
+        v
+    }
+
+    fn decode(b: &[u8]) -> Option<Pos> {
+        if b.len() != 28 || crc32fast::hash(&b[..24]).to_le_bytes() != b[24..28] {
+            return None;
+        }
+        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        Some(Pos {
+            segment: word(0),
+            offset: word(8),
+            seq: word(16),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Segment {
+    first_seq: u64,
+    /// Bytes in the file (flushed), including any damaged ones.
+    bytes: u64,
+    /// Undelivered records in it by stream (for counting drops).
+    records: PerStream,
+    /// Damage in it was already counted by the scan at open.
+    damage_counted: bool,
+}
+
+/// A record handed out for delivery and not yet acknowledged.
+#[derive(Debug)]
+struct InFlight {
+    seq: u64,
+    start: Pos,
+    /// Its stream's slot, to count it back into its segment after a rewind.
+    slot: usize,
+    delivered: bool,
+}
+
+struct LaneState<A> {
+    dir: PathBuf,
+    segments: VecDeque<Segment>,
+    /// Open writer on the last segment; `None` until the first append after open (a new
+    /// segment is started then, so nothing is ever appended after damaged bytes).
+    writer: Option<A>,
+    /// Encoded frames not yet written to the writer's file.
+    pending: Vec<u8>,
+    pending_records: PerStream,
+    /// Written to the OS since the last fsync.
+    unsynced: bool,
+    /// Segments sealed after a failed write, whose earlier records still need an fsync.
+    needs_sync: Vec<u64>,
+    next_seq: u64,
+    read: Pos,
+    in_flight: VecDeque<InFlight>,
+    /// Segment data being read: (segment, file offset of data[0], data).
+    cache: Option<(u64, u64, Vec<u8>)>,
+    /// Records not yet handed out.
+    unread: u64,
+    /// The durable read position as last written.
+    persisted: Option<Pos>,
+}
+
+/// What opening a spool found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Undelivered records by stream.
+    pub records: PerStream,
+    /// Damaged records skipped.
+    pub damaged: u64,
+    pub bytes: u64,
+}
+
+/// What became of an append.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The record itself is in the spool (until the next flush reports otherwise).
+    pub stored: bool,
+    /// Records given up to make room or because there was none, by stream.
+    pub dropped: PerStream,
+}
+
+/// A failed flush: the records in the lost batch, by stream.
+#[derive(Debug)]
+pub struct FlushError {
+    pub lost: PerStream,
+    pub error: io::Error,
+}
+
+/// A spooled record handed out for delivery.
+#[derive(Debug, Clone)]
+pub struct Handed {
+    pub lane: Lane,
+    pub seq: u64,
+    pub routed: Routed,
+}
+
+pub struct Spool<F: Fs> {
+    fs: F,
+    opts: SpoolOptions,
+    lanes: Vec<LaneState<F::Appender>>,
+    bytes: u64,
+    damaged: u64,
+}
+
+const SEGMENT_SUFFIX: &str = ".seg";
+const CURSOR: &str = "cursor";
+
+impl<F: Fs> Spool<F> {
+    /// Opens (or creates) the spool under `dir`, scanning what a previous run left.
+    pub fn open(fs: F, dir: &Path, opts: SpoolOptions) -> io::Result<(Self, Recovery)> {
+        let mut recovery = Recovery::default();
+        let mut lanes = Vec::new();
+        for lane in Lane::ALL {
+            let lane_dir = dir.join(lane.as_str());
+            fs.create_dir_all(&lane_dir)?;
+            let state = open_lane(&fs, lane_dir, &mut recovery)?;
+            lanes.push(state);
+        }
+        let spool = Self {
+            fs,
+            opts,
+            lanes,
+            bytes: recovery.bytes,
+            damaged: recovery.damaged,
+        };
+        Ok((spool, recovery))
+    }
+
+    /// Adds a record to `lane`, making room by dropping raw records when the cap is reached.
+    pub fn append(&mut self, lane: Lane, routed: &Routed) -> io::Result<Appended> {
+        let mut out = Appended::default();
+        let mut frame = Vec::with_capacity(64 + routed.record.value.len());
+        let seq = self.lanes[lane.index()].next_seq;
+        frame::encode(seq, routed, &mut frame);
+        let need = frame.len() as u64;
+        while self.bytes + need > self.opts.max_bytes {
+            if !self.drop_oldest_raw(&mut out.dropped) {
+                // Nothing left to drop: the record itself is the one given up.
+                out.dropped[stream_slot(routed.stream)] += 1;
+                return Ok(out);
+            }
+        }
+        let st = &mut self.lanes[lane.index()];
+        if st.writer.is_none() {
+            // A new segment; opening it is the only IO here, and if it fails nothing changed.
+            let path = segment_path(&st.dir, seq);
+            st.writer = Some(self.fs.append(&path)?);
+            st.segments.push_back(Segment {
+                first_seq: seq,
+                bytes: 0,
+                records: [0; 4],
+                damage_counted: false,
+            });
+        }
+        st.pending.extend_from_slice(&frame);
+        st.pending_records[stream_slot(routed.stream)] += 1;
+        st.next_seq += 1;
+        st.unread += 1;
+        self.bytes += need;
+        out.stored = true;
+        Ok(out)
+    }
+
+    /// Drops the oldest raw segment (rescue-raw lane first) that holds no record being
+    /// delivered. False when there is none.
+    fn drop_oldest_raw(&mut self, dropped: &mut PerStream) -> bool {
+        for lane in [Lane::RescueRaw, Lane::Raw] {
+            let st = &mut self.lanes[lane.index()];
+            let writing = st
+                .writer
+                .as_ref()
+                .and(st.segments.back().map(|s| s.first_seq));
+            let reading = st.read.segment;
+            let idle = st.in_flight.is_empty();
+            let droppable = |s: &Segment| {
+                Some(s.first_seq) != writing
+                    && (s.first_seq > reading || (s.first_seq == reading && idle))
+            };
+            let Some(i) = st.segments.iter().position(droppable) else {
+                continue;
+            };
+            let seg = st.segments.remove(i).expect("index found above");
+            let _ = self.fs.remove(&segment_path(&st.dir, seg.first_seq));
+            for (d, n) in dropped.iter_mut().zip(seg.records) {
+                *d += n;
+            }
+            st.unread = st.unread.saturating_sub(seg.records.iter().sum());
+            self.bytes = self.bytes.saturating_sub(seg.bytes);
+            if seg.first_seq == reading {
+                // Reading continues at the next segment (there is one: the dropped one was
+                // not being written).
+                let next = st.segments.get(i).map_or(st.next_seq, |s| s.first_seq);
+                st.read = Pos {
+                    segment: next,
+                    offset: 0,
+                    seq: next,
+                };
+                st.cache = None;
+            }
+            return true;
+        }
+        // Only segments being written are left: seal them so they can go next time.
+        let mut sealed = false;
+        for lane in [Lane::RescueRaw, Lane::Raw] {
+            let st = &mut self.lanes[lane.index()];
+            let has_records = st
+                .segments
+                .back()
+                .is_some_and(|s| s.records.iter().sum::<u64>() > 0 || !st.pending.is_empty());
+            if st.writer.is_some() && has_records && flush_lane(&self.fs, st, 0).is_ok() {
+                sealed |= st.writer.is_none();
+            }
+        }
+        sealed && self.drop_oldest_raw(dropped)
+    }
+
+    /// Writes appended records to the OS: after this, a crash of the process loses none.
+    pub fn flush(&mut self) -> Result<(), FlushError> {
+        let segment_bytes = self.opts.segment_bytes();
+        let mut failed: Option<FlushError> = None;
+        for st in &mut self.lanes {
+            if let Err(e) = flush_lane(&self.fs, st, segment_bytes) {
+                self.bytes = self.bytes.saturating_sub(e.bytes);
+                match failed.as_mut() {
+                    Some(f) => f.lost.iter_mut().zip(e.lost).for_each(|(a, b)| *a += b),
+                    None => {
+                        failed = Some(FlushError {
+                            lost: e.lost,
+                            error: e.error,
+                        })
+                    }
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Flushes, makes appended records durable, and persists the read positions (deleting
+    /// segments wholly delivered). After this, a power cut loses nothing appended before.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.flush().map_err(|e| e.error)?;
+        for st in &mut self.lanes {
+            while let Some(first) = st.needs_sync.last() {
+                self.fs.sync_path(&segment_path(&st.dir, *first))?;
+                st.needs_sync.pop();
+            }
+            if st.unsynced {
+                if let Some(w) = st.writer.as_mut() {
+                    self.fs.sync(w)?;
+                }
+                st.unsynced = false;
+            }
+            // A wholly read and delivered segment that is no longer written to can go; the
+            // read position moves to where the next record will be.
+            if st.in_flight.is_empty() && st.segments.len() == 1 && st.writer.is_none() {
+                let seg = &st.segments[0];
+                if seg.first_seq == st.read.segment && st.read.offset >= seg.bytes {
+                    st.read = Pos {
+                        segment: st.next_seq,
+                        offset: 0,
+                        seq: st.next_seq,
+                    };
+                    st.cache = None;
+                }
+            }
+            let committed = committed(st);
+            if st.persisted != Some(committed) {
+                self.fs
+                    .write_atomic(&st.dir.join(CURSOR), &committed.encode())?;
+                st.persisted = Some(committed);
+                // Segments before the committed one are wholly delivered.
+                while st
+                    .segments
+                    .front()
+                    .is_some_and(|s| s.first_seq < committed.segment)
+                {
+                    let seg = st.segments.pop_front().expect("checked above");
+                    self.fs.remove(&segment_path(&st.dir, seg.first_seq))?;
+                    self.bytes = self.bytes.saturating_sub(seg.bytes);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands out up to `max` records for delivery, in replay order: a lane is served only once
+    /// every lane before it is empty and delivered. Only flushed records are handed out. Returns damaged records skipped on the way.
+    pub fn next_batch(&mut self, max: usize, out: &mut Vec<Handed>) -> io::Result<u64> {
+        let mut damaged = 0;
+        for lane in Lane::ALL {
+            let st = &mut self.lanes[lane.index()];
+            if st.unread > 0 {
+                damaged += read_lane(&self.fs, lane, st, max, out)?;
+            }
+            if out.len() >= max || st.unread > 0 || !st.in_flight.is_empty() {
+                break;
+            }
+        }
+        self.damaged += damaged;
+        Ok(damaged)
+    }
+
+    /// Records that the handed-out record `seq` of `lane` was delivered. Returns false for a
+    /// record no longer tracked (delivered twice, or dropped meanwhile).
+    pub fn ack(&mut self, lane: Lane, seq: u64) -> bool {
+        let st = &mut self.lanes[lane.index()];
+        let Ok(i) = st.in_flight.binary_search_by_key(&seq, |f| f.seq) else {
+            return false;
+        };
+        if st.in_flight[i].delivered {
+            return false;
+        }
+        st.in_flight[i].delivered = true;
+        while st.in_flight.front().is_some_and(|f| f.delivered) {
+            st.in_flight.pop_front();
+        }
+        true
+    }
+
+    /// Forgets everything handed out and not yet delivered, so that it is handed out again:
+    /// after a failed delivery, or when the producer that held the records is replaced.
+    pub fn rewind(&mut self) {
+        for st in &mut self.lanes {
+            let Some(first) = st.in_flight.front() else {
+                continue;
+            };
+            st.read = first.start;
+            // Delivered records after the first undelivered one are sent again: duplicates.
+            st.unread += st.in_flight.len() as u64;
+            for f in st.in_flight.drain(..) {
+                if let Some(seg) = st
+                    .segments
+                    .iter_mut()
+                    .rev()
+                    .find(|s| s.first_seq <= f.start.segment)
+                {
+                    seg.records[f.slot] += 1;
+                }
+            }
+            st.cache = None;
+        }
+    }
+
+    /// Nothing waits in any lane and nothing handed out awaits its delivery report.
+    pub fn is_empty(&self) -> bool {
+        self.lanes
+            .iter()
+            .all(|st| st.unread == 0 && st.in_flight.is_empty())
+    }
+
+    /// Records in the spool not yet delivered (waiting or handed out).
+    pub fn records(&self) -> u64 {
+        self.lanes
+            .iter()
+            .map(|st| st.unread + st.in_flight.len() as u64)
+            .sum()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.lanes.iter().map(|st| st.in_flight.len()).sum()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Damaged records skipped since open, including those found by the scan at open.
+    pub fn damaged(&self) -> u64 {
+        self.damaged
+    }
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}{SEGMENT_SUFFIX}"))
+}
+
+/// Where the durable cursor may point: before the first undelivered handed-out record, or at
+/// the read position when everything handed out was delivered.
+fn committed<A>(st: &LaneState<A>) -> Pos {
+    st.in_flight.front().map_or(st.read, |f| f.start)
+}
+
+struct LaneFlushError {
+    lost: PerStream,
+    bytes: u64,
+    error: io::Error,
+}
+
+/// Writes a lane's pending frames; seals the segment once it reaches `segment_bytes` (the
+/// next append starts a new one).
+fn flush_lane<F: Fs>(
+    fs: &F,
+    st: &mut LaneState<F::Appender>,
+    segment_bytes: u64,
+) -> Result<(), LaneFlushError> {
+    if st.pending.is_empty() {
+        return seal_if_full(fs, st, segment_bytes);
+    }
+    let n = st.pending.len() as u64;
+    let lost = std::mem::take(&mut st.pending_records);
+    let result = match st.writer.as_mut() {
+        Some(w) => w.write_all(&st.pending).and_then(|()| w.flush()),
+        None => Err(io::Error::other("no open segment")),
+    };
+    st.pending.clear();
+    match result {
+        Ok(()) => {
+            let seg = st.segments.back_mut().expect("a writer implies a segment");
+            seg.bytes += n;
+            for (r, l) in seg.records.iter_mut().zip(lost) {
+                *r += l;
+            }
+            st.unsynced = true;
+            seal_if_full(fs, st, segment_bytes)
+        }
+        Err(error) => {
+            // Part of the batch may be in the file: cut it back to what is accounted for, and
+            // seal the segment (the next append starts a new one).
+            st.writer = None;
+            if let Some(seg) = st.segments.back_mut() {
+                let _ = fs.truncate(&segment_path(&st.dir, seg.first_seq), seg.bytes);
+                seg.damage_counted = true;
+                if st.unsynced {
+                    st.needs_sync.push(seg.first_seq);
+                }
+            }
+            st.unsynced = false;
+            st.unread = st.unread.saturating_sub(lost.iter().sum());
+            Err(LaneFlushError {
+                lost,
+                bytes: n,
+                error,
+            })
+        }
+    }
+}
+
+fn seal_if_full<F: Fs>(
+    fs: &F,
+    st: &mut LaneState<F::Appender>,
+    segment_bytes: u64,
+) -> Result<(), LaneFlushError> {
+    let full = st.segments.back().is_some_and(|s| s.bytes >= segment_bytes);
+    if !full {
+        return Ok(());
+    }
+    if let Some(mut w) = st.writer.take() {
+        // A sealed segment is synced once; later syncs need not revisit it, unless this one
+        // fails.
+        if st.unsynced {
+            st.unsynced = false;
+            if let Err(error) = fs.sync(&mut w) {
+                if let Some(seg) = st.segments.back() {
+                    st.needs_sync.push(seg.first_seq);
+                }
+                return Err(LaneFlushError {
+                    lost: [0; 4],
+                    bytes: 0,
+                    error,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_lane<F: Fs>(
+    fs: &F,
+    lane: Lane,
+    st: &mut LaneState<F::Appender>,
+    max: usize,
+    out: &mut Vec<Handed>,
+) -> io::Result<u64> {
+    let mut damaged = 0;
+    while out.len() < max && st.unread > 0 {
+        let Some(si) = st
+            .segments
+            .iter()
+            .position(|s| s.first_seq == st.read.segment)
+        else {
+            // The read segment is gone (dropped): continue at the next one.
+            match st.segments.iter().find(|s| s.first_seq > st.read.segment) {
+                Some(next) => {
+                    st.read = Pos {
+                        segment: next.first_seq,
+                        offset: 0,
+                        seq: next.first_seq,
+                    };
+                    st.cache = None;
+                    continue;
+                }
+                None => break,
+            }
+        };
+        let seg = &st.segments[si];
+        let cached_to = st
+            .cache
+            .as_ref()
+            .filter(|(s, base, _)| *s == seg.first_seq && *base <= st.read.offset)
+            .map(|(_, base, data)| base + data.len() as u64);
+        if cached_to.is_none_or(|end| end <= st.read.offset) {
+            if st.read.offset >= seg.bytes {
+                // Everything in this segment was read: move on if it is sealed.
+                match st.segments.get(si + 1) {
+                    Some(next) => {
+                        st.read = Pos {
+                            segment: next.first_seq,
+                            offset: 0,
+                            seq: next.first_seq,
+                        };
+                        st.cache = None;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            let mut data = fs.read_from(&segment_path(&st.dir, seg.first_seq), st.read.offset)?;
+            // Only what was written successfully counts (a failed write may have left more).
+            data.truncate(seg.bytes.saturating_sub(st.read.offset) as usize);
+            st.cache = Some((seg.first_seq, st.read.offset, data));
+        }
+        let (_, base, data) = st.cache.as_ref().expect("loaded above");
+        let base = *base;
+        let from = (st.read.offset - base) as usize;
+        let count_damage = !seg.damage_counted;
+        let seg_first = seg.first_seq;
+        let mut progressed = false;
+        for item in Scanner::new(data, from, Some(st.read.seq)) {
+            progressed = true;
+            match item {
+                Item::Record { seq, end, routed } => {
+                    let start = st.read;
+                    st.read = Pos {
+                        segment: seg_first,
+                        offset: base + end as u64,
+                        seq: seq + 1,
+                    };
+                    st.unread = st.unread.saturating_sub(1);
+                    let slot = stream_slot(routed.stream);
+                    let seg = &mut st.segments[si];
+                    seg.records[slot] = seg.records[slot].saturating_sub(1);
+                    st.in_flight.push_back(InFlight {
+                        seq,
+                        start,
+                        slot,
+                        delivered: false,
+                    });
+                    out.push(Handed { lane, seq, routed });
+                    if out.len() >= max {
+                        break;
+                    }
+                }
+                Item::Damaged { count, end } => {
+                    st.read.offset = base + end as u64;
+                    st.read.seq += count;
+                    if count_damage {
+                        damaged += count;
+                        st.unread = st.unread.saturating_sub(count);
+                    }
+                }
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    Ok(damaged)
+}
+
+fn open_lane<F: Fs>(
+    fs: &F,
+    dir: PathBuf,
+    recovery: &mut Recovery,
+) -> io::Result<LaneState<F::Appender>> {
+    let mut firsts: Vec<u64> = fs
+        .list(&dir)?
+        .iter()
+        .filter_map(|n| n.strip_suffix(SEGMENT_SUFFIX)?.parse().ok())
+        .collect();
+    firsts.sort_unstable();
+    let cursor = match fs.read_from(&dir.join(CURSOR), 0) {
+        Ok(b) => match Pos::decode(&b) {
+            Some(p) => Some(p),
+            None => {
+                tracing::warn!(
+                    lane = %dir.display(),
+                    "Spool read position is damaged; resending the lane from its oldest record (duplicates possible)"
+                );
+                None
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    // Segments wholly before the cursor were delivered; a crash may have left them behind.
+    if let Some(c) = cursor {
+        for first in firsts.iter().filter(|f| **f < c.segment) {
+            fs.remove(&segment_path(&dir, *first))?;
+        }
+        firsts.retain(|f| *f >= c.segment);
+    }
+    let mut read = match (cursor, firsts.first()) {
+        (Some(c), Some(&f)) if f == c.segment => c,
+        (_, Some(&f)) => Pos {
+            segment: f,
+            offset: 0,
+            seq: f,
+        },
+        (Some(c), None) => c,
+        (None, None) => Pos {
+            segment: 0,
+            offset: 0,
+            seq: 0,
+        },
+    };
+    let mut segments = VecDeque::new();
+    let mut unread = 0;
+    let mut next_seq = read.seq;
+    for first in firsts {
+        let from = if first == read.segment {
+            read.offset
+        } else {
+            0
+        };
+        let data = fs.read_from(&segment_path(&dir, first), from)?;
+        let mut seg = Segment {
+            first_seq: first,
+            bytes: from + data.len() as u64,
+            records: [0; 4],
+            damage_counted: true,
+        };
+        let expected = if first == read.segment {
+            read.seq
+        } else {
+            first
+        };
+        // End of the last intact record, and whether damage runs to the end of the file.
+        let mut good_end = 0;
+        let mut torn_tail = false;
+        for item in Scanner::new(&data, 0, Some(expected)) {
+            match item {
+                Item::Record { seq, routed, end } => {
+                    seg.records[stream_slot(routed.stream)] += 1;
+                    next_seq = next_seq.max(seq + 1);
+                    good_end = end;
+                    torn_tail = false;
+                }
+                Item::Damaged { count, end } => {
+                    recovery.damaged += count;
+                    torn_tail = end == data.len();
+                }
+            }
+        }
+        if torn_tail {
+            // Cut a torn tail off (as a write-ahead log does after a crash), so that the
+            // next start neither finds nor counts it again.
+            fs.truncate(&segment_path(&dir, first), from + good_end as u64)?;
+            seg.bytes = from + good_end as u64;
+        }
+        // What the previous run wrote may not have reached the disk yet (it crashed between
+        // syncs): make it durable now, before new records are appended after it.
+        fs.sync_path(&segment_path(&dir, first))?;
+        next_seq = next_seq.max(first + 1);
+        for (r, n) in recovery.records.iter_mut().zip(seg.records) {
+            *r += n;
+        }
+        unread += seg.records.iter().sum::<u64>();
+        recovery.bytes += seg.bytes;
+        segments.push_back(seg);
+    }
+    if segments.is_empty() {
+        read = Pos {
+            segment: next_seq,
+            offset: 0,
+            seq: next_seq,
+        };
+    }
+    Ok(LaneState {
+        dir,
+        segments,
+        writer: None,
+        pending: Vec::new(),
+        pending_records: [0; 4],
+        unsynced: false,
+        needs_sync: Vec::new(),
+        next_seq,
+        read,
+        in_flight: VecDeque::new(),
+        cache: None,
+        unread,
+        persisted: cursor,
+    })
+}
