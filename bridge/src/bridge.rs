@@ -23,7 +23,7 @@ use crate::mqtt::embedded::{Embedded, Listeners};
 use crate::mqtt::external::{AckToken, External, ExternalOptions, Protocol};
 use crate::mqtt::MqttSource;
 use crate::outbox::Outbox;
-use crate::sink::SinkError;
+use crate::sink::{SinkError, TopicAdmin};
 use crate::state;
 use crate::stats::Stats;
 
@@ -98,14 +98,7 @@ pub async fn run(
     })?;
     let mut outbox = Outbox::open(&config, stats.clone())?;
     if config.kafka.create_topics {
-        match outbox.sink().create_topics(&config.kafka).await {
-            Ok(()) => {}
-            // At the edge the uplink may be down at start: carry on and spool.
-            Err(e @ SinkError::Admin { .. }) => {
-                warn!(error = %e, "Could not create the topics now; starting anyway (records wait in the spool)")
-            }
-            Err(e) => return Err(e).context("creating the Kafka topics"),
-        }
+        create_topics(outbox.sink().admin_handle(), &config).await?;
     }
 
     let mut out: Vec<Routed> = Vec::new();
@@ -187,6 +180,38 @@ pub async fn run(
     if lost > 0 {
         warn!(lost, "Records lost at shutdown");
     }
+    Ok(())
+}
+
+/// Creates missing topics. At the edge the uplink may be down at start: then the bridge
+/// starts anyway (records wait, in the spool if need be) and keeps trying in the background.
+async fn create_topics(admin: TopicAdmin, config: &Config) -> anyhow::Result<()> {
+    const WAIT: Duration = Duration::from_secs(5);
+    match tokio::time::timeout(WAIT, admin.create_topics(&config.kafka)).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e @ SinkError::CreateTopic { .. })) => {
+            return Err(e).context("creating the Kafka topics")
+        }
+        Ok(Err(e)) => warn!(error = %e, "Cannot create the topics now; starting anyway and retrying in the background"),
+        Err(_) => warn!(brokers = config.kafka.brokers, "The Kafka brokers did not answer within {WAIT:?}; starting anyway and creating the topics in the background"),
+    }
+    let kafka = config.kafka.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            match admin.create_topics(&kafka).await {
+                Ok(()) => {
+                    info!("Topics checked and created where missing");
+                    return;
+                }
+                Err(e @ SinkError::CreateTopic { .. }) => {
+                    error!(error = %e, "Cannot create a topic; create it by hand");
+                    return;
+                }
+                Err(e) => debug!(error = %e, "Topics not created yet"),
+            }
+        }
+    });
     Ok(())
 }
 

@@ -437,7 +437,9 @@ impl Outbox {
                 }
             }
         }
-        if self.spooling && spool.is_empty() && self.replay.is_empty() {
+        // Back to direct sends once the spool is empty and the uplink moves again.
+        let stalled = self.sink.in_flight() > 0 && self.progress.1.elapsed() >= self.spill_after;
+        if self.spooling && spool.is_empty() && self.replay.is_empty() && !stalled {
             self.spooling = false;
             info!("Spool drained: sending directly again");
         }

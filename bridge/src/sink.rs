@@ -142,8 +142,12 @@ impl ProducerContext for SinkContext {
                 counters.delivered.fetch_add(1, Relaxed);
                 let bytes = msg.key().map_or(0, <[u8]>::len) + msg.payload().map_or(0, <[u8]>::len);
                 counters.bytes_delivered.fetch_add(bytes as u64, Relaxed);
-                if tag.origin == Origin::Direct {
-                    return;
+                match tag.origin {
+                    Origin::Direct => return,
+                    Origin::Spooled(..) => {
+                        counters.delivered_from_spool.fetch_add(1, Relaxed);
+                    }
+                    Origin::Carrier(_) => {}
                 }
                 Event::Delivered(tag)
             }
@@ -240,6 +244,52 @@ pub struct KafkaSink {
     events: mpsc::Sender<Event>,
 }
 
+/// Creates the bridge's topics.
+#[derive(Clone)]
+pub struct TopicAdmin {
+    client_config: ClientConfig,
+    topics: Topics,
+}
+
+impl TopicAdmin {
+    /// Creates the bridge's topics where missing. Existing topics are left as they are.
+    pub async fn create_topics(&self, cfg: &KafkaConfig) -> Result<(), SinkError> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config.create().map_err(|e| SinkError::Admin {
+                brokers: cfg.brokers.clone(),
+                error: e.to_string(),
+            })?;
+        let names = self.topics.all();
+        let new: Vec<NewTopic> = names
+            .iter()
+            .map(|t| NewTopic::new(t, cfg.topic_partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(30)))
+            .request_timeout(Some(Duration::from_secs(10)));
+        let results = admin
+            .create_topics(&new, &opts)
+            .await
+            .map_err(|e| SinkError::Admin {
+                brokers: cfg.brokers.clone(),
+                error: e.to_string(),
+            })?;
+        for r in results {
+            match r {
+                Ok(topic) => info!(topic, "Created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(SinkError::CreateTopic {
+                        topic,
+                        error: code.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Why one attempt to enqueue a record did not succeed.
 #[derive(Debug)]
 pub struct SendError {
@@ -271,37 +321,15 @@ impl KafkaSink {
 
     /// Creates the bridge's topics where missing. Existing topics are left as they are.
     pub async fn create_topics(&self, cfg: &KafkaConfig) -> Result<(), SinkError> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.client_config.create().map_err(|e| SinkError::Admin {
-                brokers: cfg.brokers.clone(),
-                error: e.to_string(),
-            })?;
-        let names = self.topics.all();
-        let new: Vec<NewTopic> = names
-            .iter()
-            .map(|t| NewTopic::new(t, cfg.topic_partitions, TopicReplication::Fixed(1)))
-            .collect();
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let results = admin
-            .create_topics(&new, &opts)
-            .await
-            .map_err(|e| SinkError::Admin {
-                brokers: cfg.brokers.clone(),
-                error: e.to_string(),
-            })?;
-        for r in results {
-            match r {
-                Ok(topic) => info!(topic, "Created topic"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    return Err(SinkError::CreateTopic {
-                        topic,
-                        error: code.to_string(),
-                    })
-                }
-            }
+        self.admin_handle().create_topics(cfg).await
+    }
+
+    /// What creating topics needs, for a task of its own.
+    pub fn admin_handle(&self) -> TopicAdmin {
+        TopicAdmin {
+            client_config: self.client_config.clone(),
+            topics: self.topics.clone(),
         }
-        Ok(())
     }
 
     /// One attempt to enqueue a record; never waits.

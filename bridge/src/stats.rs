@@ -16,6 +16,8 @@ pub struct StreamCounters {
     pub failed: AtomicU64,
     /// Key + value bytes of delivered records, before compression.
     pub bytes_delivered: AtomicU64,
+    /// Of `delivered`, those replayed from the spool.
+    pub delivered_from_spool: AtomicU64,
     /// Written to the on-disk spool to wait for the uplink (including records taken back
     /// from a failed producer).
     pub spooled: AtomicU64,
@@ -79,6 +81,7 @@ impl Stats {
                 delivered: c.delivered.load(Relaxed),
                 failed: c.failed.load(Relaxed),
                 bytes_delivered: c.bytes_delivered.load(Relaxed),
+                delivered_from_spool: c.delivered_from_spool.load(Relaxed),
                 spooled: c.spooled.load(Relaxed),
                 dropped: c.dropped.load(Relaxed),
             }
@@ -120,6 +123,7 @@ pub struct StreamSummary {
     pub delivered: u64,
     pub failed: u64,
     pub bytes_delivered: u64,
+    pub delivered_from_spool: u64,
     pub spooled: u64,
     pub dropped: u64,
 }
