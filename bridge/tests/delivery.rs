@@ -610,7 +610,6 @@ async fn restart_mid_window_changes_no_aggregate() {
     assert!(state.path().join("windows.json").exists());
 
     // (A new port: the embedded broker of the first run lives on in this test process.)
-    let mut cfg = cfg;
     cfg.mqtt.listen = format!("127.0.0.1:{}", free_port());
     let port = mqtt_port(&cfg);
     let bridge = start(cfg);
