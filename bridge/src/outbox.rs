@@ -266,9 +266,8 @@ impl Outbox {
                     error,
                     record,
                 } => {
-                    if class == ErrorClass::Fatal {
-                        self.fatal = true;
-                    }
+                    // (A fatal class here may come from a producer already replaced: whether
+                    // the current one is broken is asked of it, in `pump`.)
                     let carrier = match tag.origin {
                         Origin::Carrier(seq) => Some(seq),
                         _ => None,
