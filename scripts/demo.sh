@@ -15,6 +15,7 @@ BIN="${CARGO_TARGET_DIR:-target}/release"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 KAFKA_PORT=$(free_port)
 MQTT_PORT=$(free_port)
+HTTP_PORT=$(free_port)
 WORK=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -28,11 +29,12 @@ for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$KAFKA_PORT") 2>/dev/null && 
 echo "demo: Kafka-API broker (tansu) on 127.0.0.1:$KAFKA_PORT" >&2
 
 "$BIN/edge-bridge" --mqtt-listen "127.0.0.1:$MQTT_PORT" --kafka-brokers "127.0.0.1:$KAFKA_PORT" \
-  --idle-timeout 3s --state-dir "$WORK/state" >"$WORK/summary.txt" 2>"$WORK/bridge.log" &
+  --idle-timeout 3s --state-dir "$WORK/state" --http-listen "127.0.0.1:$HTTP_PORT" \
+  >"$WORK/summary.txt" 2>"$WORK/bridge.log" &
 BRIDGE=$!
 pids+=($BRIDGE)
 for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$MQTT_PORT") 2>/dev/null && break; sleep 0.1; done
-echo "demo: bridge running, embedded MQTT broker on 127.0.0.1:$MQTT_PORT (log: bridge.log)" >&2
+echo "demo: bridge running, embedded MQTT broker on 127.0.0.1:$MQTT_PORT; live status: http://127.0.0.1:$HTTP_PORT/status (metrics: /metrics)" >&2
 
 "$BIN/examples/tail" "127.0.0.1:$KAFKA_PORT" agg-temperature &
 pids+=($!)

@@ -77,6 +77,9 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every code [`Refusal::reason`] returns.
+    pub const REASONS: [&'static str; 2] = ["too_many_sensors", "too_many_open_windows"];
+
     /// A short, stable code, safe as a metrics label.
     pub fn reason(&self) -> &'static str {
         match self {

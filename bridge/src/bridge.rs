@@ -19,6 +19,7 @@ use edge_bridge_core::{Pipeline, Routed, Stream, Verdict};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, MqttSource as SourceConfig};
+use crate::http;
 use crate::mqtt::embedded::{Embedded, Listeners};
 use crate::mqtt::external::{AckToken, External, ExternalOptions, Protocol};
 use crate::mqtt::MqttSource;
@@ -73,6 +74,7 @@ pub fn start_source(config: &Config, stats: &Arc<Stats>) -> anyhow::Result<MqttS
                 Protocol::V311
             },
             keep_alive: config.mqtt.keep_alive,
+            stats: stats.clone(),
         })?),
     })
 }
@@ -97,6 +99,18 @@ pub async fn run(
         )
     })?;
     let mut outbox = Outbox::open(&config, stats.clone())?;
+    if !config.http.listen.is_empty() {
+        let addr = config
+            .http
+            .listen
+            .parse()
+            .map_err(|e| anyhow::anyhow!("http.listen: {e}"))?;
+        let readiness = http::Readiness {
+            spool_enabled: config.spool.enabled,
+            spool_max_bytes: config.spool.max_mib.saturating_mul(1 << 20),
+        };
+        http::serve(addr, stats.clone(), readiness).await?;
+    }
     if config.kafka.create_topics {
         create_topics(outbox.sink().admin_handle(), &config).await?;
     }
@@ -138,6 +152,9 @@ pub async fn run(
             _ = tick.tick() => {
                 pipeline.flush_idle(wall_ms(), &mut out);
                 submit_all(&mut outbox, &stats, &mut out, None).await?;
+                let w = pipeline.windower();
+                stats.open_windows.store(w.open_windows() as u64, Relaxed);
+                stats.sensors.store(w.sensors() as u64, Relaxed);
                 summary.maybe_log(&stats, &pipeline, &outbox);
                 let every = config.window.save_interval;
                 if !every.is_zero() && last_save.elapsed() >= every {

@@ -86,6 +86,9 @@ pub struct Flags {
     /// Close a silent sensor's windows after this wall-clock time [window.idle_timeout]
     #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
+    /// HTTP endpoint for /metrics, /healthz, /readyz, /status; "" turns it off [http.listen]
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub http_listen: Option<String>,
     /// Directory for state that survives restarts [state_dir]
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -124,6 +127,7 @@ impl Flags {
             ("kafka.brokers", &self.kafka_brokers),
             ("kafka.raw_topic", &self.raw_topic),
             ("kafka.agg_topic", &self.agg_topic),
+            ("http.listen", &self.http_listen),
             ("log.level", &self.log_level),
             ("log.format", &self.log_format),
         ];

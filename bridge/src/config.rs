@@ -32,6 +32,7 @@ pub struct Config {
     pub window: WindowConfig,
     pub kafka: KafkaConfig,
     pub spool: SpoolConfig,
+    pub http: HttpConfig,
     pub log: LogConfig,
 }
 
@@ -44,6 +45,7 @@ impl Default for Config {
             window: WindowConfig::default(),
             kafka: KafkaConfig::default(),
             spool: SpoolConfig::default(),
+            http: HttpConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -234,6 +236,22 @@ impl Default for SpoolConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP endpoint (/metrics, /healthz, /readyz, /status); empty: off.
+    #[serde(deserialize_with = "text")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A tracing filter: `info`, `edge_bridge=debug,info`, ...
     #[serde(deserialize_with = "text")]
@@ -354,6 +372,12 @@ impl Config {
         }
         if self.spool.spill_after < Duration::from_millis(100) {
             errors.push("spool.spill_after: must be at least 100ms".into());
+        }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
+            errors.push(format!(
+                "http.listen: {:?} is not an address like 127.0.0.1:9464 (empty turns it off)",
+                self.http.listen
+            ));
         }
         if !["human", "json"].contains(&self.log.format.as_str()) {
             errors.push(format!(

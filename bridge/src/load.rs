@@ -17,7 +17,7 @@ pub const ENV_PREFIX: &str = "EDGE_BRIDGE_";
 const ENV_NOT_KEYS: [&str; 1] = ["CONFIG"];
 
 /// Top-level tables: `EDGE_BRIDGE_KAFKA_RAW_TOPIC` means `kafka.raw_topic`.
-const SECTIONS: [&str; 6] = ["mqtt", "decode", "window", "kafka", "spool", "log"];
+const SECTIONS: [&str; 7] = ["mqtt", "decode", "window", "kafka", "spool", "http", "log"];
 
 /// Why the configuration could not be loaded or is invalid. Each line names a key or a file.
 #[derive(Debug, thiserror::Error)]

@@ -5,9 +5,13 @@
 //! - Direct while the spool is empty. Once anything is spooled, every new record is spooled
 //!   too until the spool is drained, so per-sensor order holds: records in librdkafka's queue
 //!   are always older than everything in the spool.
-//! - The uplink counts as down ("spill") when records have waited `spill_after` without a
-//!   single delivery report, or the producer queue stayed full that long. Records already in
-//!   librdkafka's queue stay there (librdkafka retries them forever, `message.timeout.ms=0`).
+//! - The uplink counts as down when records have waited `spill_after` without a single
+//!   delivery report: new records are spooled, and those in librdkafka's queue are taken back
+//!   into the spool too (purged; they return as failed reports). Nothing is replayed until a
+//!   delivery report or a metadata probe shows the uplink back, so the outage's aggregates go
+//!   out before its raw readings. A queue that stayed full that long (a slow uplink) also
+//!   starts spooling, without the purge. librdkafka never fails a record by time
+//!   (`message.timeout.ms=0`).
 //! - A record the producer gives back (a fatal producer error, a purge at shutdown) goes to
 //!   the spool's rescue lane, which is replayed before anything else; records replayed from
 //!   the spool are removed from it only by their delivery reports.
@@ -54,6 +58,9 @@ pub struct Outbox {
     replay: VecDeque<Handed>,
     rewind: bool,
     fatal: bool,
+    /// The uplink is down (see `check_uplink`), since this wall-clock ms.
+    uplink_down: bool,
+    down_since_ms: i64,
     /// Delivered records seen at the last progress check, and when that number last moved.
     progress: (u64, Instant),
     drops: Throttle,
@@ -61,9 +68,14 @@ pub struct Outbox {
 
 impl Outbox {
     /// The producer, and the spool under `state_dir/spool` if enabled (opening it recovers
-    /// what a previous run left there).
+    /// what a previous run left there). Starts the broker probe: call within a Tokio runtime.
     pub fn open(config: &Config, stats: Arc<Stats>) -> anyhow::Result<Self> {
         let (sink, events) = KafkaSink::new(&config.kafka, stats.clone())?;
+        // Whether the brokers answer: for /readyz, and to notice the uplink back.
+        tokio::spawn(crate::sink::probe_brokers(
+            sink.admin_handle(),
+            stats.clone(),
+        ));
         let spool = if config.spool.enabled {
             let dir = config.state_dir.join("spool");
             let opts = SpoolOptions {
@@ -109,6 +121,8 @@ impl Outbox {
             replay: VecDeque::new(),
             rewind: false,
             fatal: false,
+            uplink_down: false,
+            down_since_ms: 0,
             progress: (0, Instant::now()),
             drops: Throttle::new(Duration::from_secs(10)),
         };
@@ -125,14 +139,15 @@ impl Outbox {
     pub async fn submit(&mut self, routed: Routed, ack: Option<AckToken>) -> anyhow::Result<()> {
         let carrier = ack.map(|t| self.acks.push(t));
         let origin = carrier.map_or(Origin::Direct, Origin::Carrier);
+        let made_ms = crate::bridge::wall_ms();
         let started = Instant::now();
         let mut backoff = Duration::from_micros(200);
         loop {
             if self.spool_mode() {
-                self.spool_record(Lane::for_stream(routed.stream), &routed, carrier);
+                self.spool_record(Lane::for_stream(routed.stream), &routed, carrier, made_ms);
                 return Ok(());
             }
-            match self.sink.try_send(&routed, origin) {
+            match self.sink.try_send(&routed, origin, made_ms) {
                 Ok(()) => return Ok(()),
                 Err(SendError {
                     class: ErrorClass::Retry,
@@ -176,6 +191,7 @@ impl Outbox {
             self.handle_events();
             self.rewind = true;
         }
+        self.check_uplink().await?;
         if self.rewind {
             self.rewind = false;
             self.replay.clear();
@@ -183,8 +199,7 @@ impl Outbox {
                 s.rewind();
             }
         }
-        self.check_progress();
-        if !draining {
+        if !draining && !self.uplink_down {
             self.replay_spool();
         }
         self.flush_spool(false);
@@ -249,6 +264,9 @@ impl Outbox {
     }
 
     fn handle_events(&mut self) {
+        // Records to take back into the spool, in the order they were produced: librdkafka
+        // reports a purge partition queue by partition queue, not in production order.
+        let mut rescued: Vec<(u64, Routed, Option<u64>, i64)> = Vec::new();
         while let Ok(event) = self.events.try_recv() {
             match event {
                 Event::Delivered(tag) => match tag.origin {
@@ -283,17 +301,18 @@ impl Outbox {
                             self.permanent_failure(tag.stream, &error.to_string(), carrier)
                         }
                         // Still in the spool: hand it out again.
-                        (_, Origin::Spooled(..)) => self.rewind = true,
+                        (_, Origin::Spooled(..)) => {
+                            if self.drops.ready() {
+                                warn!(%error, stream = tag.stream.as_str(), "A record replayed from the spool was not delivered; it stays in the spool and goes again");
+                            }
+                            self.rewind = true;
+                        }
                         (_, _) if self.spool.is_some() => {
                             let routed = Routed {
                                 stream: tag.stream,
                                 record,
                             };
-                            self.spool_record(Lane::rescue_for(tag.stream), &routed, carrier);
-                            self.spooling = true;
-                            // The rescued records are older than anything handed out from the
-                            // spool: those go again after them.
-                            self.rewind = true;
+                            rescued.push((tag.seq, routed, carrier, tag.made_ms));
                         }
                         (_, _) => {
                             self.stats.stream(tag.stream).failed.fetch_add(1, Relaxed);
@@ -305,6 +324,16 @@ impl Outbox {
                     }
                 }
             }
+        }
+        if !rescued.is_empty() {
+            rescued.sort_unstable_by_key(|r| r.0);
+            for (_, routed, carrier, made_ms) in rescued {
+                self.spool_record(Lane::rescue_for(routed.stream), &routed, carrier, made_ms);
+            }
+            self.spooling = true;
+            // The rescued records are older than anything handed out from the spool: those go
+            // again after them.
+            self.rewind = true;
         }
     }
 
@@ -323,11 +352,11 @@ impl Outbox {
         }
     }
 
-    fn spool_record(&mut self, lane: Lane, routed: &Routed, carrier: Option<u64>) {
+    fn spool_record(&mut self, lane: Lane, routed: &Routed, carrier: Option<u64>, made_ms: i64) {
         let Some(spool) = self.spool.as_mut() else {
             return;
         };
-        let result = spool.append(lane, routed);
+        let result = spool.append(lane, routed, made_ms);
         let counters = self.stats.stream(routed.stream);
         match result {
             Ok(a) => {
@@ -367,17 +396,49 @@ impl Outbox {
         }
     }
 
-    fn check_progress(&mut self) {
+    /// Notices the uplink going down (records waited `spill_after` without a delivery report)
+    /// and coming back (a delivery report, or a metadata probe that started after it went
+    /// down). While it is down, nothing waits in librdkafka's memory: what was there is taken
+    /// back into the spool (durable there, and replayed in priority order later) and nothing
+    /// is replayed, so that no raw reading can overtake the aggregates of the outage.
+    async fn check_uplink(&mut self) -> Result<(), SinkError> {
         let delivered: u64 = Stream::ALL
             .iter()
             .map(|s| self.stats.stream(*s).delivered.load(Relaxed))
             .sum();
         let in_flight = self.sink.in_flight();
-        if in_flight == 0 || delivered != self.progress.0 {
+        let moved = delivered != self.progress.0;
+        if in_flight == 0 || moved {
             self.progress = (delivered, Instant::now());
-        } else if self.progress.1.elapsed() >= self.spill_after {
-            self.start_spooling("no delivery report");
         }
+        if self.uplink_down {
+            let probed = self.stats.kafka_probe_ok_ms.load(Relaxed) > self.down_since_ms;
+            if moved || probed {
+                self.uplink_down = false;
+                // Give the producer `spill_after` to show progress before judging it again.
+                self.progress = (delivered, Instant::now());
+                self.stats.uplink_down.store(0, Relaxed);
+                info!(
+                    spooled = self.spool.as_ref().map_or(0, |s| s.records()),
+                    "Uplink back: replaying the spool, aggregates first"
+                );
+            }
+            return Ok(());
+        }
+        if self.spool.is_none() || in_flight == 0 || self.progress.1.elapsed() < self.spill_after {
+            return Ok(());
+        }
+        self.uplink_down = true;
+        self.down_since_ms = crate::bridge::wall_ms();
+        self.stats.uplink_down.store(1, Relaxed);
+        self.stats.kafka_reachable.store(0, Relaxed);
+        self.start_spooling("no delivery report");
+        self.sink.replace().await?;
+        // Direct records came back as failed reports and go to the rescue lanes; records
+        // replayed from the spool are still there and will be handed out again.
+        self.handle_events();
+        self.rewind = true;
+        Ok(())
     }
 
     fn replay_spool(&mut self) {
@@ -406,7 +467,7 @@ impl Outbox {
             let h = self.replay.front().expect("filled above");
             match self
                 .sink
-                .try_send(&h.routed, Origin::Spooled(h.lane, h.seq))
+                .try_send(&h.routed, Origin::Spooled(h.lane, h.seq), h.made_ms)
             {
                 Ok(()) => {
                     self.replay.pop_front();
@@ -436,9 +497,8 @@ impl Outbox {
                 }
             }
         }
-        // Back to direct sends once the spool is empty and the uplink moves again.
-        let stalled = self.sink.in_flight() > 0 && self.progress.1.elapsed() >= self.spill_after;
-        if self.spooling && spool.is_empty() && self.replay.is_empty() && !stalled {
+        // Back to direct sends once the spool is empty (the uplink is up: replay ran).
+        if self.spooling && spool.is_empty() && self.replay.is_empty() {
             self.spooling = false;
             info!("Spool drained: sending directly again");
         }
@@ -479,6 +539,9 @@ impl Outbox {
             self.stats.spool_records.store(s.records(), Relaxed);
             self.stats.spool_bytes.store(s.bytes(), Relaxed);
         }
+        self.stats
+            .producer_queue
+            .store(self.sink.in_flight().max(0) as u64, Relaxed);
     }
 }
 

@@ -89,6 +89,11 @@ pub enum Origin {
 pub struct Tag {
     pub stream: Stream,
     pub origin: Origin,
+    /// Wall-clock ms when the bridge made the record (for an aggregate: when its window
+    /// closed), for the latency histogram.
+    pub made_ms: i64,
+    /// Order in which records were handed to the producer (across producers).
+    pub seq: u64,
 }
 
 /// A delivery report someone must act on.
@@ -140,8 +145,13 @@ impl ProducerContext for SinkContext {
         let event = match result {
             Ok(msg) => {
                 counters.delivered.fetch_add(1, Relaxed);
+                self.stats.kafka_reachable.store(1, Relaxed);
                 let bytes = msg.key().map_or(0, <[u8]>::len) + msg.payload().map_or(0, <[u8]>::len);
                 counters.bytes_delivered.fetch_add(bytes as u64, Relaxed);
+                if tag.stream == Stream::Aggregate {
+                    let secs = (crate::bridge::wall_ms() - tag.made_ms).max(0) as f64 / 1000.0;
+                    self.stats.aggregate_latency.0.observe(secs);
+                }
                 match tag.origin {
                     Origin::Direct => return,
                     Origin::Spooled(..) => {
@@ -238,6 +248,8 @@ impl Topics {
 /// The Kafka producer side of the bridge.
 pub struct KafkaSink {
     producer: ThreadedProducer<SinkContext>,
+    /// Numbers records in the order they are handed to the producer.
+    next_seq: std::sync::atomic::AtomicU64,
     client_config: ClientConfig,
     topics: Topics,
     stats: Arc<Stats>,
@@ -290,6 +302,49 @@ impl TopicAdmin {
     }
 }
 
+/// Asks the brokers for metadata, and records whether they answered in
+/// `stats.kafka_reachable` (for `/readyz` and the metrics) and when (for the outbox, to notice
+/// the uplink back). Every 2 s while the uplink is down, every 30 s otherwise: a metered link
+/// pays for each probe. Runs until the process ends.
+pub async fn probe_brokers(admin: TopicAdmin, stats: Arc<Stats>) {
+    let client: AdminClient<DefaultClientContext> = match admin.client_config.create() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "Cannot create the Kafka probe client; kafka_reachable stays 0");
+            return;
+        }
+    };
+    let client = Arc::new(client);
+    loop {
+        let c = client.clone();
+        let started = crate::bridge::wall_ms();
+        let ok = tokio::task::spawn_blocking(move || {
+            c.inner()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        stats.kafka_reachable.store(u64::from(ok), Relaxed);
+        if ok {
+            stats.kafka_probe_ok_ms.store(started, Relaxed);
+        }
+        let every = if stats.uplink_down.load(Relaxed) == 1 {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(30)
+        };
+        let deadline = tokio::time::Instant::now() + every;
+        // Wake early when the outbox notices the uplink down.
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if stats.uplink_down.load(Relaxed) == 1 && every > Duration::from_secs(2) {
+                break;
+            }
+        }
+    }
+}
+
 /// Why one attempt to enqueue a record did not succeed.
 #[derive(Debug)]
 pub struct SendError {
@@ -310,6 +365,7 @@ impl KafkaSink {
         Ok((
             Self {
                 producer,
+                next_seq: Default::default(),
                 client_config,
                 topics: Topics::from_config(cfg),
                 stats,
@@ -333,7 +389,7 @@ impl KafkaSink {
     }
 
     /// One attempt to enqueue a record; never waits.
-    pub fn try_send(&self, routed: &Routed, origin: Origin) -> Result<(), SendError> {
+    pub fn try_send(&self, routed: &Routed, origin: Origin, made_ms: i64) -> Result<(), SendError> {
         let stream = routed.stream;
         let rec = &routed.record;
         let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
@@ -343,12 +399,19 @@ impl KafkaSink {
                 value: Some(&v[..]),
             });
         }
-        let record =
-            BaseRecord::with_opaque_to(self.topics.of(stream), Box::new(Tag { stream, origin }))
-                .key(&rec.key[..])
-                .payload(&rec.value[..])
-                .timestamp(rec.timestamp_ms)
-                .headers(headers);
+        let record = BaseRecord::with_opaque_to(
+            self.topics.of(stream),
+            Box::new(Tag {
+                stream,
+                origin,
+                made_ms,
+                seq: self.next_seq.fetch_add(1, Relaxed),
+            }),
+        )
+        .key(&rec.key[..])
+        .payload(&rec.value[..])
+        .timestamp(rec.timestamp_ms)
+        .headers(headers);
         match self.producer.send(record) {
             Ok(()) => {
                 self.stats.stream(stream).produced.fetch_add(1, Relaxed);
@@ -406,10 +469,19 @@ impl KafkaSink {
             reason,
             "Kafka producer failed fatally; taking its records back and recreating it"
         );
+        self.replace().await
+    }
+
+    /// Takes every record back from the producer (each returns as a failed delivery report,
+    /// to be spooled) and starts a fresh producer. A fresh one rather than the same one after
+    /// a purge: purging records the broker may have half-received makes an idempotent
+    /// producer bump its epoch, which not every Kafka-API broker handles (tansu answers with
+    /// ProducerFenced forever).
+    pub async fn replace(&mut self) -> Result<(), SinkError> {
         if !self.purge(Duration::from_secs(5)).await {
             error!(
                 in_flight = self.in_flight(),
-                "The failed producer did not give all its records back; those are lost"
+                "The producer did not give all its records back; those are lost"
             );
         }
         self.producer = create_producer(&self.client_config, &self.stats, &self.events)
@@ -465,6 +537,9 @@ fn producer_config(k: &KafkaConfig) -> ClientConfig {
         // Ordering depends on it: a record timing out while later ones are delivered would
         // come back out of order.
         .set("message.timeout.ms", "0")
+        // Reconnect within 2 s of the uplink coming back (librdkafka's default backs off to
+        // 10 s); a gateway has one producer, so the extra attempts cost nothing.
+        .set("reconnect.backoff.max.ms", "2000")
         .set_log_level(RDKafkaLogLevel::Warning);
     for (key, value) in &k.options {
         c.set(key, value);

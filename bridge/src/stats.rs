@@ -3,7 +3,8 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
-use edge_bridge_core::{Stream, Verdict};
+use edge_bridge_core::{DecodeError, Refusal, Stream, Verdict};
+use prometheus_client::metrics::histogram::Histogram;
 
 /// Per output stream.
 #[derive(Debug, Default)]
@@ -46,6 +47,26 @@ pub struct Stats {
     pub spool_bytes: AtomicU64,
     /// Damaged spool records skipped (torn by a power cut, corrupted on disk).
     pub spool_damaged: AtomicU64,
+    /// Rejections by [`DecodeError::REASONS`] index, refusals by [`Refusal::REASONS`] index.
+    pub rejected_by_reason: [AtomicU64; DecodeError::REASONS.len()],
+    pub refused_by_reason: [AtomicU64; Refusal::REASONS.len()],
+    /// Gauges the main loop sets: open windows, sensors tracked, records in the producer.
+    pub open_windows: AtomicU64,
+    pub sensors: AtomicU64,
+    pub producer_queue: AtomicU64,
+    /// MQTT side: connected and subscribed (0 or 1), reconnections since start.
+    pub mqtt_connected: AtomicU64,
+    pub mqtt_subscribed: AtomicU64,
+    pub mqtt_reconnects: AtomicU64,
+    /// Whether the Kafka brokers answered lately: the last metadata probe, or a delivery
+    /// report since (0 or 1).
+    pub kafka_reachable: AtomicU64,
+    /// Wall-clock ms when the last successful metadata probe started.
+    pub kafka_probe_ok_ms: AtomicI64,
+    /// 1 while the outbox considers the uplink down (records go to the spool).
+    pub uplink_down: AtomicU64,
+    /// Seconds from a window's close to its aggregate's delivery report.
+    pub aggregate_latency: Latency,
     /// Wall-clock ms of the first and the latest publish: the busy period for rates.
     first_ms: AtomicI64,
     last_ms: AtomicI64,
@@ -66,8 +87,18 @@ impl Stats {
         let counter = match verdict {
             Verdict::Aggregated => &self.aggregated,
             Verdict::Late => &self.late,
-            Verdict::Rejected(_) => &self.rejected,
-            Verdict::Refused(_) => &self.refused,
+            Verdict::Rejected(reason) => {
+                if let Some(i) = DecodeError::REASONS.iter().position(|r| *r == reason) {
+                    self.rejected_by_reason[i].fetch_add(1, Relaxed);
+                }
+                &self.rejected
+            }
+            Verdict::Refused(reason) => {
+                if let Some(i) = Refusal::REASONS.iter().position(|r| *r == reason) {
+                    self.refused_by_reason[i].fetch_add(1, Relaxed);
+                }
+                &self.refused
+            }
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -104,6 +135,19 @@ impl Stats {
             dead_letter: s(Stream::DeadLetter),
             late_stream: s(Stream::Late),
         }
+    }
+}
+
+/// A histogram of seconds, from 5 ms to about 3 hours: a delivery right away, and one after an
+/// outage of hours, both land in a bucket of their own.
+#[derive(Debug)]
+pub struct Latency(pub Histogram);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self(Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.005, 4.0, 12),
+        ))
     }
 }
 

@@ -49,6 +49,8 @@ fn config(brokers: &str, state: &Path) -> Config {
     c.spool.spill_after = Duration::from_secs(1);
     c.spool.fsync_interval = Duration::from_millis(100);
     c.kafka.shutdown_timeout = Duration::from_secs(3);
+    // Several bridges run at once: no fixed HTTP port.
+    c.http.listen = String::new();
     c
 }
 
@@ -318,6 +320,7 @@ impl Proc {
             .env("EDGE_BRIDGE_WINDOW_IDLE_TIMEOUT", "2s")
             .env("EDGE_BRIDGE_KAFKA_SHUTDOWN_TIMEOUT", "3s")
             .env("EDGE_BRIDGE_LOG_LEVEL", "info")
+            .env("EDGE_BRIDGE_HTTP_LISTEN", "")
             .stdout(Stdio::null())
             .stderr(
                 std::fs::File::options()

@@ -53,6 +53,8 @@ fn base_config(brokers: &str, state: &std::path::Path) -> Config {
     c.mqtt.listen = format!("127.0.0.1:{}", free_port());
     c.mqtt.listen_v5 = String::new();
     c.window.idle_timeout = Duration::from_secs(1);
+    // Several bridges run at once in this process: no fixed HTTP port.
+    c.http.listen = String::new();
     c
 }
 

@@ -44,7 +44,6 @@ fn config(mock: &MockCluster<'_, DefaultProducerContext>, state: &std::path::Pat
     c.kafka
         .options
         .insert("retry.backoff.max.ms".into(), "200".into());
-    edge_bridge::run::init_logging(&c);
     c
 }
 

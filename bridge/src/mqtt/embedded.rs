@@ -98,6 +98,9 @@ impl Embedded {
         tx.subscribe(filter)
             .map_err(|e| MqttError::Embedded(format!("cannot subscribe to {filter}: {e}")))?;
         info!(v4 = %listeners.v4, v5 = ?listeners.v5, filter, "Embedded MQTT broker listening");
+        // The in-process link is connected and subscribed for as long as the process runs.
+        stats.mqtt_connected.store(1, Relaxed);
+        stats.mqtt_subscribed.store(1, Relaxed);
         Ok(Self {
             _tx: tx,
             rx,

@@ -9,6 +9,8 @@
 //! - Reconnects back off exponentially with jitter, capped; the subscription is renewed
 //!   whenever the broker reports that it lost the session.
 
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -17,6 +19,7 @@ use tracing::{debug, info, warn};
 use url::Url;
 
 use super::{Inbound, MqttError};
+use crate::stats::Stats;
 
 /// MQTT protocol version towards the external broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +58,8 @@ pub struct ExternalOptions {
     pub qos: u8,
     pub protocol: Protocol,
     pub keep_alive: Duration,
+    /// Where the connection state and reconnections are counted.
+    pub stats: Arc<Stats>,
 }
 
 /// Publishes buffered between the event loop and the bridge. With QoS 1 the broker sends at
@@ -204,10 +209,14 @@ async fn pause_before_reconnect(
     error: String,
     backoff: &mut Duration,
     tx: &mpsc::Sender<Inbound>,
+    stats: &Stats,
 ) -> bool {
     if tx.is_closed() {
         return false;
     }
+    stats.mqtt_connected.store(0, Relaxed);
+    stats.mqtt_subscribed.store(0, Relaxed);
+    stats.mqtt_reconnects.fetch_add(1, Relaxed);
     warn!(error = %error, retry_in = ?backoff, "MQTT connection lost; reconnecting");
     tokio::time::sleep(*backoff).await;
     *backoff = next_backoff(*backoff);
@@ -237,6 +246,11 @@ async fn run_v4(
                 info!(url = %redacted(&o.url), session_present = ack.session_present, "Connected to MQTT broker (3.1.1)");
                 // The broker lost (or never had) the session: subscribe again.
                 resubscribe |= !ack.session_present;
+                o.stats.mqtt_connected.store(1, Relaxed);
+                // A kept session keeps its subscription.
+                o.stats
+                    .mqtt_subscribed
+                    .store(u64::from(ack.session_present), Relaxed);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let ack = (p.qos != rumqttc::QoS::AtMostOnce).then(|| AckToken::V4(p.clone()));
@@ -251,11 +265,12 @@ async fn run_v4(
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(s))) => {
-                info!(filter = o.filter, codes = ?s.return_codes, "Subscribed")
+                info!(filter = o.filter, codes = ?s.return_codes, "Subscribed");
+                o.stats.mqtt_subscribed.store(1, Relaxed);
             }
             Ok(_) => {}
             Err(e) => {
-                if !pause_before_reconnect(e.to_string(), &mut backoff, &tx).await {
+                if !pause_before_reconnect(e.to_string(), &mut backoff, &tx, &o.stats).await {
                     return;
                 }
             }
@@ -287,6 +302,11 @@ async fn run_v5(
                 info!(url = %redacted(&o.url), session_present = ack.session_present, "Connected to MQTT broker (5)");
                 // The broker lost (or never had) the session: subscribe again.
                 resubscribe |= !ack.session_present;
+                o.stats.mqtt_connected.store(1, Relaxed);
+                // A kept session keeps its subscription.
+                o.stats
+                    .mqtt_subscribed
+                    .store(u64::from(ack.session_present), Relaxed);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let topic = match std::str::from_utf8(&p.topic) {
@@ -314,11 +334,12 @@ async fn run_v5(
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(s))) => {
-                info!(filter = o.filter, codes = ?s.return_codes, "Subscribed")
+                info!(filter = o.filter, codes = ?s.return_codes, "Subscribed");
+                o.stats.mqtt_subscribed.store(1, Relaxed);
             }
             Ok(_) => {}
             Err(e) => {
-                if !pause_before_reconnect(e.to_string(), &mut backoff, &tx).await {
+                if !pause_before_reconnect(e.to_string(), &mut backoff, &tx, &o.stats).await {
                     return;
                 }
             }

@@ -11,8 +11,9 @@
 //! not is skipped by its length; a damaged header is skipped by scanning for the next magic with
 //! a valid header crc, and the sequence numbers on both sides tell how many records were lost.
 //!
-//! The payload is one routed record: stream u8 | timestamp i64 | key | headers | value, with u32
-//! lengths (u16 for header names and count).
+//! The payload is one routed record: stream u8 | timestamp i64 | made i64 (wall-clock ms when the
+//! bridge made the record, for latency) | key | headers | value, with u32 lengths (u16 for header
+//! names and count).
 
 use bytes::{Buf, BufMut, Bytes};
 use edge_bridge_core::{OutRecord, Routed, Stream};
@@ -21,12 +22,13 @@ const MAGIC: u32 = 0x3153_4245; // "EBS1"
 pub const HEADER_LEN: usize = 24;
 
 /// Appends one frame holding `routed` to `buf`.
-pub fn encode(seq: u64, routed: &Routed, buf: &mut Vec<u8>) {
+pub fn encode(seq: u64, routed: &Routed, made_ms: i64, buf: &mut Vec<u8>) {
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER_LEN]);
     let rec = &routed.record;
     buf.put_u8(stream_tag(routed.stream));
     buf.put_i64_le(rec.timestamp_ms);
+    buf.put_i64_le(made_ms);
     buf.put_u32_le(rec.key.len() as u32);
     buf.put_slice(&rec.key);
     buf.put_u16_le(rec.headers.len().min(u16::MAX as usize) as u16);
@@ -99,6 +101,7 @@ pub enum Item {
         seq: u64,
         end: usize,
         routed: Routed,
+        made_ms: i64,
     },
     /// `count` records that cannot be read, ending at `end`. `count` is exact when the damage
     /// is followed by a valid frame (sequence numbers tell), otherwise 1 for a torn tail.
@@ -183,17 +186,18 @@ impl Iterator for Scanner<'_> {
             return Some(Item::Damaged { count: 1, end });
         }
         Some(match decode_payload(payload) {
-            Some(routed) => Item::Record {
+            Some((routed, made_ms)) => Item::Record {
                 seq: h.seq,
                 end,
                 routed,
+                made_ms,
             },
             None => Item::Damaged { count: 1, end },
         })
     }
 }
 
-fn decode_payload(mut p: &[u8]) -> Option<Routed> {
+fn decode_payload(mut p: &[u8]) -> Option<(Routed, i64)> {
     fn take(p: &mut &[u8], n: usize) -> Option<Bytes> {
         if p.remaining() < n {
             return None;
@@ -202,11 +206,12 @@ fn decode_payload(mut p: &[u8]) -> Option<Routed> {
         p.advance(n);
         Some(b)
     }
-    if p.remaining() < 1 + 8 + 4 {
+    if p.remaining() < 1 + 8 + 8 + 4 {
         return None;
     }
     let stream = stream_of(p.get_u8())?;
     let timestamp_ms = p.get_i64_le();
+    let made_ms = p.get_i64_le();
     let key_len = p.get_u32_le() as usize;
     let key = take(&mut p, key_len)?;
     if p.remaining() < 2 {
@@ -234,15 +239,18 @@ fn decode_payload(mut p: &[u8]) -> Option<Routed> {
     if p.has_remaining() {
         return None;
     }
-    Some(Routed {
-        stream,
-        record: OutRecord {
-            key,
-            value,
-            timestamp_ms,
-            headers,
+    Some((
+        Routed {
+            stream,
+            record: OutRecord {
+                key,
+                value,
+                timestamp_ms,
+                headers,
+            },
         },
-    })
+        made_ms,
+    ))
 }
 
 #[cfg(test)]
@@ -270,7 +278,7 @@ mod tests {
         let mut starts = Vec::new();
         for s in seqs {
             starts.push(buf.len());
-            encode(s, &routed(s), &mut buf);
+            encode(s, &routed(s), 7, &mut buf);
         }
         (buf, starts)
     }
@@ -280,8 +288,14 @@ mod tests {
         let mut damaged = 0;
         for item in Scanner::new(data, 0, Some(0)) {
             match item {
-                Item::Record { seq, routed: r, .. } => {
+                Item::Record {
+                    seq,
+                    routed: r,
+                    made_ms,
+                    ..
+                } => {
                     assert_eq!(r, routed(seq));
+                    assert_eq!(made_ms, 7);
                     seqs.push(seq);
                 }
                 Item::Damaged { count, .. } => damaged += count,

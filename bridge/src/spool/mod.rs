@@ -217,6 +217,8 @@ pub struct Handed {
     pub lane: Lane,
     pub seq: u64,
     pub routed: Routed,
+    /// Wall-clock ms when the bridge made the record.
+    pub made_ms: i64,
 }
 
 pub struct Spool<F: Fs> {
@@ -252,11 +254,11 @@ impl<F: Fs> Spool<F> {
     }
 
     /// Adds a record to `lane`, making room by dropping raw records when the cap is reached.
-    pub fn append(&mut self, lane: Lane, routed: &Routed) -> io::Result<Appended> {
+    pub fn append(&mut self, lane: Lane, routed: &Routed, made_ms: i64) -> io::Result<Appended> {
         let mut out = Appended::default();
         let mut frame = Vec::with_capacity(64 + routed.record.value.len());
         let seq = self.lanes[lane.index()].next_seq;
-        frame::encode(seq, routed, &mut frame);
+        frame::encode(seq, routed, made_ms, &mut frame);
         let need = frame.len() as u64;
         while self.bytes + need > self.opts.max_bytes {
             if !self.drop_oldest_raw(&mut out.dropped) {
@@ -653,7 +655,12 @@ fn read_lane<F: Fs>(
         for item in Scanner::new(data, from, Some(st.read.seq)) {
             progressed = true;
             match item {
-                Item::Record { seq, end, routed } => {
+                Item::Record {
+                    seq,
+                    end,
+                    routed,
+                    made_ms,
+                } => {
                     let start = st.read;
                     st.read = Pos {
                         segment: seg_first,
@@ -670,7 +677,12 @@ fn read_lane<F: Fs>(
                         slot,
                         delivered: false,
                     });
-                    out.push(Handed { lane, seq, routed });
+                    out.push(Handed {
+                        lane,
+                        seq,
+                        routed,
+                        made_ms,
+                    });
                     if out.len() >= max {
                         break;
                     }
@@ -764,7 +776,9 @@ fn open_lane<F: Fs>(
         let mut torn_tail = false;
         for item in Scanner::new(&data, 0, Some(expected)) {
             match item {
-                Item::Record { seq, routed, end } => {
+                Item::Record {
+                    seq, routed, end, ..
+                } => {
                     seg.records[stream_slot(routed.stream)] += 1;
                     next_seq = next_seq.max(seq + 1);
                     good_end = end;

@@ -64,10 +64,12 @@ fn replays_lanes_in_priority_order_and_each_in_append_order() {
         } else {
             Stream::Raw
         };
-        s.append(Lane::for_stream(stream), &rec(stream, i)).unwrap();
+        s.append(Lane::for_stream(stream), &rec(stream, i), 0)
+            .unwrap();
     }
-    s.append(Lane::RescueRaw, &rec(Stream::Raw, 100)).unwrap();
-    s.append(Lane::RescueAggregate, &rec(Stream::Aggregate, 200))
+    s.append(Lane::RescueRaw, &rec(Stream::Raw, 100), 0)
+        .unwrap();
+    s.append(Lane::RescueAggregate, &rec(Stream::Aggregate, 200), 0)
         .unwrap();
     assert_eq!(drain(&mut s), vec![200, 0, 3, 6, 9, 100, 1, 2, 4, 5, 7, 8]);
 }
@@ -76,9 +78,9 @@ fn replays_lanes_in_priority_order_and_each_in_append_order() {
 fn raw_waits_until_every_aggregate_is_delivered() {
     let fs = MemFs::default();
     let (mut s, _) = open(&fs, 1 << 20);
-    s.append(Lane::Aggregate, &rec(Stream::Aggregate, 1))
+    s.append(Lane::Aggregate, &rec(Stream::Aggregate, 1), 0)
         .unwrap();
-    s.append(Lane::Raw, &rec(Stream::Raw, 2)).unwrap();
+    s.append(Lane::Raw, &rec(Stream::Raw, 2), 0).unwrap();
     s.flush().unwrap();
     let mut batch = Vec::new();
     s.next_batch(10, &mut batch).unwrap();
@@ -96,7 +98,7 @@ fn restart_resumes_after_what_was_delivered() {
     let fs = MemFs::default();
     let (mut s, _) = open(&fs, 1 << 20);
     for i in 0..50 {
-        s.append(Lane::Raw, &rec(Stream::Raw, i)).unwrap();
+        s.append(Lane::Raw, &rec(Stream::Raw, i), 0).unwrap();
     }
     s.flush().unwrap();
     let mut batch = Vec::new();
@@ -122,7 +124,7 @@ fn an_unacknowledged_record_blocks_the_cursor_but_not_delivery() {
     let fs = MemFs::default();
     let (mut s, _) = open(&fs, 1 << 20);
     for i in 0..5 {
-        s.append(Lane::Raw, &rec(Stream::Raw, i)).unwrap();
+        s.append(Lane::Raw, &rec(Stream::Raw, i), 0).unwrap();
     }
     s.flush().unwrap();
     let mut batch = Vec::new();
@@ -143,7 +145,7 @@ fn rewind_hands_out_the_undelivered_again() {
     let fs = MemFs::default();
     let (mut s, _) = open(&fs, 1 << 20);
     for i in 0..4 {
-        s.append(Lane::Raw, &rec(Stream::Raw, i)).unwrap();
+        s.append(Lane::Raw, &rec(Stream::Raw, i), 0).unwrap();
     }
     s.flush().unwrap();
     let mut batch = Vec::new();
@@ -168,7 +170,9 @@ fn full_spool_drops_oldest_raw_first_and_keeps_aggregates() {
         } else {
             Stream::Raw
         };
-        let a = s.append(Lane::for_stream(stream), &rec(stream, i)).unwrap();
+        let a = s
+            .append(Lane::for_stream(stream), &rec(stream, i), 0)
+            .unwrap();
         assert!(a.stored, "record {i} refused");
         if stream == Stream::Raw {
             stored_raw += 1;
@@ -203,7 +207,7 @@ fn a_spool_of_only_aggregates_refuses_the_next_one_and_says_so() {
     let mut refused = 0;
     for i in 0..1_000 {
         let a = s
-            .append(Lane::Aggregate, &rec(Stream::Aggregate, i))
+            .append(Lane::Aggregate, &rec(Stream::Aggregate, i), 0)
             .unwrap();
         if !a.stored {
             refused += 1;
@@ -219,11 +223,11 @@ fn power_cut_tears_the_tail_and_exactly_that_record_is_skipped() {
     let fs = MemFs::default();
     let (mut s, _) = open(&fs, 1 << 20);
     for i in 0..10 {
-        s.append(Lane::Raw, &rec(Stream::Raw, i)).unwrap();
+        s.append(Lane::Raw, &rec(Stream::Raw, i), 0).unwrap();
     }
     s.sync().unwrap();
     for i in 10..20 {
-        s.append(Lane::Raw, &rec(Stream::Raw, i)).unwrap();
+        s.append(Lane::Raw, &rec(Stream::Raw, i), 0).unwrap();
     }
     s.flush().unwrap();
     drop(s);
@@ -242,7 +246,7 @@ fn flipped_bits_skip_exactly_the_damaged_records() {
     let fs = MemFs::default();
     let (mut s, _) = open(&fs, 1 << 20);
     for i in 0..10 {
-        s.append(Lane::Raw, &rec(Stream::Raw, i)).unwrap();
+        s.append(Lane::Raw, &rec(Stream::Raw, i), 0).unwrap();
     }
     s.sync().unwrap();
     drop(s);
@@ -259,21 +263,21 @@ fn flipped_bits_skip_exactly_the_damaged_records() {
 fn failed_write_reports_the_lost_records_and_the_spool_carries_on() {
     let fs = MemFs::default();
     let (mut s, _) = open(&fs, 1 << 20);
-    s.append(Lane::Raw, &rec(Stream::Raw, 0)).unwrap();
+    s.append(Lane::Raw, &rec(Stream::Raw, 0), 0).unwrap();
     s.flush().unwrap();
     fs.fail_writes(true);
-    s.append(Lane::Raw, &rec(Stream::Raw, 1)).unwrap();
-    s.append(Lane::Raw, &rec(Stream::Raw, 2)).unwrap();
+    s.append(Lane::Raw, &rec(Stream::Raw, 1), 0).unwrap();
+    s.append(Lane::Raw, &rec(Stream::Raw, 2), 0).unwrap();
     let e = s.flush().unwrap_err();
     assert_eq!(e.lost[stats_index(Stream::Raw)], 2);
     fs.fail_writes(false);
-    s.append(Lane::Raw, &rec(Stream::Raw, 3)).unwrap();
+    s.append(Lane::Raw, &rec(Stream::Raw, 3), 0).unwrap();
     assert_eq!(drain(&mut s), vec![0, 3]);
 }
 
 fn frame_len(r: &Routed) -> usize {
     let mut buf = Vec::new();
-    frame::encode(0, r, &mut buf);
+    frame::encode(0, r, 0, &mut buf);
     buf.len()
 }
 
@@ -381,7 +385,7 @@ proptest! {
                 Op::Append(l) => {
                     let lane = lane_of(l as usize);
                     let stream = if matches!(lane, Lane::Aggregate | Lane::RescueAggregate) { Stream::Aggregate } else { Stream::Raw };
-                    match s.append(lane, &rec(stream, next_id)) {
+                    match s.append(lane, &rec(stream, next_id), 0) {
                         Ok(a) => {
                             prop_assert!(a.stored);
                             m[l as usize].log.push(next_id);

@@ -1,0 +1,259 @@
+//! The operator's HTTP endpoint: `/metrics`, `/healthz`, `/readyz`, `/status` (a live page)
+//! and `/status.json` (what the page shows). Read-only; it shows figures, never configuration
+//! secrets.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::stats::Stats;
+
+/// History kept for the page's sparklines: one point every `SAMPLE`, `POINTS` of them.
+const SAMPLE: Duration = Duration::from_secs(2);
+const POINTS: usize = 180;
+
+const STATUS_PAGE: &str = include_str!("status.html");
+
+/// What `/readyz` needs to know beyond the counters.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    pub spool_enabled: bool,
+    pub spool_max_bytes: u64,
+}
+
+#[derive(Clone)]
+struct AppState {
+    stats: Arc<Stats>,
+    registry: Arc<Registry>,
+    readiness: Readiness,
+    history: Arc<Mutex<VecDeque<Point>>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Point {
+    /// Wall-clock ms at the end of the sample.
+    t: i64,
+    readings_per_s: f64,
+    upstream_bytes_per_s: f64,
+}
+
+/// Binds `addr` and serves until the process ends. Binding errors are returned at once, so a
+/// port in use stops the bridge at start with a clear message.
+pub async fn serve(
+    addr: SocketAddr,
+    stats: Arc<Stats>,
+    readiness: Readiness,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on http.listen {addr}: {e}; choose another address, or \"\" to turn the endpoint off")
+    })?;
+    let local = listener.local_addr()?;
+    let state = AppState {
+        registry: Arc::new(crate::metrics::registry(stats.clone())),
+        stats,
+        readiness,
+        history: Arc::default(),
+    };
+    tokio::spawn(sample_history(state.stats.clone(), state.history.clone()));
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(|| async { Html(STATUS_PAGE) }))
+        .route("/status.json", get(status_json))
+        .with_state(state);
+    info!(%local, "HTTP endpoint: /metrics /healthz /readyz /status");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!(error = %e, "HTTP endpoint stopped");
+        }
+    });
+    Ok(local)
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::render(&s.registry),
+    )
+}
+
+/// Ready when the subscription is in place and records can go somewhere: to Kafka, or to a
+/// spool with room left. The body says which.
+pub fn readiness(stats: &Stats, r: &Readiness) -> (bool, String) {
+    let subscribed = stats.mqtt_subscribed.load(Relaxed) == 1;
+    let kafka = stats.kafka_reachable.load(Relaxed) == 1;
+    let used = stats.spool_bytes.load(Relaxed);
+    let room = r.spool_enabled && used < r.spool_max_bytes / 100 * 95;
+    let mqtt_part = if subscribed {
+        "MQTT subscribed".to_owned()
+    } else if stats.mqtt_connected.load(Relaxed) == 1 {
+        "MQTT connected but not subscribed".to_owned()
+    } else {
+        "MQTT not connected".to_owned()
+    };
+    let kafka_part = match (kafka, r.spool_enabled) {
+        (true, _) => "Kafka reachable".to_owned(),
+        (false, true) => format!(
+            "Kafka unreachable, spooling ({}% of the spool used{})",
+            used * 100 / r.spool_max_bytes.max(1),
+            if room { "" } else { ", full" }
+        ),
+        (false, false) => "Kafka unreachable and the spool is off".to_owned(),
+    };
+    let ready = subscribed && (kafka || room);
+    let verdict = if ready { "ready" } else { "not ready" };
+    (ready, format!("{verdict}: {mqtt_part}; {kafka_part}\n"))
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    let (ready, body) = readiness(&s.stats, &s.readiness);
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body)
+}
+
+/// The figures the status page shows, named like the metrics they come from.
+#[derive(Serialize)]
+struct Status {
+    ready: bool,
+    readiness: String,
+    readings_received: u64,
+    received_bytes: u64,
+    readings_rejected: u64,
+    readings_late: u64,
+    aggregates_emitted: u64,
+    raw_delivered: u64,
+    aggregates_delivered: u64,
+    raw_sent_bytes: u64,
+    aggregate_sent_bytes: u64,
+    bandwidth_reduction_ratio: f64,
+    records_spooled: u64,
+    records_dropped: u64,
+    spool_records: u64,
+    spool_bytes: u64,
+    windows_open: u64,
+    sensors: u64,
+    mqtt_reconnects: u64,
+    history: Vec<Point>,
+}
+
+async fn status_json(State(s): State<AppState>) -> impl IntoResponse {
+    let st = &s.stats;
+    let v = st.snapshot();
+    let (ready, readiness) = readiness(st, &s.readiness);
+    let all = [v.raw, v.aggregate, v.dead_letter, v.late_stream];
+    Json(Status {
+        ready,
+        readiness,
+        readings_received: v.readings_in,
+        received_bytes: v.bytes_in,
+        readings_rejected: v.rejected,
+        readings_late: v.late,
+        aggregates_emitted: v.windows_emitted,
+        raw_delivered: v.raw.delivered,
+        aggregates_delivered: v.aggregate.delivered,
+        raw_sent_bytes: v.raw.bytes_delivered,
+        aggregate_sent_bytes: v.aggregate.bytes_delivered,
+        bandwidth_reduction_ratio: v.reduction_factor().unwrap_or(0.0),
+        records_spooled: all.iter().map(|c| c.spooled).sum(),
+        records_dropped: all.iter().map(|c| c.dropped).sum(),
+        spool_records: v.spool_records,
+        spool_bytes: v.spool_bytes,
+        windows_open: st.open_windows.load(Relaxed),
+        sensors: st.sensors.load(Relaxed),
+        mqtt_reconnects: st.mqtt_reconnects.load(Relaxed),
+        history: s
+            .history
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .copied()
+            .collect(),
+    })
+}
+
+/// Every `SAMPLE`, the rates over the last sample, for the sparklines.
+async fn sample_history(stats: Arc<Stats>, history: Arc<Mutex<VecDeque<Point>>>) {
+    let totals = |s: &Stats| {
+        let v = s.snapshot();
+        let sent: u64 = [v.raw, v.aggregate, v.dead_letter, v.late_stream]
+            .iter()
+            .map(|c| c.bytes_delivered)
+            .sum();
+        (v.readings_in, sent)
+    };
+    let mut last = totals(&stats);
+    let mut tick = tokio::time::interval(SAMPLE);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = totals(&stats);
+        let secs = SAMPLE.as_secs_f64();
+        let mut h = history.lock().expect("not poisoned");
+        if h.len() == POINTS {
+            h.pop_front();
+        }
+        h.push_back(Point {
+            t: crate::bridge::wall_ms(),
+            readings_per_s: (now.0 - last.0) as f64 / secs,
+            upstream_bytes_per_s: (now.1 - last.1) as f64 / secs,
+        });
+        last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_says_why() {
+        let stats = Stats::default();
+        let r = Readiness {
+            spool_enabled: true,
+            spool_max_bytes: 1000,
+        };
+        let (ready, body) = readiness(&stats, &r);
+        assert!(!ready);
+        assert_eq!(
+            body,
+            "not ready: MQTT not connected; Kafka unreachable, spooling (0% of the spool used)\n"
+        );
+        stats.mqtt_connected.store(1, Relaxed);
+        stats.mqtt_subscribed.store(1, Relaxed);
+        assert!(readiness(&stats, &r).0, "spooling with room is ready");
+        stats.spool_bytes.store(990, Relaxed);
+        let (ready, body) = readiness(&stats, &r);
+        assert!(!ready, "{body}");
+        assert!(body.contains("full"), "{body}");
+        stats.kafka_reachable.store(1, Relaxed);
+        assert_eq!(
+            readiness(&stats, &r),
+            (true, "ready: MQTT subscribed; Kafka reachable\n".to_owned())
+        );
+        let off = Readiness {
+            spool_enabled: false,
+            spool_max_bytes: 0,
+        };
+        stats.kafka_reachable.store(0, Relaxed);
+        assert!(!readiness(&stats, &off).0);
+    }
+}
