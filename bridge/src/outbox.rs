@@ -37,6 +37,9 @@ use crate::stats::Stats;
 /// Spooled records handed to librdkafka at most at once: enough to fill the uplink, few
 /// enough that memory stays small while it is down.
 const REPLAY_WINDOW: i32 = 20_000;
+/// After the uplink comes back, how much longer than `spill_after` the first delivery report
+/// may take before the uplink counts as down again.
+const RECOVERY_GRACE: Duration = Duration::from_secs(10);
 /// Spooled MQTT messages waiting for an fsync before their acks go out: sync early rather
 /// than let the broker's in-flight window fill up.
 const SYNC_AT_PENDING_ACKS: usize = 256;
@@ -415,8 +418,10 @@ impl Outbox {
             let probed = self.stats.kafka_probe_ok_ms.load(Relaxed) > self.down_since_ms;
             if moved || probed {
                 self.uplink_down = false;
-                // Give the producer `spill_after` to show progress before judging it again.
-                self.progress = (delivered, Instant::now());
+                // A fresh producer needs several round trips (connect, metadata, producer id)
+                // before its first delivery report: give it that much longer before judging
+                // the uplink again, or a slow link would flap between down and up.
+                self.progress = (delivered, Instant::now() + RECOVERY_GRACE);
                 self.stats.uplink_down.store(0, Relaxed);
                 info!(
                     spooled = self.spool.as_ref().map_or(0, |s| s.records()),

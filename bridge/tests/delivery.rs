@@ -441,8 +441,9 @@ async fn kill_during_outage_loses_no_spooled_record() {
     // Published at 2,000/s: reading i was sent i/2000 s after the start.
     let last_lost_s = lost.last().map_or(0.0, |i| *i as f64 / 2_000.0);
     eprintln!(
-        "loss window: {} of {n} readings lost, all sent within the first {last_lost_s:.2} s of the outage (spill_after = 1 s; publishing took {published_for:?})",
-        lost.len()
+        "loss window: {} of {n} readings lost{} (spill_after = 1 s; publishing took {published_for:?}, kill -9 0.5 s later)",
+        lost.len(),
+        if lost.is_empty() { String::new() } else { format!(", all sent within the first {last_lost_s:.2} s of the outage") }
     );
     assert!(
         last_lost_s <= 1.6,

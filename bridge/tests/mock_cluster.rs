@@ -44,6 +44,9 @@ fn config(mock: &MockCluster<'_, DefaultProducerContext>, state: &std::path::Pat
     c.kafka
         .options
         .insert("retry.backoff.max.ms".into(), "200".into());
+    if std::env::var("TEST_LOG").is_ok() {
+        edge_bridge::run::init_logging(&c);
+    }
     c
 }
 
