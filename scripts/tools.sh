@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, once, and reuses it afterwards.
-#   - Debian packages: a C toolchain for librdkafka, Mosquitto as the external MQTT broker, and
+#   - Debian packages: a C toolchain and OpenSSL headers for librdkafka, Mosquitto as the external MQTT broker, and
 #     Chromium for the headless test of the bridge's status page.
 #   - tansu, a Kafka-API broker from crates.io, as the local stand-in for Redpanda. Building it
 #     takes about 8 minutes on 2 cores, so it is cached under $EDGE_TOOLS_DIR.
@@ -12,7 +12,7 @@ TANSU_VERSION=0.6.0
 export TANSU_BIN="$EDGE_TOOLS_DIR/bin/tansu"
 mkdir -p "$EDGE_TOOLS_DIR"
 
-apt_packages=(build-essential pkg-config cmake mosquitto mosquitto-clients python3-venv chromium)
+apt_packages=(build-essential pkg-config cmake libssl-dev mosquitto mosquitto-clients python3-venv chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

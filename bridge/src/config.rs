@@ -189,6 +189,28 @@ pub struct KafkaConfig {
     /// At a clean stop, how long to wait for delivery reports before spooling the rest.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// plaintext, ssl, sasl_plaintext or sasl_ssl.
+    #[serde(deserialize_with = "text")]
+    pub security_protocol: String,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a sasl_* protocol).
+    #[serde(deserialize_with = "text")]
+    pub sasl_mechanism: String,
+    #[serde(deserialize_with = "text")]
+    pub sasl_username: String,
+    /// Secret: redacted in everything printed.
+    #[serde(deserialize_with = "text")]
+    pub sasl_password: String,
+    /// CA certificate file (PEM) to verify the brokers; empty: the system's CAs.
+    #[serde(deserialize_with = "text")]
+    pub ssl_ca_location: String,
+    /// Client certificate and key files (PEM) for mutual TLS.
+    #[serde(deserialize_with = "text")]
+    pub ssl_certificate_location: String,
+    #[serde(deserialize_with = "text")]
+    pub ssl_key_location: String,
+    /// Secret: the client key's passphrase, if it has one.
+    #[serde(deserialize_with = "text")]
+    pub ssl_key_password: String,
 }
 
 impl Default for KafkaConfig {
@@ -204,6 +226,14 @@ impl Default for KafkaConfig {
             compression: "zstd".into(),
             options: BTreeMap::new(),
             shutdown_timeout: Duration::from_secs(10),
+            security_protocol: "plaintext".into(),
+            sasl_mechanism: "SCRAM-SHA-256".into(),
+            sasl_username: String::new(),
+            sasl_password: String::new(),
+            ssl_ca_location: String::new(),
+            ssl_certificate_location: String::new(),
+            ssl_key_location: String::new(),
+            ssl_key_password: String::new(),
         }
     }
 }
@@ -367,6 +397,7 @@ impl Config {
                 k.compression
             ));
         }
+        errors.extend(self.kafka_security_problems());
         if self.spool.enabled && self.spool.max_mib < 1 {
             errors.push("spool.max_mib: must be at least 1".into());
         }
@@ -384,6 +415,51 @@ impl Config {
                 "log.format: {:?} is not human or json",
                 self.log.format
             ));
+        }
+        errors
+    }
+
+    fn kafka_security_problems(&self) -> Vec<String> {
+        let k = &self.kafka;
+        let mut errors = Vec::new();
+        let protocols = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
+        if !protocols.contains(&k.security_protocol.to_ascii_lowercase().as_str()) {
+            errors.push(format!(
+                "kafka.security_protocol: {:?} is not one of {}",
+                k.security_protocol,
+                protocols.join(", ")
+            ));
+        }
+        if k.security_protocol.to_ascii_lowercase().starts_with("sasl") {
+            let mechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+            if !mechanisms.contains(&k.sasl_mechanism.as_str()) {
+                errors.push(format!(
+                    "kafka.sasl_mechanism: {:?} is not one of {}",
+                    k.sasl_mechanism,
+                    mechanisms.join(", ")
+                ));
+            }
+            if k.sasl_username.is_empty() || k.sasl_password.is_empty() {
+                errors.push(format!(
+                    "kafka.sasl_username and kafka.sasl_password: both are needed with security_protocol = {:?} (the password can come from EDGE_BRIDGE_KAFKA_SASL_PASSWORD or a file named by EDGE_BRIDGE_KAFKA_SASL_PASSWORD_FILE)",
+                    k.security_protocol
+                ));
+            }
+        }
+        for (key, path) in [
+            ("kafka.ssl_ca_location", &k.ssl_ca_location),
+            (
+                "kafka.ssl_certificate_location",
+                &k.ssl_certificate_location,
+            ),
+            ("kafka.ssl_key_location", &k.ssl_key_location),
+        ] {
+            if !path.is_empty() && std::fs::File::open(path).is_err() {
+                errors.push(format!("{key}: {path} does not exist or is not readable"));
+            }
+        }
+        if k.ssl_certificate_location.is_empty() != k.ssl_key_location.is_empty() {
+            errors.push("kafka.ssl_certificate_location and kafka.ssl_key_location: give both (mutual TLS) or neither".into());
         }
         errors
     }
@@ -452,6 +528,11 @@ impl Config {
     pub fn redacted(&self) -> Config {
         let mut c = self.clone();
         c.mqtt.url = redact_url(&c.mqtt.url);
+        for secret in [&mut c.kafka.sasl_password, &mut c.kafka.ssl_key_password] {
+            if !secret.is_empty() {
+                *secret = REDACTED.into();
+            }
+        }
         for (key, value) in c.kafka.options.iter_mut() {
             if is_secret_option(key) {
                 *value = REDACTED.into();

@@ -48,8 +48,10 @@ pub fn load(file: Option<&Path>, overrides: serde_json::Value) -> Result<Config,
         }
         figment = figment.merge(Toml::file_exact(path));
     }
+    let from_files = secret_files(std::env::vars()).map_err(LoadError::Parse)?;
     let config: Config = figment
         .merge(env_provider())
+        .merge(Serialized::defaults(from_files))
         .merge(Serialized::defaults(overrides))
         .extract()
         .map_err(|e| LoadError::Parse(e.into_iter().map(|e| e.to_string()).collect()))?;
@@ -57,20 +59,130 @@ pub fn load(file: Option<&Path>, overrides: serde_json::Value) -> Result<Config,
     Ok(config)
 }
 
+/// Suffix of a variable that names a file holding the value (for secrets: Docker and
+/// systemd credentials, Kubernetes secrets). No configuration key ends in `_file`.
+pub const FILE_SUFFIX: &str = "_FILE";
+
 /// `EDGE_BRIDGE_SECTION_KEY` -> `section.key`; `EDGE_BRIDGE_KEY` -> `key` (top level).
 fn env_provider() -> Env {
-    Env::prefixed(ENV_PREFIX).ignore(&ENV_NOT_KEYS).map(|key| {
-        let lower = key.as_str().to_ascii_lowercase();
-        for section in SECTIONS {
-            if let Some(rest) = lower
-                .strip_prefix(section)
-                .and_then(|r| r.strip_prefix('_'))
-            {
-                return format!("{section}.{rest}").into();
-            }
+    Env::prefixed(ENV_PREFIX)
+        .ignore(&ENV_NOT_KEYS)
+        .filter(|key| !key.as_str().to_ascii_uppercase().ends_with(FILE_SUFFIX))
+        .map(|key| key_of(key.as_str()).into())
+}
+
+/// `SECTION_KEY` (the variable name without the prefix) -> `section.key`.
+fn key_of(var: &str) -> String {
+    let lower = var.to_ascii_lowercase();
+    for section in SECTIONS {
+        if let Some(rest) = lower
+            .strip_prefix(section)
+            .and_then(|r| r.strip_prefix('_'))
+        {
+            return format!("{section}.{rest}");
         }
-        lower.into()
-    })
+    }
+    lower
+}
+
+/// `EDGE_BRIDGE_X_FILE=/path`: the value of `X` is the content of the file (one trailing
+/// newline removed). Setting both `X` and `X_FILE` is an error, so it is never a guess which won.
+fn secret_files(
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<serde_json::Value, Vec<String>> {
+    let vars: Vec<(String, String)> = vars.collect();
+    let mut root = serde_json::Map::new();
+    let mut errors = Vec::new();
+    for (name, path) in &vars {
+        let Some(var) = name
+            .strip_prefix(ENV_PREFIX)
+            .and_then(|v| v.strip_suffix(FILE_SUFFIX))
+        else {
+            continue;
+        };
+        let plain = format!("{ENV_PREFIX}{var}");
+        if vars.iter().any(|(n, _)| *n == plain) {
+            errors.push(format!("{name} and {plain} are both set: keep one"));
+            continue;
+        }
+        let value = match std::fs::read_to_string(path) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(format!("{name}: cannot read {path}: {e}"));
+                continue;
+            }
+        };
+        let value = value
+            .strip_suffix("\r\n")
+            .or_else(|| value.strip_suffix('\n'))
+            .unwrap_or(&value)
+            .to_owned();
+        let key = key_of(var);
+        let table = match key.split_once('.') {
+            Some((section, field)) => root
+                .entry(section)
+                .or_insert_with(|| serde_json::json!({}))
+                .as_object_mut()
+                .map(|t| (t, field.to_owned())),
+            None => Some((&mut root, key.clone())),
+        };
+        if let Some((table, field)) = table {
+            table.insert(field, serde_json::Value::String(value));
+        }
+    }
+    if errors.is_empty() {
+        Ok(serde_json::Value::Object(root))
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn file_variables_carry_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        let vars = vec![(
+            "EDGE_BRIDGE_KAFKA_SASL_PASSWORD_FILE".to_owned(),
+            f.display().to_string(),
+        )];
+        let v = secret_files(vars.into_iter()).unwrap();
+        assert_eq!(v["kafka"]["sasl_password"], "s3cret");
+    }
+
+    #[test]
+    fn a_value_and_its_file_together_are_refused_and_unreadable_files_named() {
+        let vars = vec![
+            ("EDGE_BRIDGE_KAFKA_SASL_PASSWORD".to_owned(), "x".to_owned()),
+            (
+                "EDGE_BRIDGE_KAFKA_SASL_PASSWORD_FILE".to_owned(),
+                "/nonexistent".to_owned(),
+            ),
+            (
+                "EDGE_BRIDGE_MQTT_URL_FILE".to_owned(),
+                "/nonexistent/url".to_owned(),
+            ),
+        ];
+        let e = secret_files(vars.into_iter()).unwrap_err();
+        assert!(e[0].contains("both set"), "{e:?}");
+        assert!(e[1].contains("cannot read /nonexistent/url"), "{e:?}");
+    }
+
+    #[test]
+    fn no_key_ends_in_file() {
+        let toml = toml::to_string(&Config::default()).unwrap();
+        for line in toml.lines() {
+            let key = line.split('=').next().unwrap().trim();
+            assert!(
+                !key.ends_with("_file"),
+                "{key} would be read as a _FILE variable"
+            );
+        }
+    }
 }
 
 #[cfg(test)]
