@@ -64,6 +64,9 @@ pub struct Outbox {
     /// The uplink is down (see `check_uplink`), since this wall-clock ms.
     uplink_down: bool,
     down_since_ms: i64,
+    /// A record failed in a way that may let later ones overtake it: take everything back
+    /// into the spool at the next pump, as when the uplink goes down.
+    force_down: bool,
     /// Delivered records seen at the last progress check, and when that number last moved.
     progress: (u64, Instant),
     drops: Throttle,
@@ -126,6 +129,7 @@ impl Outbox {
             fatal: false,
             uplink_down: false,
             down_since_ms: 0,
+            force_down: false,
             progress: (0, Instant::now()),
             drops: Throttle::new(Duration::from_secs(10)),
         };
@@ -305,12 +309,21 @@ impl Outbox {
                         }
                         // Still in the spool: hand it out again.
                         (_, Origin::Spooled(..)) => {
-                            if self.drops.ready() {
-                                warn!(%error, stream = tag.stream.as_str(), "A record replayed from the spool was not delivered; it stays in the spool and goes again");
+                            if !purged(&error) {
+                                if self.drops.ready() {
+                                    warn!(%error, stream = tag.stream.as_str(), "A record replayed from the spool was not delivered; it stays in the spool and goes again");
+                                }
+                                // Later records may still be queued behind it: take them all
+                                // back, or they would overtake it.
+                                self.force_down = true;
                             }
                             self.rewind = true;
                         }
                         (_, _) if self.spool.is_some() => {
+                            if !purged(&error) {
+                                warn!(%error, stream = tag.stream.as_str(), "A record was not delivered; it goes to the spool and is sent again");
+                                self.force_down = true;
+                            }
                             let routed = Routed {
                                 stream: tag.stream,
                                 record,
@@ -363,6 +376,13 @@ impl Outbox {
         let counters = self.stats.stream(routed.stream);
         match result {
             Ok(a) => {
+                if let Some(e) = &a.error {
+                    error!(
+                        error = e,
+                        stream = routed.stream.as_str(),
+                        "Cannot write to the spool; record dropped. Check the state_dir disk"
+                    );
+                }
                 if a.stored {
                     counters.spooled.fetch_add(1, Relaxed);
                     if let Some(seq) = carrier {
@@ -415,6 +435,8 @@ impl Outbox {
             self.progress = (delivered, Instant::now());
         }
         if self.uplink_down {
+            // Failures while down are what down means; nothing is queued to overtake anyway.
+            self.force_down = false;
             let probed = self.stats.kafka_probe_ok_ms.load(Relaxed) > self.down_since_ms;
             if moved || probed {
                 self.uplink_down = false;
@@ -430,9 +452,11 @@ impl Outbox {
             }
             return Ok(());
         }
-        if self.spool.is_none() || in_flight == 0 || self.progress.1.elapsed() < self.spill_after {
+        let stalled = in_flight > 0 && self.progress.1.elapsed() >= self.spill_after;
+        if self.spool.is_none() || !(stalled || self.force_down) {
             return Ok(());
         }
+        self.force_down = false;
         self.uplink_down = true;
         self.down_since_ms = crate::bridge::wall_ms();
         self.stats.uplink_down.store(1, Relaxed);
@@ -548,6 +572,15 @@ impl Outbox {
             .producer_queue
             .store(self.sink.in_flight().max(0) as u64, Relaxed);
     }
+}
+
+/// Whether a failed delivery report is a record taken back on purpose (purge), not a failure.
+fn purged(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::PurgeQueue | C::PurgeInflight)
+    )
 }
 
 /// Allows one log line per period.

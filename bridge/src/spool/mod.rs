@@ -147,8 +147,9 @@ struct Segment {
     bytes: u64,
     /// Undelivered records in it by stream (for counting drops).
     records: PerStream,
-    /// Damage in it was already counted by the scan at open.
-    damage_counted: bool,
+    /// Damage ending at or before this offset is already counted (by the scan at open, or by
+    /// an earlier read): a re-read after a rewind must not count it again.
+    counted_to: u64,
 }
 
 /// A record handed out for delivery and not yet acknowledged.
@@ -200,8 +201,11 @@ pub struct Recovery {
 pub struct Appended {
     /// The record itself is in the spool (until the next flush reports otherwise).
     pub stored: bool,
-    /// Records given up to make room or because there was none, by stream.
+    /// Records given up to make room or because there was none, by stream (this one
+    /// included when it was not stored).
     pub dropped: PerStream,
+    /// Why the record was not stored, when the disk refused it.
+    pub error: Option<String>,
 }
 
 /// A failed flush: the records in the lost batch, by stream.
@@ -269,14 +273,22 @@ impl<F: Fs> Spool<F> {
         }
         let st = &mut self.lanes[lane.index()];
         if st.writer.is_none() {
-            // A new segment; opening it is the only IO here, and if it fails nothing changed.
+            // A new segment. If the disk refuses it, the record is dropped and said so (with
+            // whatever was dropped above to make room, so no count is lost).
             let path = segment_path(&st.dir, seq);
-            st.writer = Some(self.fs.append(&path)?);
+            match self.fs.append(&path) {
+                Ok(w) => st.writer = Some(w),
+                Err(e) => {
+                    out.dropped[stream_slot(routed.stream)] += 1;
+                    out.error = Some(format!("cannot create {}: {e}", path.display()));
+                    return Ok(out);
+                }
+            }
             st.segments.push_back(Segment {
                 first_seq: seq,
                 bytes: 0,
                 records: [0; 4],
-                damage_counted: false,
+                counted_to: 0,
             });
         }
         st.pending.extend_from_slice(&frame);
@@ -307,6 +319,7 @@ impl<F: Fs> Spool<F> {
                 continue;
             };
             let seg = st.segments.remove(i).expect("index found above");
+            st.needs_sync.retain(|f| *f != seg.first_seq);
             let _ = self.fs.remove(&segment_path(&st.dir, seg.first_seq));
             for (d, n) in dropped.iter_mut().zip(seg.records) {
                 *d += n;
@@ -334,8 +347,17 @@ impl<F: Fs> Spool<F> {
                 .segments
                 .back()
                 .is_some_and(|s| s.records.iter().sum::<u64>() > 0 || !st.pending.is_empty());
-            if st.writer.is_some() && has_records && flush_lane(&self.fs, st, 0).is_ok() {
-                sealed |= st.writer.is_none();
+            if st.writer.is_some() && has_records {
+                match flush_lane(&self.fs, st, 0) {
+                    Ok(()) => sealed |= st.writer.is_none(),
+                    Err(e) => {
+                        // The batch is lost: count it, as `flush` would.
+                        self.bytes = self.bytes.saturating_sub(e.bytes);
+                        for (d, n) in dropped.iter_mut().zip(e.lost) {
+                            *d += n;
+                        }
+                    }
+                }
             }
         }
         sealed && self.drop_oldest_raw(dropped)
@@ -368,7 +390,10 @@ impl<F: Fs> Spool<F> {
         self.flush().map_err(|e| e.error)?;
         for st in &mut self.lanes {
             while let Some(first) = st.needs_sync.last() {
-                self.fs.sync_path(&segment_path(&st.dir, *first))?;
+                match self.fs.sync_path(&segment_path(&st.dir, *first)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
                 st.needs_sync.pop();
             }
             if st.unsynced {
@@ -402,8 +427,8 @@ impl<F: Fs> Spool<F> {
                     .is_some_and(|s| s.first_seq < committed.segment)
                 {
                     let seg = st.segments.pop_front().expect("checked above");
-                    self.fs.remove(&segment_path(&st.dir, seg.first_seq))?;
                     self.bytes = self.bytes.saturating_sub(seg.bytes);
+                    self.fs.remove(&segment_path(&st.dir, seg.first_seq))?;
                 }
             }
         }
@@ -546,7 +571,6 @@ fn flush_lane<F: Fs>(
             st.writer = None;
             if let Some(seg) = st.segments.back_mut() {
                 let _ = fs.truncate(&segment_path(&st.dir, seg.first_seq), seg.bytes);
-                seg.damage_counted = true;
                 if st.unsynced {
                     st.needs_sync.push(seg.first_seq);
                 }
@@ -649,7 +673,7 @@ fn read_lane<F: Fs>(
         let (_, base, data) = st.cache.as_ref().expect("loaded above");
         let base = *base;
         let from = (st.read.offset - base) as usize;
-        let count_damage = !seg.damage_counted;
+        let counted_to = seg.counted_to;
         let seg_first = seg.first_seq;
         let mut progressed = false;
         for item in Scanner::new(data, from, Some(st.read.seq)) {
@@ -690,9 +714,10 @@ fn read_lane<F: Fs>(
                 Item::Damaged { count, end } => {
                     st.read.offset = base + end as u64;
                     st.read.seq += count;
-                    if count_damage {
+                    if st.read.offset > counted_to {
                         damaged += count;
                         st.unread = st.unread.saturating_sub(count);
+                        st.segments[si].counted_to = st.read.offset;
                     }
                 }
             }
@@ -764,7 +789,7 @@ fn open_lane<F: Fs>(
             first_seq: first,
             bytes: from + data.len() as u64,
             records: [0; 4],
-            damage_counted: true,
+            counted_to: u64::MAX,
         };
         let expected = if first == read.segment {
             read.seq

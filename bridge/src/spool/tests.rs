@@ -385,13 +385,14 @@ proptest! {
                 Op::Append(l) => {
                     let lane = lane_of(l as usize);
                     let stream = if matches!(lane, Lane::Aggregate | Lane::RescueAggregate) { Stream::Aggregate } else { Stream::Raw };
-                    match s.append(lane, &rec(stream, next_id), 0) {
-                        Ok(a) => {
-                            prop_assert!(a.stored);
-                            m[l as usize].log.push(next_id);
-                        }
-                        // Opening a new segment failed: nothing stored, nothing else changed.
-                        Err(_) => prop_assert!(failing),
+                    let a = s.append(lane, &rec(stream, next_id), 0).unwrap();
+                    if a.stored {
+                        m[l as usize].log.push(next_id);
+                    } else {
+                        // Opening a new segment failed: this record is dropped and said so,
+                        // nothing else changed.
+                        prop_assert!(failing && a.error.is_some());
+                        prop_assert_eq!(a.dropped.iter().sum::<u64>(), 1);
                     }
                     next_id += 1;
                 }
@@ -503,4 +504,46 @@ proptest! {
         }
         prop_assert_eq!(drain(&mut s), expected);
     }
+}
+
+#[test]
+fn damage_found_while_running_is_counted_once_across_rewinds() {
+    let fs = MemFs::default();
+    let (mut s, _) = open(&fs, 1 << 20);
+    for i in 0..5 {
+        s.append(Lane::Raw, &rec(Stream::Raw, i), 0).unwrap();
+    }
+    s.flush().unwrap();
+    let frame = frame_len(&rec(Stream::Raw, 0));
+    // A payload byte of record 2 (of 0..5) flips on disk.
+    assert!(fs.corrupt_from_end(".seg", 2 * frame + frame / 2));
+    let mut batch = Vec::new();
+    assert_eq!(s.next_batch(10, &mut batch).unwrap(), 1);
+    assert_eq!(batch.iter().map(id_of).collect::<Vec<_>>(), vec![0, 1, 3, 4]);
+    s.rewind();
+    assert_eq!(s.records(), 4);
+    assert_eq!(drain(&mut s), vec![0, 1, 3, 4]);
+    assert_eq!(s.damaged(), 1);
+}
+
+#[test]
+fn a_dropped_segment_awaiting_sync_does_not_block_later_syncs() {
+    let fs = MemFs::default();
+    let (mut s, _) = open(&fs, 16 * 1024);
+    s.append(Lane::Raw, &rec(Stream::Raw, 0), 0).unwrap();
+    s.flush().unwrap();
+    // A failed write seals the segment with its first record still unsynced.
+    fs.fail_writes(true);
+    s.append(Lane::Raw, &rec(Stream::Raw, 1), 0).unwrap();
+    assert!(s.flush().is_err());
+    fs.fail_writes(false);
+    // Fill the cap so that the sealed segment is dropped before any sync.
+    let mut dropped = 0;
+    for i in 2..400 {
+        let a = s.append(Lane::Raw, &rec(Stream::Raw, i), 0).unwrap();
+        dropped += a.dropped.iter().sum::<u64>();
+        s.flush().unwrap();
+    }
+    assert!(dropped > 0);
+    s.sync().expect("sync succeeds after the segment it owed a sync was dropped");
 }
