@@ -519,7 +519,10 @@ fn damage_found_while_running_is_counted_once_across_rewinds() {
     assert!(fs.corrupt_from_end(".seg", 2 * frame + frame / 2));
     let mut batch = Vec::new();
     assert_eq!(s.next_batch(10, &mut batch).unwrap(), 1);
-    assert_eq!(batch.iter().map(id_of).collect::<Vec<_>>(), vec![0, 1, 3, 4]);
+    assert_eq!(
+        batch.iter().map(id_of).collect::<Vec<_>>(),
+        vec![0, 1, 3, 4]
+    );
     s.rewind();
     assert_eq!(s.records(), 4);
     assert_eq!(drain(&mut s), vec![0, 1, 3, 4]);
@@ -545,5 +548,6 @@ fn a_dropped_segment_awaiting_sync_does_not_block_later_syncs() {
         s.flush().unwrap();
     }
     assert!(dropped > 0);
-    s.sync().expect("sync succeeds after the segment it owed a sync was dropped");
+    s.sync()
+        .expect("sync succeeds after the segment it owed a sync was dropped");
 }
