@@ -213,24 +213,7 @@ impl Windower {
 
         if ts_ms > state.watermark {
             state.watermark = ts_ms;
-            let closable = state
-                .windows
-                .partition_point(|(s, _)| s.saturating_add(size).saturating_add(grace) <= ts_ms);
-            if closable > 0 {
-                self.open_windows -= closable;
-                out.extend(
-                    state
-                        .windows
-                        .drain(..closable)
-                        .map(|(start, agg)| ClosedWindow {
-                            sensor: key.clone(),
-                            start_ms: start,
-                            end_ms: start.saturating_add(size),
-                            agg,
-                            cause: CloseCause::Watermark,
-                        }),
-                );
-            }
+            self.open_windows -= close_by_watermark(key, state, size, grace, out);
         }
 
         match state
@@ -420,22 +403,7 @@ impl Windower {
                 last_seen_ms: s.last_seen_ms,
                 windows: s.windows.into_iter().collect(),
             };
-            let grace = self.opts.grace_ms;
-            let closable = state.windows.partition_point(|(start, _)| {
-                start.saturating_add(size).saturating_add(grace) <= state.watermark
-            });
-            out.extend(
-                state
-                    .windows
-                    .drain(..closable)
-                    .map(|(start, agg)| ClosedWindow {
-                        sensor: key.clone(),
-                        start_ms: start,
-                        end_ms: start.saturating_add(size),
-                        agg,
-                        cause: CloseCause::Watermark,
-                    }),
-            );
+            close_by_watermark(&key, &mut state, size, self.opts.grace_ms, out);
             open += state.windows.len();
             sensors.insert(key, state);
         }
@@ -443,6 +411,34 @@ impl Windower {
         self.open_windows = open;
         Ok(())
     }
+}
+
+/// Emits the open windows of one sensor that its watermark has closed (`end + grace <= W`),
+/// oldest first; returns how many.
+fn close_by_watermark(
+    key: &SmolStr,
+    state: &mut SensorState,
+    size: i64,
+    grace: i64,
+    out: &mut Vec<ClosedWindow>,
+) -> usize {
+    let w = state.watermark;
+    let closable = state
+        .windows
+        .partition_point(|(s, _)| s.saturating_add(size).saturating_add(grace) <= w);
+    out.extend(
+        state
+            .windows
+            .drain(..closable)
+            .map(|(start, agg)| ClosedWindow {
+                sensor: key.clone(),
+                start_ms: start,
+                end_ms: start.saturating_add(size),
+                agg,
+                cause: CloseCause::Watermark,
+            }),
+    );
+    closable
 }
 
 /// Emits all open windows of one sensor and marks them closed; returns how many.

@@ -330,12 +330,7 @@ impl<F: Fs> Spool<F> {
                 // Reading continues at the next segment (there is one: the dropped one was
                 // not being written).
                 let next = st.segments.get(i).map_or(st.next_seq, |s| s.first_seq);
-                st.read = Pos {
-                    segment: next,
-                    offset: 0,
-                    seq: next,
-                };
-                st.cache = None;
+                start_reading(st, next);
             }
             return true;
         }
@@ -407,12 +402,8 @@ impl<F: Fs> Spool<F> {
             if st.in_flight.is_empty() && st.segments.len() == 1 && st.writer.is_none() {
                 let seg = &st.segments[0];
                 if seg.first_seq == st.read.segment && st.read.offset >= seg.bytes {
-                    st.read = Pos {
-                        segment: st.next_seq,
-                        offset: 0,
-                        seq: st.next_seq,
-                    };
-                    st.cache = None;
+                    let next = st.next_seq;
+                    start_reading(st, next);
                 }
             }
             let committed = committed(st);
@@ -615,6 +606,16 @@ fn seal_if_full<F: Fs>(
     Ok(())
 }
 
+/// Moves a lane's read position to the start of the segment beginning at `first_seq`.
+fn start_reading<A>(st: &mut LaneState<A>, first_seq: u64) {
+    st.read = Pos {
+        segment: first_seq,
+        offset: 0,
+        seq: first_seq,
+    };
+    st.cache = None;
+}
+
 fn read_lane<F: Fs>(
     fs: &F,
     lane: Lane,
@@ -632,12 +633,8 @@ fn read_lane<F: Fs>(
             // The read segment is gone (dropped): continue at the next one.
             match st.segments.iter().find(|s| s.first_seq > st.read.segment) {
                 Some(next) => {
-                    st.read = Pos {
-                        segment: next.first_seq,
-                        offset: 0,
-                        seq: next.first_seq,
-                    };
-                    st.cache = None;
+                    let first = next.first_seq;
+                    start_reading(st, first);
                     continue;
                 }
                 None => break,
@@ -654,12 +651,8 @@ fn read_lane<F: Fs>(
                 // Everything in this segment was read: move on if it is sealed.
                 match st.segments.get(si + 1) {
                     Some(next) => {
-                        st.read = Pos {
-                            segment: next.first_seq,
-                            offset: 0,
-                            seq: next.first_seq,
-                        };
-                        st.cache = None;
+                        let first = next.first_seq;
+                        start_reading(st, first);
                         continue;
                     }
                     None => break,
