@@ -16,9 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use edge_bridge::stats::{Stats, Summary};
 use edge_bridge::Config;
 use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Message, Values};
-use edge_sim::publish::{self, url_lite::Url, PublishOptions};
 use support::proxy::Proxy;
-use support::{free_port, read_topic, reference, wait_listening, Mosquitto, Tansu};
+use support::{free_port, publish, read_topic, reference, wait_listening, Mosquitto, Tansu};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -101,28 +100,6 @@ impl InProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-async fn publish(port: u16, data: Dataset, count: u64, rate: Option<f64>, id: &str) {
-    let (_keep, no_stop) = tokio::sync::watch::channel(false);
-    let report = publish::run(
-        data,
-        PublishOptions {
-            url: format!("mqtt://127.0.0.1:{port}").parse::<Url>().unwrap(),
-            client_id: id.into(),
-            qos: 1,
-            flood: rate.is_none(),
-            messages_per_sec: rate.unwrap_or(1.0),
-            count: Some(count),
-            duration: None,
-            progress: false,
-            record: None,
-        },
-        no_stop,
-    )
-    .await
-    .expect("the simulator publishes");
-    assert_eq!(report.readings, count);
 }
 
 /// Raw records by (sensor, payload): how often each arrived.
@@ -357,6 +334,19 @@ impl Drop for Proc {
     }
 }
 
+/// Command-line arguments of a bridge process: the MQTT side (`--mqtt-listen` or `--mqtt-url`
+/// and its value), the Kafka brokers and the state directory.
+fn bridge_args(mqtt: (&str, &str), brokers: &str, state: &Path) -> Vec<String> {
+    vec![
+        mqtt.0.to_owned(),
+        mqtt.1.to_owned(),
+        "--kafka-brokers".to_owned(),
+        brokers.to_owned(),
+        "--state-dir".to_owned(),
+        state.display().to_string(),
+    ]
+}
+
 fn spool_bytes(state: &Path) -> u64 {
     let mut total = 0;
     for lane in ["rescue", "aggregate", "raw"] {
@@ -382,17 +372,11 @@ async fn kill_during_outage_loses_no_spooled_record() {
     let state = tempfile::tempdir().unwrap();
     let log = state.path().join("bridge.log");
     let port = free_port();
-    let args: Vec<String> = [
-        "--mqtt-listen",
-        &format!("127.0.0.1:{port}"),
-        "--kafka-brokers",
+    let args = bridge_args(
+        ("--mqtt-listen", &format!("127.0.0.1:{port}")),
         &kafka.brokers,
-        "--state-dir",
-        &state.path().display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+        state.path(),
+    );
     let bridge = Proc::spawn(&args, &log);
     wait_listening(([127, 0, 0, 1], port).into(), "the bridge's MQTT broker");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -648,17 +632,14 @@ async fn kill_under_load_with_mosquitto_loses_nothing_acknowledged() {
     let mosquitto = Mosquitto::start();
     let state = tempfile::tempdir().unwrap();
     let log = state.path().join("bridge.log");
-    let args: Vec<String> = [
-        "--mqtt-url",
-        &format!("mqtt://127.0.0.1:{}", mosquitto.port),
-        "--kafka-brokers",
+    let args = bridge_args(
+        (
+            "--mqtt-url",
+            &format!("mqtt://127.0.0.1:{}", mosquitto.port),
+        ),
         &kafka.brokers,
-        "--state-dir",
-        &state.path().display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+        state.path(),
+    );
     let bridge = Proc::spawn(&args, &log);
     // The bridge's persistent subscription must exist before the simulator publishes.
     tokio::time::sleep(Duration::from_secs(2)).await;

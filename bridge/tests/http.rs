@@ -16,8 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edge_bridge::stats::Stats;
 use edge_bridge::Config;
-use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Kind, Message, Values};
-use edge_sim::publish::{self, url_lite::Url, PublishOptions};
+use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Message, Values};
 use support::{free_port, read_topic, reference, wait_listening, Tansu};
 
 const N: u64 = 2_000;
@@ -112,33 +111,11 @@ async fn metrics_health_and_status_page_after_a_known_dataset() {
     assert_eq!(get(http, "/healthz"), (200, "ok\n".to_owned()));
 
     let start_ms = now_ms() - 300_000;
-    let (_keep, no_stop) = tokio::sync::watch::channel(false);
-    publish::run(
-        dataset(start_ms),
-        PublishOptions {
-            url: format!("mqtt://127.0.0.1:{mqtt}").parse::<Url>().unwrap(),
-            client_id: "sim-http".into(),
-            qos: 1,
-            flood: true,
-            messages_per_sec: 1.0,
-            count: Some(N),
-            duration: None,
-            progress: false,
-            record: None,
-        },
-        no_stop,
-    )
-    .await
-    .unwrap();
+    support::publish(mqtt, dataset(start_ms), N, None, "sim-http").await;
 
     // What the dataset must produce, computed here.
     let sent: Vec<Message> = dataset(start_ms).take(N as usize).collect();
-    let (good, bad): (Vec<&Message>, Vec<&Message>) =
-        sent.iter().partition(|m| m.kind != Kind::Malformed);
-    let readings: Vec<(String, i64, f64)> = good
-        .iter()
-        .map(|m| (m.sensor.clone(), m.ts_ms, m.value))
-        .collect();
+    let (good, bad, readings) = reference::split(&sent);
     let (windows, late) = reference::windows(&readings, 10_000, 1_000);
     let bytes_in: u64 = sent.iter().map(|m| m.payload.len() as u64).sum();
     let raw_bytes: u64 = good

@@ -37,6 +37,7 @@ use edge_bridge_core::{Routed, Stream};
 
 use self::frame::{Item, Scanner};
 use self::fs::Fs;
+use crate::stats::index as stream_slot;
 
 /// A spool lane; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,10 +89,6 @@ impl Lane {
 
 /// Counts per output stream, indexed like [`crate::stats::index`].
 pub type PerStream = [u64; 4];
-
-fn stream_slot(s: Stream) -> usize {
-    crate::stats::index(s)
-}
 
 #[derive(Debug, Clone)]
 pub struct SpoolOptions {

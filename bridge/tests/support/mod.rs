@@ -209,3 +209,35 @@ pub fn read_topic(brokers: &str, topic: &str, want: usize, timeout: Duration) ->
 }
 pub mod proxy;
 pub mod reference;
+
+/// Publishes `count` messages of `data` to `127.0.0.1:port` with QoS 1, at `rate` messages/s or
+/// as fast as the broker takes them (`None`); returns once the broker acknowledged them all.
+pub async fn publish(
+    port: u16,
+    data: edge_sim::dataset::Dataset,
+    count: u64,
+    rate: Option<f64>,
+    client_id: &str,
+) -> edge_sim::publish::Report {
+    use edge_sim::publish::{url_lite::Url, PublishOptions};
+    let (_keep, no_stop) = tokio::sync::watch::channel(false);
+    let report = edge_sim::publish::run(
+        data,
+        PublishOptions {
+            url: format!("mqtt://127.0.0.1:{port}").parse::<Url>().unwrap(),
+            client_id: client_id.into(),
+            qos: 1,
+            flood: rate.is_none(),
+            messages_per_sec: rate.unwrap_or(1.0),
+            count: Some(count),
+            duration: None,
+            progress: false,
+            record: None,
+        },
+        no_stop,
+    )
+    .await
+    .expect("the simulator publishes");
+    assert_eq!(report.readings, count);
+    report
+}

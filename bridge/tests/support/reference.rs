@@ -46,3 +46,22 @@ pub fn windows(
     }
     (out, late)
 }
+
+/// A sent dataset split into decodable and malformed messages, and the decodable ones as
+/// `(sensor, ts_ms, value)` readings in arrival order, ready for [`windows`].
+pub type Split<'a> = (
+    Vec<&'a edge_sim::dataset::Message>,
+    Vec<&'a edge_sim::dataset::Message>,
+    Vec<(String, i64, f64)>,
+);
+
+pub fn split(sent: &[edge_sim::dataset::Message]) -> Split<'_> {
+    let (good, bad): (Vec<_>, Vec<_>) = sent
+        .iter()
+        .partition(|m| m.kind != edge_sim::dataset::Kind::Malformed);
+    let readings = good
+        .iter()
+        .map(|m| (m.sensor.clone(), m.ts_ms, m.value))
+        .collect();
+    (good, bad, readings)
+}
