@@ -9,7 +9,6 @@
 //! on with the same windows; see [`crate::state`].
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,10 +17,9 @@ use anyhow::Context;
 use edge_bridge_core::{Pipeline, Routed, Stream, Verdict};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, MqttSource as SourceConfig};
+use crate::config::Config;
 use crate::http;
-use crate::mqtt::embedded::{Embedded, Listeners};
-use crate::mqtt::external::{AckToken, External, ExternalOptions, Protocol};
+use crate::mqtt::external::AckToken;
 use crate::mqtt::MqttSource;
 use crate::outbox::Outbox;
 use crate::sink::{SinkError, TopicAdmin};
@@ -36,47 +34,6 @@ pub fn wall_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Starts the MQTT side the configuration asks for.
-pub fn start_source(config: &Config, stats: &Arc<Stats>) -> anyhow::Result<MqttSource> {
-    let source = config.mqtt_source().map_err(anyhow::Error::msg)?;
-    Ok(match source {
-        SourceConfig::Embedded(v4) => {
-            let v5 = if config.mqtt.listen_v5.is_empty() {
-                None
-            } else {
-                Some(
-                    config
-                        .mqtt
-                        .listen_v5
-                        .parse()
-                        .map_err(|e| anyhow::anyhow!("mqtt.listen_v5: {e}"))?,
-                )
-            };
-            let file = (!config.mqtt.broker_config.is_empty())
-                .then(|| Path::new(&config.mqtt.broker_config));
-            MqttSource::Embedded(Embedded::start(
-                file,
-                &Listeners { v4, v5 },
-                &config.mqtt.topic,
-                stats.clone(),
-            )?)
-        }
-        SourceConfig::External(url) => MqttSource::External(External::start(ExternalOptions {
-            url,
-            client_id: config.mqtt.client_id.clone(),
-            filter: config.mqtt.topic.clone(),
-            qos: config.mqtt.qos,
-            protocol: if config.mqtt.protocol == "5" {
-                Protocol::V5
-            } else {
-                Protocol::V311
-            },
-            keep_alive: config.mqtt.keep_alive,
-            stats: stats.clone(),
-        })?),
-    })
 }
 
 /// Runs until `shutdown` resolves or a fatal error; then saves the open windows, waits for
@@ -119,7 +76,7 @@ pub async fn run(
     restore_windows(&config, &mut pipeline, &mut out)?;
     submit_all(&mut outbox, &stats, &mut out, None).await?;
 
-    let mut source = start_source(&config, &stats)?;
+    let mut source = crate::mqtt::start(&config, &stats)?;
     info!(
         topic = config.mqtt.topic,
         brokers = config.kafka.brokers,

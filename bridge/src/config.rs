@@ -80,6 +80,35 @@ pub struct MqttConfig {
     /// Client id towards an external broker; stable so the broker keeps the session.
     #[serde(deserialize_with = "text")]
     pub client_id: String,
+    /// Embedded broker: TLS listener (MQTT 3.1.1 and 5); empty turns it off.
+    #[serde(deserialize_with = "text")]
+    pub tls_listen: String,
+    /// Embedded broker: its certificate chain and private key (PEM files).
+    #[serde(deserialize_with = "text")]
+    pub tls_cert: String,
+    #[serde(deserialize_with = "text")]
+    pub tls_key: String,
+    /// Embedded broker: CA (PEM) that must have signed every TLS client's certificate; empty:
+    /// no client certificates asked for.
+    #[serde(deserialize_with = "text")]
+    pub tls_client_ca: String,
+    /// Embedded broker: Mosquitto password file (`mosquitto_passwd`); empty: no passwords.
+    #[serde(deserialize_with = "text")]
+    pub passwords: String,
+    /// External broker: credentials (they may also be given in `url`).
+    #[serde(deserialize_with = "text")]
+    pub username: String,
+    #[serde(deserialize_with = "text")]
+    pub password: String,
+    /// External `mqtts://` broker: CA (PEM) that signed its certificate; empty: system CAs.
+    #[serde(deserialize_with = "text")]
+    pub broker_ca: String,
+    /// External `mqtts://` broker: the bridge's client certificate and key (PEM), for brokers
+    /// that require one.
+    #[serde(deserialize_with = "text")]
+    pub client_cert: String,
+    #[serde(deserialize_with = "text")]
+    pub client_key: String,
 }
 
 impl Default for MqttConfig {
@@ -94,6 +123,16 @@ impl Default for MqttConfig {
             topic: "sensors/+/temperature".into(),
             qos: 1,
             client_id: "edge-bridge".into(),
+            tls_listen: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_client_ca: String::new(),
+            passwords: String::new(),
+            username: String::new(),
+            password: String::new(),
+            broker_ca: String::new(),
+            client_cert: String::new(),
+            client_key: String::new(),
         }
     }
 }
@@ -307,7 +346,8 @@ impl Default for LogConfig {
 /// Where the bridge reads MQTT from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MqttSource {
-    Embedded(SocketAddr),
+    /// The embedded broker, with its plaintext MQTT 3.1.1 listener (if any).
+    Embedded(Option<SocketAddr>),
     External(url::Url),
 }
 
@@ -339,6 +379,7 @@ impl Config {
         if self.mqtt.client_id.is_empty() {
             errors.push("mqtt.client_id: must not be empty".into());
         }
+        errors.extend(self.mqtt_security_problems());
         match self.decode_options() {
             Ok(opts) => {
                 if let Err(e) = Decoder::new(opts) {
@@ -464,14 +505,124 @@ impl Config {
         errors
     }
 
-    /// The MQTT source: an external broker when `mqtt.url` is set, else the embedded one.
+    fn mqtt_security_problems(&self) -> Vec<String> {
+        let m = &self.mqtt;
+        let mut errors = Vec::new();
+        let files = [
+            ("mqtt.tls_cert", &m.tls_cert),
+            ("mqtt.tls_key", &m.tls_key),
+            ("mqtt.tls_client_ca", &m.tls_client_ca),
+            ("mqtt.passwords", &m.passwords),
+            ("mqtt.broker_ca", &m.broker_ca),
+            ("mqtt.client_cert", &m.client_cert),
+            ("mqtt.client_key", &m.client_key),
+        ];
+        for (key, path) in files {
+            if !path.is_empty() && std::fs::File::open(path).is_err() {
+                errors.push(format!("{key}: {path} does not exist or is not readable"));
+            }
+        }
+        let given = |keys: &[(&str, &String)]| -> Vec<String> {
+            keys.iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, _)| (*k).to_owned())
+                .collect()
+        };
+        if m.url.is_empty() {
+            let stray = given(&[
+                ("mqtt.username", &m.username),
+                ("mqtt.password", &m.password),
+                ("mqtt.broker_ca", &m.broker_ca),
+                ("mqtt.client_cert", &m.client_cert),
+                ("mqtt.client_key", &m.client_key),
+            ]);
+            if !stray.is_empty() {
+                errors.push(format!(
+                    "{}: only used towards an external broker, and mqtt.url is empty (the embedded broker's keys are tls_listen, tls_cert, tls_key, tls_client_ca and passwords)",
+                    stray.join(", ")
+                ));
+            }
+            if !m.tls_listen.is_empty() {
+                if m.tls_listen.parse::<SocketAddr>().is_err() {
+                    errors.push(format!(
+                        "mqtt.tls_listen: {:?} is not an address like 0.0.0.0:8883",
+                        m.tls_listen
+                    ));
+                }
+                if m.tls_cert.is_empty() || m.tls_key.is_empty() {
+                    errors.push(
+                        "mqtt.tls_cert and mqtt.tls_key: both are needed for mqtt.tls_listen"
+                            .into(),
+                    );
+                }
+            } else {
+                let stray = given(&[
+                    ("mqtt.tls_cert", &m.tls_cert),
+                    ("mqtt.tls_key", &m.tls_key),
+                    ("mqtt.tls_client_ca", &m.tls_client_ca),
+                ]);
+                if !stray.is_empty() {
+                    errors.push(format!(
+                        "{}: set mqtt.tls_listen too, or the TLS listener stays off",
+                        stray.join(", ")
+                    ));
+                }
+                if m.listen.is_empty() {
+                    errors.push(
+                        "mqtt.listen: empty, and no mqtt.tls_listen either: sensors could not connect"
+                            .into(),
+                    );
+                }
+            }
+        } else {
+            let stray = given(&[
+                ("mqtt.tls_listen", &m.tls_listen),
+                ("mqtt.tls_cert", &m.tls_cert),
+                ("mqtt.tls_key", &m.tls_key),
+                ("mqtt.tls_client_ca", &m.tls_client_ca),
+                ("mqtt.passwords", &m.passwords),
+            ]);
+            if !stray.is_empty() {
+                errors.push(format!(
+                    "{}: only used by the embedded broker, and mqtt.url names an external one (towards it: username, password, broker_ca, client_cert, client_key)",
+                    stray.join(", ")
+                ));
+            }
+            if !m.url.starts_with("mqtts://") {
+                let stray = given(&[
+                    ("mqtt.broker_ca", &m.broker_ca),
+                    ("mqtt.client_cert", &m.client_cert),
+                    ("mqtt.client_key", &m.client_key),
+                ]);
+                if !stray.is_empty() {
+                    errors.push(format!(
+                        "{}: TLS settings, but mqtt.url is not mqtts://",
+                        stray.join(", ")
+                    ));
+                }
+            }
+            if m.client_cert.is_empty() != m.client_key.is_empty() {
+                errors.push("mqtt.client_cert and mqtt.client_key: give both or neither".into());
+            }
+            if !m.password.is_empty() && m.username.is_empty() {
+                errors.push("mqtt.password: set mqtt.username too".into());
+            }
+        }
+        errors
+    }
+
+    /// The MQTT source: an external broker when `mqtt.url` is set, else the embedded one
+    /// (with no plaintext listener when `mqtt.listen` is empty).
     pub fn mqtt_source(&self) -> Result<MqttSource, String> {
         if self.mqtt.url.is_empty() {
+            if self.mqtt.listen.is_empty() {
+                return Ok(MqttSource::Embedded(None));
+            }
             return self
                 .mqtt
                 .listen
                 .parse()
-                .map(MqttSource::Embedded)
+                .map(|a| MqttSource::Embedded(Some(a)))
                 .map_err(|e| {
                     format!(
                         "mqtt.listen: {:?} is not an address like 0.0.0.0:1883 ({e})",
@@ -528,7 +679,11 @@ impl Config {
     pub fn redacted(&self) -> Config {
         let mut c = self.clone();
         c.mqtt.url = redact_url(&c.mqtt.url);
-        for secret in [&mut c.kafka.sasl_password, &mut c.kafka.ssl_key_password] {
+        for secret in [
+            &mut c.kafka.sasl_password,
+            &mut c.kafka.ssl_key_password,
+            &mut c.mqtt.password,
+        ] {
             if !secret.is_empty() {
                 *secret = REDACTED.into();
             }

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::stats::{Stats, StreamSummary, Summary};
+use crate::stats::{MqttRefusal, Stats, StreamSummary, Summary};
 
 /// The registry behind `/metrics`.
 pub fn registry(stats: Arc<Stats>) -> Registry {
@@ -240,6 +240,17 @@ impl Collector for BridgeCollector {
             "edge_bridge_mqtt_reconnects",
             "MQTT connections lost or refused since start.",
             st.mqtt_reconnects.load(Relaxed),
+        )?;
+        let refused: Vec<(&str, u64)> = MqttRefusal::ALL
+            .iter()
+            .map(|r| (r.as_str(), st.mqtt_refused[*r as usize].load(Relaxed)))
+            .collect();
+        labelled(
+            e,
+            "edge_bridge_mqtt_connections_refused",
+            "Connections the embedded broker refused: failed TLS handshake, plaintext on the TLS port, bad credentials, no CONNECT.",
+            "reason",
+            &refused,
         )?;
         gauge(
             e,

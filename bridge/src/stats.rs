@@ -26,6 +26,37 @@ pub struct StreamCounters {
     pub dropped: AtomicU64,
 }
 
+/// Why the embedded broker's gate refused a connection (a metric label: a bounded set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqttRefusal {
+    /// The TLS handshake failed or did not finish in time.
+    Handshake = 0,
+    /// A plaintext MQTT client on the TLS port.
+    PlaintextOnTls = 1,
+    /// No username, or a wrong username or password.
+    Credentials = 2,
+    /// The first packet was not a CONNECT, or nothing came in time.
+    NoConnect = 3,
+}
+
+impl MqttRefusal {
+    pub const ALL: [MqttRefusal; 4] = [
+        MqttRefusal::Handshake,
+        MqttRefusal::PlaintextOnTls,
+        MqttRefusal::Credentials,
+        MqttRefusal::NoConnect,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MqttRefusal::Handshake => "tls_handshake",
+            MqttRefusal::PlaintextOnTls => "plaintext_on_tls",
+            MqttRefusal::Credentials => "bad_credentials",
+            MqttRefusal::NoConnect => "no_connect",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Stats {
     /// MQTT publishes received on the subscription.
@@ -58,6 +89,8 @@ pub struct Stats {
     pub mqtt_connected: AtomicU64,
     pub mqtt_subscribed: AtomicU64,
     pub mqtt_reconnects: AtomicU64,
+    /// Connections the embedded broker's gate refused, by [`MqttRefusal`].
+    pub mqtt_refused: [AtomicU64; MqttRefusal::ALL.len()],
     /// Whether the Kafka brokers answered lately: the last metadata probe, or a delivery
     /// report since (0 or 1).
     pub kafka_reachable: AtomicU64,

@@ -16,6 +16,7 @@ const SASL_PASSWORD: &str = "pw-sasl-7f3a9e";
 const KEY_PASSWORD: &str = "pw-key-c0ffee";
 const MQTT_PASSWORD: &str = "pw-mqtt-19bd2";
 const OPTION_SECRET: &str = "pw-option-5151";
+const MQTT_FIELD_PASSWORD: &str = "pw-mqtt-field-77aa";
 
 fn get(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -26,7 +27,13 @@ fn get(port: u16, path: &str) -> String {
 }
 
 fn assert_clean(what: &str, text: &str) {
-    for secret in [SASL_PASSWORD, KEY_PASSWORD, MQTT_PASSWORD, OPTION_SECRET] {
+    for secret in [
+        SASL_PASSWORD,
+        KEY_PASSWORD,
+        MQTT_PASSWORD,
+        OPTION_SECRET,
+        MQTT_FIELD_PASSWORD,
+    ] {
         assert!(
             !text.contains(secret),
             "{what} shows the secret {secret}:\n{text}"
@@ -45,7 +52,7 @@ fn no_secret_in_logs_check_config_or_http() {
     std::fs::write(
         &config,
         format!(
-            "[kafka]\nsecurity_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"edge\"\n[kafka.options]\n\"sasl.password\" = \"{OPTION_SECRET}\"\n"
+            "[mqtt]\nusername = \"edge\"\npassword = \"{MQTT_FIELD_PASSWORD}\"\n[kafka]\nsecurity_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"edge\"\n[kafka.options]\n\"sasl.password\" = \"{OPTION_SECRET}\"\n"
         ),
     )
     .unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Values};
-use edge_sim::publish::{self, url_lite::Url, PublishOptions};
+use edge_sim::publish::{self, url_lite::Url, PublishOptions, Security};
 
 /// Stand-in sensor firmware: publishes synthetic temperature readings over MQTT in the
 /// tutorial's payload shape, {"ts": "<ISO 8601>", "value": ...}.
@@ -72,6 +72,21 @@ struct Args {
     /// No live rate line
     #[arg(long)]
     quiet: bool,
+    /// Username for a broker that asks for one
+    #[arg(long, env = "EDGE_SIM_USERNAME")]
+    username: Option<String>,
+    /// Password (better from the environment than on the command line)
+    #[arg(long, env = "EDGE_SIM_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// mqtts:// only: the CA certificate (PEM) that signed the broker's (default: system CAs)
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// mqtts:// only: client certificate (PEM), for brokers that require one
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// mqtts:// only: the client certificate's private key (PEM)
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -124,6 +139,12 @@ fn main() -> ExitCode {
         duration: a.duration,
         progress: !a.quiet,
         record: a.record,
+        security: Security {
+            username: a.username,
+            password: a.password,
+            ca_file: a.ca_file,
+            client_cert: a.client_cert.zip(a.client_key),
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -24,27 +24,104 @@ pub struct PublishOptions {
     pub progress: bool,
     /// Write every message sent, as JSON lines, here.
     pub record: Option<std::path::PathBuf>,
+    /// Credentials and TLS files.
+    pub security: Security,
 }
 
-/// Minimal `mqtt://host:port` parsing, enough for the simulator.
+/// What the simulator presents to a secured broker.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// For `mqtts://`: the CA that signed the broker's certificate (else the system's CAs).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// For `mqtts://`: a client certificate and its key, PEM.
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl Security {
+    fn apply(&self, tls: bool, opts: &mut MqttOptions) -> anyhow::Result<()> {
+        if let Some(user) = &self.username {
+            opts.set_credentials(user, self.password.clone().unwrap_or_default());
+        }
+        if !tls {
+            if self.ca_file.is_some() || self.client_cert.is_some() {
+                bail!("--ca-file and --client-cert need an mqtts:// URL");
+            }
+            return Ok(());
+        }
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let transport = match &self.ca_file {
+            Some(ca) => rumqttc::Transport::tls(
+                read(ca)?,
+                match &self.client_cert {
+                    Some((cert, key)) => Some((read(cert)?, read(key)?)),
+                    None => None,
+                },
+                None,
+            ),
+            None if self.client_cert.is_none() => rumqttc::Transport::tls_with_default_config(),
+            None => bail!("--client-cert needs --ca-file"),
+        };
+        opts.set_transport(transport);
+        Ok(())
+    }
+}
+
+/// A hint for the connection errors whose cause is clear.
+fn hint(error: &str) -> &'static str {
+    if error.contains("BadUserNamePassword") {
+        " (wrong username or password: check --username and --password)"
+    } else if error.contains("NotAuthorized") {
+        " (the broker wants credentials (--username, --password), or TLS on this port (mqtts://))"
+    } else if error.contains("UnknownIssuer") {
+        " (the broker's certificate is not signed by --ca-file)"
+    } else if error.contains("NotValidForName") {
+        " (the broker's certificate does not name the host in --mqtt-url)"
+    } else if error.contains("CertificateRequired") || error.contains("HandshakeFailure") {
+        " (the broker may require a client certificate: --client-cert, --client-key)"
+    } else if error.contains("InvalidContentType") || error.contains("corrupt message") {
+        " (no TLS on this port: use mqtt://)"
+    } else {
+        ""
+    }
+}
+
+/// Minimal `mqtt://host:port` / `mqtts://host:port` parsing, enough for the simulator.
 pub mod url_lite {
     #[derive(Debug, Clone)]
     pub struct Url {
         pub host: String,
         pub port: u16,
+        /// `mqtts://`.
+        pub tls: bool,
     }
 
     impl std::str::FromStr for Url {
         type Err = String;
         fn from_str(s: &str) -> Result<Self, String> {
-            let rest = s
-                .strip_prefix("mqtt://")
-                .or_else(|| s.strip_prefix("tcp://"))
-                .ok_or_else(|| format!("{s:?}: expected mqtt://host:port"))?;
+            let (rest, tls) = if let Some(r) = s.strip_prefix("mqtts://") {
+                (r, true)
+            } else {
+                let r = s
+                    .strip_prefix("mqtt://")
+                    .or_else(|| s.strip_prefix("tcp://"))
+                    .ok_or_else(|| {
+                        format!("{s:?}: expected mqtt://host:port or mqtts://host:port")
+                    })?;
+                (r, false)
+            };
             let rest = rest.trim_end_matches('/');
+            if rest.contains('@') {
+                return Err(format!(
+                    "{s:?}: give credentials with --username and --password, not in the URL"
+                ));
+            }
             let (host, port) = match rest.rsplit_once(':') {
                 Some((h, p)) => (h, p.parse().map_err(|_| format!("{s:?}: bad port"))?),
-                None => (rest, 1883),
+                None => (rest, if tls { 8883 } else { 1883 }),
             };
             if host.is_empty() {
                 return Err(format!("{s:?}: no host"));
@@ -52,6 +129,7 @@ pub mod url_lite {
             Ok(Url {
                 host: host.to_owned(),
                 port,
+                tls,
             })
         }
     }
@@ -100,6 +178,7 @@ pub async fn run(
     opts.set_keep_alive(Duration::from_secs(30))
         .set_inflight(1000)
         .set_max_packet_size(1 << 20, 1 << 20);
+    o.security.apply(o.url.tls, &mut opts)?;
     let (client, mut eventloop) = AsyncClient::new(opts, 1000);
     let qos = match o.qos {
         0 => QoS::AtMostOnce,
@@ -119,7 +198,10 @@ pub async fn run(
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => return Ok(()),
                 Ok(_) => {}
-                Err(e) => return Err(anyhow::anyhow!("MQTT connection failed: {e}")),
+                Err(e) => {
+                    let e = e.to_string();
+                    return Err(anyhow::anyhow!("MQTT connection failed: {e}{}", hint(&e)));
+                }
             }
         }
     });
@@ -147,10 +229,16 @@ pub async fn run(
         }
         let times = if m.duplicate { 2 } else { 1 };
         for _ in 0..times {
-            client
+            let sent = client
                 .publish(&m.topic, qos, false, m.payload.clone().into_bytes())
-                .await
-                .context("the MQTT connection closed")?;
+                .await;
+            if sent.is_err() {
+                // The event loop ended: its error says why.
+                return Err(match events.await {
+                    Ok(Err(e)) => e,
+                    _ => anyhow::anyhow!("the MQTT connection closed"),
+                });
+            }
         }
         count(&mut report, &m);
         if let Some(w) = record.as_mut() {
@@ -177,9 +265,19 @@ pub async fn run(
     if qos == QoS::AtLeastOnce {
         let mut acks = acks_rx;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while *acks.borrow_and_update() < report.published && Instant::now() < deadline {
+        while *acks.borrow_and_update() < report.published
+            && Instant::now() < deadline
+            && !events.is_finished()
+        {
             let _ = tokio::time::timeout(Duration::from_millis(200), acks.changed()).await;
         }
+    }
+    if events.is_finished() {
+        return Err(match events.await {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => anyhow::anyhow!("the MQTT connection closed"),
+            Err(e) => e.into(),
+        });
     }
     report.elapsed = start.elapsed();
     client.disconnect().await.ok();

@@ -66,7 +66,7 @@ fn mqtt_source_embedded_or_external() {
     let mut c = Config::default();
     assert_eq!(
         c.mqtt_source(),
-        Ok(MqttSource::Embedded("0.0.0.0:1883".parse().unwrap()))
+        Ok(MqttSource::Embedded(Some("0.0.0.0:1883".parse().unwrap())))
     );
     c.mqtt.url = "mqtts://broker.local:8883".into();
     assert!(matches!(c.mqtt_source(), Ok(MqttSource::External(u)) if u.port() == Some(8883)));
@@ -133,4 +133,75 @@ fn numeric_option_values_are_accepted() {
 fn redact_url_without_password_is_unchanged() {
     assert_eq!(redact_url("mqtt://broker:1883"), "mqtt://broker:1883");
     assert_eq!(redact_url("%%user:pw@host"), "REDACTED@host");
+}
+
+#[test]
+fn mqtt_security_keys_belong_to_their_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.pem");
+    std::fs::write(&file, "x").unwrap();
+    let f = file.display().to_string();
+
+    // Embedded broker: TLS needs both files; external-only keys are refused.
+    let mut c = Config::default();
+    c.mqtt.tls_listen = "0.0.0.0:8883".into();
+    c.mqtt.tls_cert = f.clone();
+    let e = c.validate().unwrap_err().join("\n");
+    assert!(e.contains("mqtt.tls_cert and mqtt.tls_key: both"), "{e}");
+    c.mqtt.tls_key = f.clone();
+    c.mqtt.username = "u".into();
+    let e = c.validate().unwrap_err().join("\n");
+    assert!(
+        e.contains("mqtt.username: only used towards an external broker"),
+        "{e}"
+    );
+    c.mqtt.username.clear();
+    c.mqtt.listen.clear();
+    assert_eq!(c.validate(), Ok(()), "TLS only, plaintext off");
+    assert_eq!(c.mqtt_source(), Ok(MqttSource::Embedded(None)));
+    c.mqtt.tls_listen.clear();
+    let e = c.validate().unwrap_err().join("\n");
+    assert!(e.contains("set mqtt.tls_listen too"), "{e}");
+    assert!(e.contains("sensors could not connect"), "{e}");
+
+    // External broker: embedded-only keys and TLS files without mqtts:// are refused.
+    let mut c = Config::default();
+    c.mqtt.url = "mqtt://broker:1883".into();
+    c.mqtt.passwords = f.clone();
+    c.mqtt.broker_ca = f.clone();
+    c.mqtt.client_cert = f.clone();
+    c.mqtt.password = "p".into();
+    let e = c.validate().unwrap_err().join("\n");
+    assert!(
+        e.contains("mqtt.passwords: only used by the embedded broker"),
+        "{e}"
+    );
+    assert!(
+        e.contains("mqtt.broker_ca, mqtt.client_cert: TLS settings, but mqtt.url is not mqtts://"),
+        "{e}"
+    );
+    assert!(e.contains("give both or neither"), "{e}");
+    assert!(e.contains("mqtt.password: set mqtt.username too"), "{e}");
+    c.mqtt.url = "mqtts://broker:8883".into();
+    c.mqtt.passwords.clear();
+    c.mqtt.client_key = f.clone();
+    c.mqtt.username = "u".into();
+    assert_eq!(c.validate(), Ok(()));
+    c.mqtt.client_key = dir.path().join("missing").display().to_string();
+    let e = c.validate().unwrap_err().join("\n");
+    assert!(
+        e.contains("mqtt.client_key:") && e.contains("does not exist"),
+        "{e}"
+    );
+}
+
+#[test]
+fn mqtt_password_is_redacted() {
+    let mut c = Config::default();
+    c.mqtt.url = "mqtts://broker:8883".into();
+    c.mqtt.username = "gw".into();
+    c.mqtt.password = "s3cret-mqtt".into();
+    let shown = c.to_redacted_toml();
+    assert!(!shown.contains("s3cret-mqtt"), "{shown}");
+    assert!(shown.contains(REDACTED), "{shown}");
 }

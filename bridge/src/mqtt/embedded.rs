@@ -13,22 +13,37 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use rumqttd::{Broker, Notification};
+use tokio_rustls::rustls::ServerConfig;
 use tracing::{error, info, warn};
 
 use crate::stats::Stats;
 
+use super::gate::Gate;
+use super::users::Users;
 use super::{Inbound, MqttError};
 
 /// The documented default broker configuration, compiled in.
 pub const DEFAULT_BROKER_CONFIG: &str = include_str!("../../../broker-config/rumqttd.toml");
 
-/// Listener addresses that replace the ones in the broker configuration.
+/// Where sensors connect. With TLS or passwords configured, each of these is served by the
+/// [`super::gate`], which forwards admitted clients to the broker's own loopback listeners.
 #[derive(Debug, Clone)]
 pub struct Listeners {
-    /// MQTT 3.1.1.
-    pub v4: SocketAddr,
-    /// MQTT 5; `None` turns the v5 listener off.
+    /// Plaintext MQTT 3.1.1 (behind the gate: 3.1.1 and 5); `None` turns it off.
+    pub v4: Option<SocketAddr>,
+    /// Plaintext MQTT 5 (behind the gate: 3.1.1 and 5); `None` turns it off.
     pub v5: Option<SocketAddr>,
+    /// TLS, MQTT 3.1.1 and 5; needs [`Security::tls`].
+    pub tls: Option<SocketAddr>,
+}
+
+/// What sensors must present.
+#[derive(Default)]
+pub struct Security {
+    /// The TLS listener's server configuration (certificate, and client CA for mutual TLS).
+    pub tls: Option<Arc<ServerConfig>>,
+    /// Username/password authentication on every listener.
+    pub users: Option<Users>,
 }
 
 pub struct Embedded {
@@ -44,43 +59,112 @@ pub struct Embedded {
     drop_warn: Option<std::time::Instant>,
 }
 
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, MqttError> {
+    std::net::TcpListener::bind(addr).map_err(|e| {
+        MqttError::Embedded(format!(
+            "cannot listen on {addr}: {e}; is another MQTT broker running? Set mqtt.listen, or use mqtt.url to read from that broker instead"
+        ))
+    })
+}
+
+/// A loopback port free right now, for a listener only the gate connects to.
+fn loopback_port() -> Result<SocketAddr, MqttError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| MqttError::Embedded(format!("cannot bind a loopback port: {e}")))?;
+    l.local_addr()
+        .map_err(|e| MqttError::Embedded(e.to_string()))
+}
+
 impl Embedded {
-    /// Starts the broker and subscribes the bridge's link to `filter`.
+    /// Starts the broker and subscribes the bridge's link to `filter`. Must be called within
+    /// a tokio runtime when `security` asks for TLS or passwords (the gate runs on it).
     pub fn start(
         config_file: Option<&Path>,
         listeners: &Listeners,
+        security: Security,
         filter: &str,
         stats: Arc<Stats>,
     ) -> Result<Self, MqttError> {
         let mut config = load_config(config_file)?;
-        let v4 = config
+        let mut v4 = config
             .v4
-            .get_or_insert_with(Default::default)
-            .values_mut()
-            .next()
+            .take()
+            .and_then(|m| m.into_values().next())
             .ok_or_else(|| {
                 MqttError::Embedded("the broker configuration has no [v4.*] server".into())
             })?;
-        v4.listen = listeners.v4;
-        match listeners.v5 {
-            Some(addr) => {
-                if let Some(v5) = config.v5.as_mut().and_then(|m| m.values_mut().next()) {
-                    v5.listen = addr;
-                }
-            }
-            None => config.v5 = None,
-        }
+        let mut v5 = config.v5.take().and_then(|m| m.into_values().next());
         // The console and exporter would open ports the operator did not ask for.
         config.console = None;
         config.prometheus = None;
 
-        // Bind-check first: rumqttd logs a failed bind on its own thread and carries on.
-        for addr in std::iter::once(listeners.v4).chain(listeners.v5) {
-            std::net::TcpListener::bind(addr).map_err(|e| {
-                MqttError::Embedded(format!(
-                    "cannot listen on {addr}: {e}; is another MQTT broker running? Set mqtt.listen, or use mqtt.url to read from that broker instead"
-                ))
+        let gated = security.tls.is_some() || security.users.is_some();
+        if listeners.tls.is_some() && security.tls.is_none() {
+            return Err(MqttError::Embedded(
+                "a TLS listener needs a certificate (mqtt.tls_cert, mqtt.tls_key)".into(),
+            ));
+        }
+        if gated {
+            // The broker listens on loopback only; the gate faces the sensors.
+            let public: Vec<(SocketAddr, bool)> = [
+                (listeners.v4, false),
+                (listeners.v5, false),
+                (listeners.tls, true),
+            ]
+            .into_iter()
+            .filter_map(|(a, tls)| a.map(|a| (a, tls)))
+            .collect();
+            let bound = public
+                .iter()
+                .map(|(a, _)| bind(*a))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (inner_v4, inner_v5) = (loopback_port()?, loopback_port()?);
+            let mut inner5 = v5.take().unwrap_or_else(|| v4.clone());
+            v4.listen = inner_v4;
+            inner5.listen = inner_v5;
+            if let Some(users) = &security.users {
+                // The loopback listeners check passwords too: local processes reach them
+                // without passing the gate.
+                for server in [&mut v4, &mut inner5] {
+                    let users = users.clone();
+                    server.set_auth_handler(move |_client, user: String, pass: String| {
+                        std::future::ready(users.verify(&user, pass.as_bytes()))
+                    });
+                }
+                for (addr, tls) in &public {
+                    if !tls && !addr.ip().is_loopback() {
+                        warn!(%addr, "Passwords cross the network in clear on this plaintext listener; use mqtt.tls_listen and bind mqtt.listen to 127.0.0.1, or leave it empty");
+                    }
+                }
+            }
+            config.v4 = Some([("gate-v4".to_owned(), v4)].into());
+            config.v5 = Some([("gate-v5".to_owned(), inner5)].into());
+            let gate = Gate::new(security.users, inner_v4, inner_v5, stats.clone());
+            for (listener, (addr, tls)) in bound.into_iter().zip(&public) {
+                listener
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(listener))
+                    .map(|l| gate.spawn(l, tls.then(|| security.tls.clone()).flatten()))
+                    .map_err(|e| MqttError::Embedded(format!("listener {addr}: {e}")))?;
+            }
+            info!(plaintext_v4 = ?listeners.v4, plaintext_v5 = ?listeners.v5, tls = ?listeners.tls, passwords = gate.users.as_ref().map_or(0, Users::len), "Embedded MQTT broker secured");
+        } else {
+            let addr = listeners.v4.ok_or_else(|| {
+                MqttError::Embedded("no listener: set mqtt.listen or mqtt.tls_listen".into())
             })?;
+            // Bind-check first: rumqttd logs a failed bind on its own thread and carries on.
+            for a in std::iter::once(addr).chain(listeners.v5) {
+                bind(a)?;
+            }
+            v4.listen = addr;
+            config.v4 = Some([("v4-1".to_owned(), v4)].into());
+            config.v5 = match (listeners.v5, v5.take()) {
+                (Some(a), Some(mut s)) => {
+                    s.listen = a;
+                    Some([("v5-1".to_owned(), s)].into())
+                }
+                _ => None,
+            };
         }
 
         let mut broker = Broker::new(config);
@@ -97,7 +181,7 @@ impl Embedded {
             .map_err(|e| MqttError::Embedded(e.to_string()))?;
         tx.subscribe(filter)
             .map_err(|e| MqttError::Embedded(format!("cannot subscribe to {filter}: {e}")))?;
-        info!(v4 = %listeners.v4, v5 = ?listeners.v5, filter, "Embedded MQTT broker listening");
+        info!(v4 = ?listeners.v4, v5 = ?listeners.v5, tls = ?listeners.tls, filter, "Embedded MQTT broker listening");
         // The in-process link is connected and subscribed for as long as the process runs.
         stats.mqtt_connected.store(1, Relaxed);
         stats.mqtt_subscribed.store(1, Relaxed);

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use rand::Rng;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tokio_rustls::rustls::ClientConfig;
+use tracing::{debug, error, info, warn};
 use url::Url;
 
 use super::{Inbound, MqttError};
@@ -53,6 +54,10 @@ pub struct External {
 #[derive(Debug, Clone)]
 pub struct ExternalOptions {
     pub url: Url,
+    /// Username and password; when `None`, those in the URL (if any) are used.
+    pub credentials: Option<(String, String)>,
+    /// TLS for `mqtts://`: the CA to trust and an optional client certificate.
+    pub tls: Option<Arc<ClientConfig>>,
     pub client_id: String,
     pub filter: String,
     pub qos: u8,
@@ -77,12 +82,30 @@ impl External {
             .to_owned();
         let tls = o.url.scheme() == "mqtts";
         let port = o.url.port().unwrap_or(if tls { 8883 } else { 1883 });
-        let user = o.url.username().to_owned();
-        let pass = o.url.password().map(|p| {
-            percent_encoding::percent_decode_str(p)
-                .decode_utf8_lossy()
-                .into_owned()
-        });
+        let (user, pass) = match &o.credentials {
+            Some((u, p)) => (u.clone(), Some(p.clone())),
+            None => (
+                percent_encoding::percent_decode_str(o.url.username())
+                    .decode_utf8_lossy()
+                    .into_owned(),
+                o.url.password().map(|p| {
+                    percent_encoding::percent_decode_str(p)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                }),
+            ),
+        };
+        let transport = match (&o.tls, tls) {
+            (Some(config), true) => Some(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(config.clone()),
+            )),
+            (None, true) => {
+                return Err(MqttError::External(
+                    "mqtts:// needs a TLS configuration".into(),
+                ))
+            }
+            _ => None,
+        };
         let (tx, rx) = mpsc::channel(CHANNEL);
         let client = match o.protocol {
             Protocol::V311 => {
@@ -94,8 +117,8 @@ impl External {
                 if !user.is_empty() {
                     opts.set_credentials(user, pass.unwrap_or_default());
                 }
-                if tls {
-                    opts.set_transport(rumqttc::Transport::tls_with_default_config());
+                if let Some(t) = transport.clone() {
+                    opts.set_transport(t);
                 }
                 let (client, eventloop) = rumqttc::AsyncClient::new(opts, 64);
                 tokio::spawn(run_v4(eventloop, client.clone(), o.clone(), tx));
@@ -111,8 +134,8 @@ impl External {
                 if !user.is_empty() {
                     opts.set_credentials(user, pass.unwrap_or_default());
                 }
-                if tls {
-                    opts.set_transport(rumqttc::Transport::tls_with_default_config());
+                if let Some(t) = transport.clone() {
+                    opts.set_transport(t);
                 }
                 let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, 64);
                 tokio::spawn(run_v5(eventloop, client.clone(), o.clone(), tx));
@@ -217,10 +240,48 @@ async fn pause_before_reconnect(
     stats.mqtt_connected.store(0, Relaxed);
     stats.mqtt_subscribed.store(0, Relaxed);
     stats.mqtt_reconnects.fetch_add(1, Relaxed);
-    warn!(error = %error, retry_in = ?backoff, "MQTT connection lost; reconnecting");
+    match advice(&error) {
+        // Retrying will not help until the operator acts; keep retrying all the same, so the
+        // bridge recovers by itself once the broker or the configuration is put right.
+        Some(advice) => {
+            error!(error = %error, retry_in = ?backoff, "MQTT broker refused the bridge: {advice}")
+        }
+        None => {
+            warn!(error = %error, retry_in = ?backoff, "MQTT connection failed or lost; reconnecting")
+        }
+    }
     tokio::time::sleep(*backoff).await;
     *backoff = next_backoff(*backoff);
     true
+}
+
+/// What the operator must change, for the connection errors that say (rumqttc's error types
+/// differ between its MQTT 3.1.1 and 5 clients; their texts name the same causes).
+fn advice(error: &str) -> Option<&'static str> {
+    let has = |needles: &[&str]| needles.iter().any(|n| error.contains(n));
+    if has(&[
+        "BadUserNamePassword",
+        "NotAuthorized",
+        "BadUsernamePassword",
+    ]) {
+        Some("wrong or missing credentials: check mqtt.username and mqtt.password (or those in mqtt.url)")
+    } else if has(&["UnknownIssuer"]) {
+        Some("the broker's certificate is not signed by a CA the bridge trusts: set mqtt.broker_ca to the CA that signed it")
+    } else if has(&["NotValidForName"]) {
+        Some("the broker's certificate does not name the host in mqtt.url: connect by the name the certificate carries")
+    } else if has(&[
+        "CertificateRequired",
+        "HandshakeFailure",
+        "BadCertificate",
+        "UnknownCA",
+        "CertificateUnknown",
+    ]) {
+        Some("the broker refused the TLS handshake: it may require a client certificate (mqtt.client_cert and mqtt.client_key) signed by a CA it trusts")
+    } else if has(&["InvalidContentType", "corrupt message"]) {
+        Some("the broker does not speak TLS on this port: use mqtt:// for it, or its TLS port")
+    } else {
+        None
+    }
 }
 
 async fn run_v4(
@@ -354,6 +415,27 @@ fn redacted(u: &Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advice_names_the_key_to_change() {
+        let refused = rumqttc::ConnectionError::ConnectionRefused(
+            rumqttc::ConnectReturnCode::BadUserNamePassword,
+        );
+        assert!(advice(&refused.to_string())
+            .unwrap()
+            .contains("mqtt.password"));
+        let v5 = rumqttc::v5::ConnectionError::ConnectionRefused(
+            rumqttc::v5::mqttbytes::v5::ConnectReturnCode::BadUserNamePassword,
+        );
+        assert!(advice(&v5.to_string()).unwrap().contains("mqtt.password"));
+        let unknown_ca = std::io::Error::other(tokio_rustls::rustls::Error::InvalidCertificate(
+            tokio_rustls::rustls::CertificateError::UnknownIssuer,
+        ));
+        assert!(advice(&unknown_ca.to_string())
+            .unwrap()
+            .contains("mqtt.broker_ca"));
+        assert_eq!(advice("connection refused (os error 111)"), None);
+    }
 
     #[test]
     fn backoff_grows_to_a_cap_with_jitter() {

@@ -3,8 +3,21 @@
 
 pub mod embedded;
 pub mod external;
+pub mod gate;
+pub mod tls;
+pub mod users;
 
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
 use bytes::Bytes;
+
+use crate::config::{Config, MqttSource as SourceConfig};
+use crate::stats::Stats;
+use embedded::{Embedded, Listeners, Security};
+use external::{External, ExternalOptions, Protocol};
 
 /// One publish received on the subscription.
 #[derive(Debug, Clone)]
@@ -57,4 +70,83 @@ impl MqttSource {
             e.ack(token).await;
         }
     }
+}
+
+fn optional_addr(key: &str, value: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .with_context(|| format!("{key}: {value:?} is not an address like 0.0.0.0:1883"))
+}
+
+fn optional(value: &str) -> Option<&str> {
+    (!value.is_empty()).then_some(value)
+}
+
+/// Starts the MQTT side the configuration asks for: certificates and password files are read
+/// here, so a bad one stops the start with an error naming its key.
+pub fn start(config: &Config, stats: &Arc<Stats>) -> anyhow::Result<MqttSource> {
+    let m = &config.mqtt;
+    Ok(match config.mqtt_source().map_err(anyhow::Error::msg)? {
+        SourceConfig::Embedded(v4) => {
+            let listeners = Listeners {
+                v4,
+                v5: optional_addr("mqtt.listen_v5", &m.listen_v5)?,
+                tls: optional_addr("mqtt.tls_listen", &m.tls_listen)?,
+            };
+            let security = Security {
+                tls: match listeners.tls {
+                    Some(_) => Some(
+                        tls::server_config(&m.tls_cert, &m.tls_key, optional(&m.tls_client_ca))
+                            .map_err(anyhow::Error::msg)?,
+                    ),
+                    None => None,
+                },
+                users: match optional(&m.passwords) {
+                    Some(path) => Some(
+                        users::Users::load(Path::new(path))
+                            .map_err(|e| anyhow::anyhow!("mqtt.passwords: {e}"))?,
+                    ),
+                    None => None,
+                },
+            };
+            let file = optional(&m.broker_config).map(Path::new);
+            MqttSource::Embedded(Embedded::start(
+                file,
+                &listeners,
+                security,
+                &m.topic,
+                stats.clone(),
+            )?)
+        }
+        SourceConfig::External(url) => {
+            let tls = if url.scheme() == "mqtts" {
+                let client = optional(&m.client_cert).zip(optional(&m.client_key));
+                Some(
+                    tls::client_config(optional(&m.broker_ca), client)
+                        .map_err(anyhow::Error::msg)?,
+                )
+            } else {
+                None
+            };
+            MqttSource::External(External::start(ExternalOptions {
+                url,
+                credentials: optional(&m.username).map(|u| (u.to_owned(), m.password.clone())),
+                tls,
+                client_id: m.client_id.clone(),
+                filter: m.topic.clone(),
+                qos: m.qos,
+                protocol: if m.protocol == "5" {
+                    Protocol::V5
+                } else {
+                    Protocol::V311
+                },
+                keep_alive: m.keep_alive,
+                stats: stats.clone(),
+            })?)
+        }
+    })
 }

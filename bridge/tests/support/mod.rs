@@ -111,6 +111,13 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
+        Self::start_with("")
+    }
+
+    /// With `listener_options` (TLS files, password file, ...) added after the listener line;
+    /// an `allow_anonymous` among them replaces the shipped one. Files the options name must be
+    /// readable by the `mosquitto` user, to which the broker drops when started as root.
+    pub fn start_with(listener_options: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let base = std::fs::read_to_string(concat!(
@@ -119,13 +126,19 @@ impl Mosquitto {
         ))
         .unwrap();
         // The shipped file listens on 1883 and persists under /var/lib; point both elsewhere.
+        let replaced = |l: &str| {
+            l.starts_with("listener")
+                || l.starts_with("persistence_location")
+                || (l.starts_with("allow_anonymous")
+                    && listener_options.contains("allow_anonymous"))
+        };
         let conf = base
             .lines()
-            .filter(|l| !l.starts_with("listener") && !l.starts_with("persistence_location"))
+            .filter(|l| !replaced(l))
             .collect::<Vec<_>>()
             .join("\n")
             + &format!(
-                "\nlistener {port} 127.0.0.1\npersistence_location {}/\n",
+                "\nlistener {port} 127.0.0.1\n{listener_options}\npersistence_location {}/\n",
                 dir.path().display()
             );
         let conf_path = dir.path().join("mosquitto.conf");
@@ -207,6 +220,7 @@ pub fn read_topic(brokers: &str, topic: &str, want: usize, timeout: Duration) ->
     }
     out
 }
+pub mod pki;
 pub mod proxy;
 pub mod reference;
 
@@ -233,6 +247,7 @@ pub async fn publish(
             duration: None,
             progress: false,
             record: None,
+            security: Default::default(),
         },
         no_stop,
     )

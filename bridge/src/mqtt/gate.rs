@@ -1,0 +1,393 @@
+//! The embedded broker's front door when TLS or passwords are configured.
+//!
+//! rumqttd can terminate TLS itself, but it performs each handshake inside its accept loop with
+//! no time limit (one client that opens a socket and stays silent stops every later client from
+//! connecting), and it answers a wrong password by closing the socket without a CONNACK, so a
+//! sensor cannot tell a bad password from a network fault. The gate does both jobs in front of
+//! it instead: every connection gets its own task, the TLS handshake and the CONNECT packet
+//! each get a deadline, credentials are checked against the password file, and a refused client
+//! gets the CONNACK code the MQTT specification has for it (bad username or password, not
+//! authorized). An accepted connection is spliced to the broker's own listener on loopback,
+//! CONNECT included, so the broker still sees and checks everything as usual. The protocol
+//! level in CONNECT decides which broker listener (MQTT 3.1.1 or 5) it goes to, so one TLS port
+//! serves both.
+//!
+//! Every refusal is counted by reason (`edge_bridge_mqtt_connections_refused_total`) and logged
+//! at WARN, at most once a second per reason with a count of the ones in between.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, warn};
+
+use super::tls::explain_handshake_error;
+use super::users::Users;
+use crate::stats::{MqttRefusal, Stats};
+
+/// Time a client has for the TLS handshake and for sending CONNECT, each.
+const DEADLINE: Duration = Duration::from_secs(10);
+/// Largest CONNECT accepted (client id, will message, credentials).
+const MAX_CONNECT: usize = 64 * 1024;
+
+/// What the gate enforces, shared by all its listeners.
+pub struct Gate {
+    pub users: Option<Users>,
+    /// The broker's own listeners on loopback, by protocol.
+    pub broker_v4: SocketAddr,
+    pub broker_v5: SocketAddr,
+    pub stats: Arc<Stats>,
+    warned: Mutex<[(Option<Instant>, u64); MqttRefusal::ALL.len()]>,
+}
+
+impl Gate {
+    pub fn new(
+        users: Option<Users>,
+        broker_v4: SocketAddr,
+        broker_v5: SocketAddr,
+        stats: Arc<Stats>,
+    ) -> Arc<Gate> {
+        Arc::new(Gate {
+            users,
+            broker_v4,
+            broker_v5,
+            stats,
+            warned: Mutex::new(Default::default()),
+        })
+    }
+
+    /// Serves `listener` until the process ends; with `tls`, every client must handshake first.
+    pub fn spawn(self: &Arc<Self>, listener: TcpListener, tls: Option<Arc<ServerConfig>>) {
+        let gate = self.clone();
+        let acceptor = tls.map(TlsAcceptor::from);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Out of file descriptors, usually: pause instead of spinning.
+                        warn!(error = %e, "Cannot accept an MQTT connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let gate = gate.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move { gate.serve(stream, peer, acceptor).await });
+            }
+        });
+    }
+
+    async fn serve(&self, stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>) {
+        let _ = stream.set_nodelay(true);
+        let Some(acceptor) = tls else {
+            return self.admit(stream, peer).await;
+        };
+        // A plaintext MQTT client opens with CONNECT (0x10); a TLS client with a handshake
+        // record (0x16). Answer the former in MQTT, so it learns why instead of seeing a reset.
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(DEADLINE, stream.peek(&mut first)).await {
+            Ok(Ok(1)) if first[0] == 0x10 => {
+                let mut stream = stream;
+                let mut buf = BytesMut::new();
+                let read = tokio::time::timeout(DEADLINE, read_connect(&mut stream, &mut buf));
+                if let Ok(Ok(connect)) = read.await {
+                    let _ = stream
+                        .write_all(&connack(connect.level, NOT_AUTHORIZED))
+                        .await;
+                    self.refuse(
+                        MqttRefusal::PlaintextOnTls,
+                        peer,
+                        &connect.client_id,
+                        "plaintext MQTT on the TLS port; the client must use TLS (mqtts://) or the plaintext port",
+                    );
+                    return;
+                }
+                return self.refuse(
+                    MqttRefusal::PlaintextOnTls,
+                    peer,
+                    "",
+                    "plaintext on the TLS port",
+                );
+            }
+            // Closed without a byte: a port probe (a health check, a scanner), not a client.
+            Ok(Ok(0)) => return debug!(%peer, "Connection closed before any data"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return debug!(%peer, error = %e, "Connection failed before any data"),
+            Err(_) => return self.refuse(MqttRefusal::NoConnect, peer, "", "nothing sent in time"),
+        }
+        match tokio::time::timeout(DEADLINE, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => self.admit(tls, peer).await,
+            Ok(Err(e)) => {
+                let why = format!("TLS handshake failed: {}", explain_handshake_error(&e));
+                self.refuse(MqttRefusal::Handshake, peer, "", &why)
+            }
+            Err(_) => self.refuse(MqttRefusal::Handshake, peer, "", "no TLS handshake in time"),
+        }
+    }
+
+    /// Reads CONNECT, checks the credentials, and splices the connection to the broker.
+    async fn admit<S: AsyncRead + AsyncWrite + Unpin>(&self, mut client: S, peer: SocketAddr) {
+        let mut buf = BytesMut::with_capacity(256);
+        let connect =
+            match tokio::time::timeout(DEADLINE, read_connect(&mut client, &mut buf)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(why)) if buf.is_empty() => {
+                    return debug!(%peer, why, "Connection closed before any data")
+                }
+                Ok(Err(why)) => return self.refuse(MqttRefusal::NoConnect, peer, "", &why),
+                Err(_) => {
+                    return self.refuse(
+                        MqttRefusal::NoConnect,
+                        peer,
+                        "",
+                        "no CONNECT packet in time",
+                    )
+                }
+            };
+        if let Some(users) = &self.users {
+            let refusal = match &connect.login {
+                None => Some((NOT_AUTHORIZED, "no username given; the broker requires one")),
+                Some((user, password)) if !users.verify(user, password.as_bytes()) => Some((
+                    BAD_CREDENTIALS,
+                    "wrong username or password (see mqtt.password_file)",
+                )),
+                Some(_) => None,
+            };
+            if let Some((code, why)) = refusal {
+                let _ = client.write_all(&connack(connect.level, code)).await;
+                let _ = client.shutdown().await;
+                let user = connect.login.as_ref().map_or("", |(u, _)| u.as_str());
+                let who = format!("{} (user {user:?})", connect.client_id);
+                return self.refuse(MqttRefusal::Credentials, peer, &who, why);
+            }
+        }
+        let broker = if connect.level == 5 {
+            self.broker_v5
+        } else {
+            self.broker_v4
+        };
+        let mut upstream = match connect_broker(broker).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(%peer, %broker, error = %e, "Cannot reach the embedded broker's own listener; MQTT client dropped");
+                return;
+            }
+        };
+        let _ = upstream.set_nodelay(true);
+        if upstream.write_all(&buf).await.is_err() {
+            return;
+        }
+        debug!(%peer, client_id = connect.client_id, "MQTT client admitted");
+        // Ends when either side closes; errors here are ordinary disconnects.
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    }
+
+    fn refuse(&self, reason: MqttRefusal, peer: SocketAddr, client: &str, why: &str) {
+        self.stats.mqtt_refused[reason as usize].fetch_add(1, Relaxed);
+        debug!(%peer, client, reason = reason.as_str(), why, "MQTT connection refused");
+        let now = Instant::now();
+        let mut warned = self
+            .warned
+            .lock()
+            .expect("never poisoned: no panics inside");
+        let (last, skipped) = &mut warned[reason as usize];
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            *skipped += 1;
+            return;
+        }
+        warn!(%peer, client, reason = reason.as_str(), similar_since_last = *skipped, "MQTT connection refused: {why}");
+        *last = Some(now);
+        *skipped = 0;
+    }
+}
+
+/// Connects to the broker's loopback listener; right after start, the broker's thread may not
+/// have bound it yet, so a refused connection is retried for a moment.
+async fn connect_broker(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut tries = 0;
+    loop {
+        match TcpStream::connect(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && tries < 40 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// What the gate needs from CONNECT.
+#[derive(Debug)]
+struct Connect {
+    /// 4 for MQTT 3.1.1, 5 for MQTT 5 (3 for MQTT 3.1, which the broker handles as 3.1.1).
+    level: u8,
+    client_id: String,
+    login: Option<(String, String)>,
+}
+
+/// CONNACK return codes (MQTT 3.1.1) and the MQTT 5 reason codes that mean the same.
+const BAD_CREDENTIALS: (u8, u8) = (4, 0x86);
+const NOT_AUTHORIZED: (u8, u8) = (5, 0x87);
+
+/// A CONNACK refusing the connection, in the client's protocol version.
+fn connack(level: u8, (v4, v5): (u8, u8)) -> Vec<u8> {
+    if level == 5 {
+        // flags, reason code, empty properties
+        vec![0x20, 0x03, 0x00, v5, 0x00]
+    } else {
+        vec![0x20, 0x02, 0x00, v4]
+    }
+}
+
+/// Reads until `buf` holds one whole first packet and parses it as CONNECT. `buf` keeps the
+/// bytes as they came, to be forwarded unchanged.
+async fn read_connect<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+) -> Result<Connect, String> {
+    use rumqttc::mqttbytes::Error as MqttError;
+    loop {
+        match rumqttc::mqttbytes::check(buf.iter(), MAX_CONNECT) {
+            Ok(_) => break,
+            Err(MqttError::InsufficientBytes(_)) => {}
+            Err(e) => return Err(format!("not an MQTT CONNECT packet ({e})")),
+        }
+        if buf.len() > MAX_CONNECT + 8 {
+            return Err("CONNECT packet too large".into());
+        }
+        if s.read_buf(buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("the client closed the connection before sending CONNECT".into());
+        }
+    }
+    let level = protocol_level(buf).ok_or("the first packet is not CONNECT")?;
+    let mut copy = buf.clone();
+    if level == 5 {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        match Packet::read(&mut copy, Some(MAX_CONNECT as u32)) {
+            Ok(Packet::Connect(c, _, login)) => Ok(Connect {
+                level,
+                client_id: c.client_id,
+                login: login.map(|l| (l.username, l.password)),
+            }),
+            Ok(_) => Err("the first packet is not CONNECT".into()),
+            Err(e) => Err(format!("malformed CONNECT ({e})")),
+        }
+    } else {
+        use rumqttc::mqttbytes::v4::Packet;
+        match Packet::read(&mut copy, MAX_CONNECT) {
+            Ok(Packet::Connect(c)) => Ok(Connect {
+                level,
+                client_id: c.client_id,
+                login: c.login.map(|l| (l.username, l.password)),
+            }),
+            Ok(_) => Err("the first packet is not CONNECT".into()),
+            Err(e) => Err(format!("malformed CONNECT ({e})")),
+        }
+    }
+}
+
+/// The protocol level byte of a whole CONNECT packet: after the fixed header (type byte and a
+/// 1 to 4 byte remaining length) comes the protocol name, length-prefixed, then the level.
+fn protocol_level(frame: &[u8]) -> Option<u8> {
+    if frame.first()? >> 4 != 1 {
+        return None;
+    }
+    let mut i = 1;
+    while frame.get(i)? & 0x80 != 0 {
+        i += 1;
+    }
+    let name_len = u16::from_be_bytes([*frame.get(i + 1)?, *frame.get(i + 2)?]) as usize;
+    frame.get(i + 3 + name_len).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4_connect(login: Option<(&str, &str)>) -> BytesMut {
+        let mut c = rumqttc::mqttbytes::v4::Connect::new("sensor-1");
+        if let Some((u, p)) = login {
+            c.set_login(u, p);
+        }
+        let mut buf = BytesMut::new();
+        c.write(&mut buf).unwrap();
+        buf
+    }
+
+    fn v5_connect() -> BytesMut {
+        use rumqttc::v5::mqttbytes::v5::{Connect, Login};
+        let c = Connect {
+            keep_alive: 30,
+            client_id: "sensor-5".into(),
+            clean_start: true,
+            properties: None,
+        };
+        let mut buf = BytesMut::new();
+        c.write(&None, &Some(Login::new("u", "p")), &mut buf)
+            .unwrap();
+        buf
+    }
+
+    #[tokio::test]
+    async fn reads_connect_of_both_versions_in_pieces() {
+        let bytes = v4_connect(Some(("user", "pw")));
+        let (mut tx, mut rx) = tokio::io::duplex(8);
+        let send = bytes.clone();
+        tokio::spawn(async move {
+            for chunk in send.chunks(3) {
+                tx.write_all(chunk).await.unwrap();
+            }
+        });
+        let mut buf = BytesMut::new();
+        let c = read_connect(&mut rx, &mut buf).await.unwrap();
+        assert_eq!((c.level, c.client_id.as_str()), (4, "sensor-1"));
+        assert_eq!(c.login, Some(("user".into(), "pw".into())));
+        assert_eq!(buf, bytes, "the bytes to forward are kept as they came");
+
+        let bytes = v5_connect();
+        let mut buf = BytesMut::new();
+        let c = read_connect(&mut &bytes[..], &mut buf).await.unwrap();
+        assert_eq!((c.level, c.client_id.as_str()), (5, "sensor-5"));
+        assert_eq!(c.login, Some(("u".into(), "p".into())));
+    }
+
+    #[tokio::test]
+    async fn refuses_what_is_not_connect() {
+        let mut buf = BytesMut::new();
+        let tls_hello = [0x16u8, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5];
+        assert!(read_connect(&mut &tls_hello[..], &mut buf).await.is_err());
+        let mut buf = BytesMut::new();
+        let e = read_connect(&mut &[0x10u8, 0x20][..], &mut buf)
+            .await
+            .unwrap_err();
+        assert!(e.contains("closed"), "{e}");
+        let mut buf = BytesMut::new();
+        // PINGREQ
+        assert!(read_connect(&mut &[0xc0u8, 0x00][..], &mut buf)
+            .await
+            .is_err());
+    }
+
+    #[test]
+    fn connack_refusals_parse_as_such() {
+        use rumqttc::mqttbytes::v4::{ConnectReturnCode, Packet};
+        let mut b = BytesMut::from(&connack(4, BAD_CREDENTIALS)[..]);
+        match Packet::read(&mut b, 16).unwrap() {
+            Packet::ConnAck(a) => assert_eq!(a.code, ConnectReturnCode::BadUserNamePassword),
+            p => panic!("{p:?}"),
+        }
+        use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode as Rc5, Packet as P5};
+        let mut b = BytesMut::from(&connack(5, NOT_AUTHORIZED)[..]);
+        match P5::read(&mut b, None).unwrap() {
+            P5::ConnAck(a) => assert_eq!(a.code, Rc5::NotAuthorized),
+            p => panic!("{p:?}"),
+        }
+    }
+}
