@@ -72,6 +72,34 @@ pub fn classify(e: &KafkaError) -> ErrorClass {
     }
 }
 
+/// What the operator must change, for the client errors that say. librdkafka reports a TLS
+/// alert from the brokers as a transport failure, so the text is read too.
+fn advice(e: &KafkaError, reason: &str) -> Option<&'static str> {
+    use RDKafkaErrorCode as C;
+    let code = e.rdkafka_error_code();
+    if matches!(code, Some(C::Authentication | C::SaslAuthenticationFailed)) {
+        return Some("the brokers refused the credentials; check kafka.sasl_mechanism, kafka.sasl_username and kafka.sasl_password");
+    }
+    let has = |needles: &[&str]| needles.iter().any(|n| reason.contains(n));
+    if has(&[
+        "certificate required",
+        "alert bad certificate",
+        "alert unknown ca",
+        "alert certificate unknown",
+    ]) {
+        Some("the brokers want a client certificate they trust; check kafka.ssl_certificate_location and kafka.ssl_key_location")
+    } else if has(&[
+        "certificate verify failed",
+        "Broker certificate could not be verified",
+    ]) {
+        Some("the brokers' certificate is not signed by kafka.ssl_ca_location (or does not name the host in kafka.brokers)")
+    } else if code == Some(C::SSL) {
+        Some("the TLS handshake with the brokers failed; check kafka.ssl_ca_location, kafka.ssl_certificate_location and kafka.ssl_key_location")
+    } else {
+        None
+    }
+}
+
 /// Where a record handed to the producer came from: what its delivery report must update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -131,8 +159,12 @@ impl ClientContext for SinkContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         // Broker transport failures repeat every few seconds while the link is down; records
-        // stay queued (and spool once the link has been down for spool.spill_after).
-        warn!(%error, "Kafka client error: {reason}");
+        // stay queued (and spool once the link has been down for spool.spill_after). Refused
+        // credentials and certificates repeat too, but need the operator: ERROR, with the keys.
+        match advice(&error, reason) {
+            Some(advice) => error!(%error, "Kafka refused the bridge: {advice}: {reason}"),
+            None => warn!(%error, "Kafka client error: {reason}"),
+        }
     }
 }
 

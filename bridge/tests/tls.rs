@@ -24,7 +24,7 @@ use edge_bridge::Config;
 use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Values};
 use edge_sim::publish::{url_lite::Url, PublishOptions, Report, Security};
 use support::pki::Pki;
-use support::{free_port, read_topic, wait_listening, Mosquitto, Tansu};
+use support::{free_port, read_topic, Mosquitto, Tansu};
 
 const USER: &str = "sensor-gw";
 const PASSWORD: &str = "correct horse battery";
@@ -132,7 +132,7 @@ async fn embedded_broker_over_tls_with_passwords() {
     let bridge = tokio::spawn(edge_bridge::bridge::run(config, stats.clone(), async {
         let _ = stop_rx.await;
     }));
-    wait_listening(([127, 0, 0, 1], tls).into(), "the TLS listener");
+    support::wait_bridge_listening(&bridge, tls).await;
     let tls_url = format!("mqtts://localhost:{tls}");
 
     // A client that connects and never speaks: rumqttd's own TLS listener would wait for it
@@ -268,7 +268,7 @@ async fn embedded_broker_with_client_certificates() {
     let bridge = tokio::spawn(edge_bridge::bridge::run(config, stats.clone(), async {
         let _ = stop_rx.await;
     }));
-    wait_listening(([127, 0, 0, 1], tls).into(), "the TLS listener");
+    support::wait_bridge_listening(&bridge, tls).await;
     let url = format!("mqtts://localhost:{tls}");
     let with_cert = |cert: &Path, key: &Path| Security {
         ca_file: Some(pki.ca.clone()),

@@ -33,6 +33,29 @@ pub fn wait_listening(addr: SocketAddr, what: &str) {
     }
 }
 
+/// Waits until the bridge under test accepts connections on `port`, and fails with the
+/// bridge's own error if it stopped instead. Does not block the runtime's threads.
+pub async fn wait_bridge_listening(
+    bridge: &tokio::task::JoinHandle<anyhow::Result<()>>,
+    port: u16,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            !bridge.is_finished(),
+            "the bridge stopped before listening on {port}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the bridge is not listening on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn tool(env: &str, default: &str) -> PathBuf {
     if let Ok(p) = std::env::var(env) {
         return PathBuf::from(p);
@@ -173,12 +196,26 @@ pub struct Record {
 /// Reads `topic` partition 0 from the beginning until `want` records arrived and then nothing
 /// more for a second (so extra records would be seen too), or until the timeout.
 pub fn read_topic(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    read_topic_with(brokers, topic, want, timeout, &[])
+}
+
+/// [`read_topic`] with more librdkafka settings (security, for instance).
+pub fn read_topic_with(
+    brokers: &str,
+    topic: &str,
+    want: usize,
+    timeout: Duration,
+    settings: &[(&str, &str)],
+) -> Vec<Record> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("test-{topic}-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+        .set("enable.auto.commit", "false");
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer = config.create().unwrap();
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .unwrap();
@@ -223,6 +260,7 @@ pub fn read_topic(brokers: &str, topic: &str, want: usize, timeout: Duration) ->
 pub mod pki;
 pub mod proxy;
 pub mod reference;
+pub mod tls_proxy;
 
 /// Publishes `count` messages of `data` to `127.0.0.1:port` with QoS 1, at `rate` messages/s or
 /// as fast as the broker takes them (`None`); returns once the broker acknowledged them all.
