@@ -57,6 +57,11 @@ pub struct Embedded {
     last_offset: Option<u64>,
     stats: Arc<Stats>,
     drop_warn: Option<std::time::Instant>,
+    /// The router paused this link (`Unschedule`) and has not yet been asked to resume. Kept
+    /// as a flag rather than awaited where the notification is read: the main loop's select!
+    /// drops `next` at any await, and a wake lost that way left the link paused for good (no
+    /// reading forwarded again, found under flood).
+    wake_owed: bool,
 }
 
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, MqttError> {
@@ -192,6 +197,7 @@ impl Embedded {
             last_offset: None,
             stats,
             drop_warn: None,
+            wake_owed: false,
         })
     }
 
@@ -199,6 +205,13 @@ impl Embedded {
         loop {
             if let Some(m) = self.pending.pop_front() {
                 return Ok(m);
+            }
+            if self.wake_owed {
+                self.rx
+                    .wake()
+                    .await
+                    .map_err(|e| MqttError::Embedded(e.to_string()))?;
+                self.wake_owed = false;
             }
             let notification = self
                 .rx
@@ -227,11 +240,7 @@ impl Embedded {
                     });
                 }
                 // The router paused this link because its buffer filled; ask for more.
-                Some(Notification::Unschedule) => self
-                    .rx
-                    .wake()
-                    .await
-                    .map_err(|e| MqttError::Embedded(e.to_string()))?,
+                Some(Notification::Unschedule) => self.wake_owed = true,
                 Some(_) | None => {}
             }
         }
