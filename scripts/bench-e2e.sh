@@ -3,6 +3,8 @@
 # broker (tansu), both streams on; then, on the same number of readings, the tutorial's own
 # Quix Streams pipeline from ../shared/peers, for a side-by-side ratio.
 #   BENCH_READINGS=1000000 BENCH_SENSORS=10000 BENCH_QUIX=1 scripts/bench-e2e.sh
+# BENCH_RATE=R paces the simulator at R readings per sensor per second instead of flooding
+# (R x BENCH_SENSORS readings/s offered), to find the rate the bridge takes with nothing dropped.
 # Prints readings/s, the bridge's peak RSS, CPU seconds per million readings, and bytes sent
 # upstream per reading (raw and aggregate).
 set -euo pipefail
@@ -31,7 +33,8 @@ start_tansu() {
   wait_port "$port"
 }
 
-echo "== edge-bridge: $N readings from $SENSORS sensors, edge-sim --flood -> embedded broker -> bridge -> tansu"
+if [ -n "${BENCH_RATE:-}" ]; then pace=(--rate "$BENCH_RATE"); else pace=(--flood --rate 4); fi
+echo "== edge-bridge: $N readings from $SENSORS sensors, edge-sim ${pace[*]} -> embedded broker -> bridge -> tansu"
 KAFKA=$(free_port); MQTT=$(free_port)
 start_tansu "$KAFKA"
 EDGE_BRIDGE_LOG_SUMMARY_INTERVAL=1s EDGE_BRIDGE_WINDOW_MAX_SENSORS=$((SENSORS * 2)) \
@@ -39,7 +42,7 @@ EDGE_BRIDGE_LOG_SUMMARY_INTERVAL=1s EDGE_BRIDGE_WINDOW_MAX_SENSORS=$((SENSORS * 
   --kafka-brokers "127.0.0.1:$KAFKA" --state-dir "$WORK/state" >"$WORK/summary.txt" 2>"$WORK/bridge.log" &
 BRIDGE=$!
 wait_port "$MQTT"
-"$BIN/edge-sim" --mqtt-url "mqtt://127.0.0.1:$MQTT" --flood --sensors "$SENSORS" --rate 4 \
+"$BIN/edge-sim" --mqtt-url "mqtt://127.0.0.1:$MQTT" "${pace[@]}" --sensors "$SENSORS" \
   --count "$N" --quiet | tee "$WORK/sim.txt"
 # Wait until the bridge has taken everything in (its summary line stops moving).
 prev=-1

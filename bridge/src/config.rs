@@ -517,10 +517,17 @@ impl Config {
             ("mqtt.client_cert", &m.client_cert),
             ("mqtt.client_key", &m.client_key),
         ];
+        let mut readable = true;
         for (key, path) in files {
             if !path.is_empty() && std::fs::File::open(path).is_err() {
                 errors.push(format!("{key}: {path} does not exist or is not readable"));
+                readable = false;
             }
+        }
+        // Read them as the start will, so that check-config (the systemd unit's ExecStartPre)
+        // refuses a bad file instead of the start failing over and over.
+        if readable {
+            errors.extend(self.mqtt_security_files_problems());
         }
         let given = |keys: &[(&str, &String)]| -> Vec<String> {
             keys.iter()
@@ -574,6 +581,18 @@ impl Config {
                     );
                 }
             }
+            if !m.tls_client_ca.is_empty() && m.passwords.is_empty() {
+                for (key, addr) in [("mqtt.listen", &m.listen), ("mqtt.listen_v5", &m.listen_v5)] {
+                    if addr
+                        .parse::<SocketAddr>()
+                        .is_ok_and(|a| !a.ip().is_loopback())
+                    {
+                        errors.push(format!(
+                            "mqtt.tls_client_ca: sensors without a certificate could still connect on the plaintext listener {key} ({addr}); bind it to 127.0.0.1, empty it, or set mqtt.passwords"
+                        ));
+                    }
+                }
+            }
         } else {
             let stray = given(&[
                 ("mqtt.tls_listen", &m.tls_listen),
@@ -606,6 +625,37 @@ impl Config {
             }
             if !m.password.is_empty() && m.username.is_empty() {
                 errors.push("mqtt.password: set mqtt.username too".into());
+            }
+        }
+        errors
+    }
+
+    /// Loads the password file and the TLS files the way the start does.
+    fn mqtt_security_files_problems(&self) -> Vec<String> {
+        use crate::mqtt::{tls, users::Users};
+        let m = &self.mqtt;
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let mut errors = Vec::new();
+        if m.url.is_empty() {
+            if !m.passwords.is_empty() {
+                if let Err(e) = Users::load(std::path::Path::new(&m.passwords)) {
+                    errors.push(format!("mqtt.passwords: {e}"));
+                }
+            }
+            if !m.tls_listen.is_empty() && !m.tls_cert.is_empty() && !m.tls_key.is_empty() {
+                let ca = some(&m.tls_client_ca);
+                if let Err(e) = tls::server_config(&m.tls_cert, &m.tls_key, ca.as_deref()) {
+                    errors.push(e);
+                }
+            }
+        } else if m.url.starts_with("mqtts://")
+            && m.client_cert.is_empty() == m.client_key.is_empty()
+        {
+            let ca = some(&m.broker_ca);
+            let client = some(&m.client_cert).zip(some(&m.client_key));
+            let client = client.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
+            if let Err(e) = tls::client_config(ca.as_deref(), client) {
+                errors.push(e);
             }
         }
         errors

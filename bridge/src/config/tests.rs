@@ -139,7 +139,9 @@ fn redact_url_without_password_is_unchanged() {
 fn mqtt_security_keys_belong_to_their_side() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("x.pem");
-    std::fs::write(&file, "x").unwrap();
+    // A certificate and its key in one PEM file: each reader takes the part it needs.
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(&file, cert.cert.pem() + &cert.key_pair.serialize_pem()).unwrap();
     let f = file.display().to_string();
 
     // Embedded broker: TLS needs both files; external-only keys are refused.
@@ -204,4 +206,49 @@ fn mqtt_password_is_redacted() {
     let shown = c.to_redacted_toml();
     assert!(!shown.contains("s3cret-mqtt"), "{shown}");
     assert!(shown.contains(REDACTED), "{shown}");
+}
+
+#[test]
+fn mqtt_security_files_are_read_as_the_start_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, "sensor:plaintext-password\n").unwrap();
+    let junk = junk.display().to_string();
+    let mut c = Config::default();
+    c.mqtt.passwords = junk.clone();
+    let e = c.validate().unwrap_err().join("\n");
+    assert!(
+        e.contains("mqtt.passwords:") && e.contains("not hashed"),
+        "{e}"
+    );
+
+    c.mqtt.passwords.clear();
+    c.mqtt.tls_listen = "0.0.0.0:8883".into();
+    c.mqtt.tls_cert = junk.clone();
+    c.mqtt.tls_key = junk.clone();
+    let e = c.validate().unwrap_err().join("\n");
+    assert!(
+        e.contains("mqtt.tls_cert:") && e.contains("no PEM certificate"),
+        "{e}"
+    );
+}
+
+#[test]
+fn client_certificates_cannot_be_bypassed_on_a_public_plaintext_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.pem");
+    std::fs::write(&f, "x").unwrap();
+    let mut c = Config::default();
+    c.mqtt.tls_listen = "0.0.0.0:8883".into();
+    c.mqtt.tls_client_ca = f.display().to_string();
+    let e = c.validate().unwrap_err().join("\n");
+    assert!(
+        e.contains("sensors without a certificate could still connect on the plaintext listener mqtt.listen (0.0.0.0:1883)"),
+        "{e}"
+    );
+    assert!(e.contains("mqtt.listen_v5 (0.0.0.0:1884)"), "{e}");
+    c.mqtt.listen = "127.0.0.1:1883".into();
+    c.mqtt.listen_v5.clear();
+    let e = c.validate().unwrap_err().join("\n");
+    assert!(!e.contains("without a certificate"), "{e}");
 }

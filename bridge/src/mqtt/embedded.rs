@@ -1,8 +1,10 @@
 //! The embedded MQTT broker (rumqttd), read through an in-process link.
 //!
 //! The broker runs on its own threads; the bridge subscribes through a local link, so readings
-//! never cross a socket twice. When the link falls behind, rumqttd holds messages in its commit
-//! log and sends `Unschedule`; the link then asks for more with `wake()`.
+//! cross no socket between broker and bridge (with TLS or passwords on, sensors reach the
+//! broker through the [`super::gate`] and one loopback hop). When the link falls behind,
+//! rumqttd holds messages in its commit log and sends `Unschedule`; the link then asks for more
+//! with `wake()`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -43,7 +45,7 @@ pub struct Security {
     /// The TLS listener's server configuration (certificate, and client CA for mutual TLS).
     pub tls: Option<Arc<ServerConfig>>,
     /// Username/password authentication on every listener.
-    pub users: Option<Users>,
+    pub users: Option<Arc<Users>>,
 }
 
 pub struct Embedded {
@@ -72,12 +74,20 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, MqttError> {
     })
 }
 
-/// A loopback port free right now, for a listener only the gate connects to.
-fn loopback_port() -> Result<SocketAddr, MqttError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| MqttError::Embedded(format!("cannot bind a loopback port: {e}")))?;
-    l.local_addr()
-        .map_err(|e| MqttError::Embedded(e.to_string()))
+/// Two loopback ports free right now, for the listeners only the gate connects to. Both probe
+/// sockets are held until both ports are known, so the two differ; rumqttd binds them a moment
+/// later on its own thread.
+fn loopback_ports() -> Result<(SocketAddr, SocketAddr), MqttError> {
+    let bind = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| MqttError::Embedded(format!("cannot bind a loopback port: {e}")))
+    };
+    let (a, b) = (bind()?, bind()?);
+    let addr = |l: &std::net::TcpListener| {
+        l.local_addr()
+            .map_err(|e| MqttError::Embedded(e.to_string()))
+    };
+    Ok((addr(&a)?, addr(&b)?))
 }
 
 impl Embedded {
@@ -123,7 +133,7 @@ impl Embedded {
                 .iter()
                 .map(|(a, _)| bind(*a))
                 .collect::<Result<Vec<_>, _>>()?;
-            let (inner_v4, inner_v5) = (loopback_port()?, loopback_port()?);
+            let (inner_v4, inner_v5) = loopback_ports()?;
             let mut inner5 = v5.take().unwrap_or_else(|| v4.clone());
             v4.listen = inner_v4;
             inner5.listen = inner_v5;
@@ -152,7 +162,7 @@ impl Embedded {
                     .map(|l| gate.spawn(l, tls.then(|| security.tls.clone()).flatten()))
                     .map_err(|e| MqttError::Embedded(format!("listener {addr}: {e}")))?;
             }
-            info!(plaintext_v4 = ?listeners.v4, plaintext_v5 = ?listeners.v5, tls = ?listeners.tls, passwords = gate.users.as_ref().map_or(0, Users::len), "Embedded MQTT broker secured");
+            info!(plaintext_v4 = ?listeners.v4, plaintext_v5 = ?listeners.v5, tls = ?listeners.tls, passwords = gate.users.as_ref().map_or(0, |u| u.len()), "Embedded MQTT broker secured");
         } else {
             let addr = listeners.v4.ok_or_else(|| {
                 MqttError::Embedded("no listener: set mqtt.listen or mqtt.tls_listen".into())
@@ -265,7 +275,7 @@ impl Embedded {
             error!(
                 lost,
                 total = self.stats.broker_dropped.load(Relaxed),
-                "The embedded broker dropped readings the bridge could not take in time; raise router.max_segment_size in the broker configuration or reduce the inflow"
+                "The embedded broker dropped readings the bridge could not take in time; raise router.max_segment_count in the broker configuration (mqtt.broker_config; about 4 MiB of memory per MiB of log) or reduce the inflow"
             );
         }
     }

@@ -51,7 +51,7 @@ pub struct External {
 }
 
 /// Everything needed to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ExternalOptions {
     pub url: Url,
     /// Username and password; when `None`, those in the URL (if any) are used.
@@ -65,6 +65,20 @@ pub struct ExternalOptions {
     pub keep_alive: Duration,
     /// Where the connection state and reconnections are counted.
     pub stats: Arc<Stats>,
+}
+
+// By hand: the derived one would print the password.
+impl std::fmt::Debug for ExternalOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalOptions")
+            .field("url", &redacted(&self.url))
+            .field("username", &self.credentials.as_ref().map(|(u, _)| u))
+            .field("tls", &self.tls.is_some())
+            .field("client_id", &self.client_id)
+            .field("filter", &self.filter)
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Publishes buffered between the event loop and the bridge. With QoS 1 the broker sends at

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
@@ -35,10 +36,15 @@ use crate::stats::{MqttRefusal, Stats};
 const DEADLINE: Duration = Duration::from_secs(10);
 /// Largest CONNECT accepted (client id, will message, credentials).
 const MAX_CONNECT: usize = 64 * 1024;
+/// Connections in the TLS handshake or before CONNECT at once; more are closed at once.
+const MAX_UNADMITTED: usize = 512;
 
 /// What the gate enforces, shared by all its listeners.
 pub struct Gate {
-    pub users: Option<Users>,
+    pub users: Option<Arc<Users>>,
+    /// Connections not yet admitted (in the TLS handshake or before CONNECT): bounded, so
+    /// that clients that connect and stall cannot use up the process's file descriptors.
+    unadmitted: Arc<Semaphore>,
     /// The broker's own listeners on loopback, by protocol.
     pub broker_v4: SocketAddr,
     pub broker_v5: SocketAddr,
@@ -48,7 +54,7 @@ pub struct Gate {
 
 impl Gate {
     pub fn new(
-        users: Option<Users>,
+        users: Option<Arc<Users>>,
         broker_v4: SocketAddr,
         broker_v5: SocketAddr,
         stats: Arc<Stats>,
@@ -58,6 +64,7 @@ impl Gate {
             broker_v4,
             broker_v5,
             stats,
+            unadmitted: Arc::new(Semaphore::new(MAX_UNADMITTED)),
             warned: Mutex::new(Default::default()),
         })
     }
@@ -77,17 +84,36 @@ impl Gate {
                         continue;
                     }
                 };
+                let Ok(permit) = gate.unadmitted.clone().try_acquire_owned() else {
+                    gate.refuse(
+                        MqttRefusal::NoConnect,
+                        peer,
+                        "",
+                        "too many connections waiting to be admitted; closed",
+                    );
+                    continue;
+                };
                 let gate = gate.clone();
                 let acceptor = acceptor.clone();
-                tokio::spawn(async move { gate.serve(stream, peer, acceptor).await });
+                tokio::spawn(async move { gate.serve(stream, peer, acceptor, permit).await });
             }
         });
     }
 
-    async fn serve(&self, stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>) {
+    async fn serve(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        tls: Option<TlsAcceptor>,
+        permit: OwnedSemaphorePermit,
+    ) {
         let _ = stream.set_nodelay(true);
+        // A sensor that vanishes (power cut, cable pulled) is noticed by the broker's keepalive
+        // on the far side of the splice; this notices it on the gate's side too.
+        let _ = socket2::SockRef::from(&stream)
+            .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
         let Some(acceptor) = tls else {
-            return self.admit(stream, peer).await;
+            return self.admit(stream, peer, permit).await;
         };
         // A plaintext MQTT client opens with CONNECT (0x10); a TLS client with a handshake
         // record (0x16). Answer the former in MQTT, so it learns why instead of seeing a reset.
@@ -123,7 +149,7 @@ impl Gate {
             Err(_) => return self.refuse(MqttRefusal::NoConnect, peer, "", "nothing sent in time"),
         }
         match tokio::time::timeout(DEADLINE, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => self.admit(tls, peer).await,
+            Ok(Ok(tls)) => self.admit(tls, peer, permit).await,
             Ok(Err(e)) => {
                 let why = format!("TLS handshake failed: {}", explain_handshake_error(&e));
                 self.refuse(MqttRefusal::Handshake, peer, "", &why)
@@ -133,7 +159,12 @@ impl Gate {
     }
 
     /// Reads CONNECT, checks the credentials, and splices the connection to the broker.
-    async fn admit<S: AsyncRead + AsyncWrite + Unpin>(&self, mut client: S, peer: SocketAddr) {
+    async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut client: S,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
         let mut buf = BytesMut::with_capacity(256);
         let connect =
             match tokio::time::timeout(DEADLINE, read_connect(&mut client, &mut buf)).await {
@@ -154,11 +185,20 @@ impl Gate {
         if let Some(users) = &self.users {
             let refusal = match &connect.login {
                 None => Some((NOT_AUTHORIZED, "no username given; the broker requires one")),
-                Some((user, password)) if !users.verify(user, password.as_bytes()) => Some((
-                    BAD_CREDENTIALS,
-                    "wrong username or password (see mqtt.password_file)",
-                )),
-                Some(_) => None,
+                Some((user, password)) => {
+                    // PBKDF2 off the runtime's threads: a password file made with many
+                    // iterations and a burst of reconnects must not stall intake.
+                    let (users, user, password) = (users.clone(), user.clone(), password.clone());
+                    let ok = tokio::task::spawn_blocking(move || {
+                        users.verify(&user, password.as_bytes())
+                    })
+                    .await
+                    .unwrap_or(false);
+                    (!ok).then_some((
+                        BAD_CREDENTIALS,
+                        "wrong username or password (see mqtt.passwords)",
+                    ))
+                }
             };
             if let Some((code, why)) = refusal {
                 let _ = client.write_all(&connack(connect.level, code)).await;
@@ -185,8 +225,11 @@ impl Gate {
             return;
         }
         debug!(%peer, client_id = connect.client_id, "MQTT client admitted");
-        // Ends when either side closes; errors here are ordinary disconnects.
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        drop(permit);
+        // Ends when either side closes; errors here are ordinary disconnects. Small buffers:
+        // sensor messages are small, and a gateway serves thousands of sensors.
+        let _ =
+            tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 2048, 2048).await;
     }
 
     fn refuse(&self, reason: MqttRefusal, peer: SocketAddr, client: &str, why: &str) {
@@ -226,7 +269,8 @@ async fn connect_broker(addr: SocketAddr) -> std::io::Result<TcpStream> {
 /// What the gate needs from CONNECT.
 #[derive(Debug)]
 struct Connect {
-    /// 4 for MQTT 3.1.1, 5 for MQTT 5 (3 for MQTT 3.1, which the broker handles as 3.1.1).
+    /// 4 for MQTT 3.1.1, 5 for MQTT 5. (MQTT 3.1, level 3, fails to parse and is refused as
+    /// `no_connect`: neither the gate's parser nor the broker speaks it.)
     level: u8,
     client_id: String,
     login: Option<(String, String)>,

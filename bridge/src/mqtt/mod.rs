@@ -108,6 +108,7 @@ pub fn start(config: &Config, stats: &Arc<Stats>) -> anyhow::Result<MqttSource> 
                 users: match optional(&m.passwords) {
                     Some(path) => Some(
                         users::Users::load(Path::new(path))
+                            .map(Arc::new)
                             .map_err(|e| anyhow::anyhow!("mqtt.passwords: {e}"))?,
                     ),
                     None => None,

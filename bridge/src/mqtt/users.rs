@@ -117,7 +117,18 @@ impl Users {
                 ctx.update(salt);
                 constant_time::verify_slices_are_equal(ctx.finish().as_ref(), hash).is_ok()
             }
-            None => false,
+            None => {
+                // Pay for a hash all the same, so that the time taken does not tell which
+                // usernames exist.
+                let _ = pbkdf2::verify(
+                    pbkdf2::PBKDF2_HMAC_SHA512,
+                    NonZeroU32::new(101).expect("non-zero"),
+                    b"no such user",
+                    password,
+                    &[0; 64],
+                );
+                false
+            }
         }
     }
 }
