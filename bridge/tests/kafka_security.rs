@@ -11,7 +11,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -151,31 +151,21 @@ async fn tls_with_the_cluster_ca_and_a_client_certificate() {
 fn bridge_logs(cluster: &Cluster, changes: &[(&str, &str)]) -> String {
     let state = tempfile::tempdir().unwrap();
     let p = &cluster.pki;
-    let child = Command::new(env!("CARGO_BIN_EXE_edge-bridge"))
-        .env(
-            "EDGE_BRIDGE_MQTT_LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        )
-        .env("EDGE_BRIDGE_MQTT_LISTEN_V5", "")
-        .env("EDGE_BRIDGE_HTTP_LISTEN", "")
-        .env("EDGE_BRIDGE_STATE_DIR", state.path())
-        .env("EDGE_BRIDGE_KAFKA_BROKERS", &cluster.kafka.brokers)
-        .env("EDGE_BRIDGE_KAFKA_SECURITY_PROTOCOL", "ssl")
-        .env("EDGE_BRIDGE_KAFKA_SSL_CA_LOCATION", &p.ca)
-        .env("EDGE_BRIDGE_KAFKA_SSL_CERTIFICATE_LOCATION", &p.client_cert)
-        .env("EDGE_BRIDGE_KAFKA_SSL_KEY_LOCATION", &p.client_key)
-        .envs(changes.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(6));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-bridge"));
+    cmd.env(
+        "EDGE_BRIDGE_MQTT_LISTEN",
+        format!("127.0.0.1:{}", free_port()),
+    )
+    .env("EDGE_BRIDGE_MQTT_LISTEN_V5", "")
+    .env("EDGE_BRIDGE_HTTP_LISTEN", "")
+    .env("EDGE_BRIDGE_STATE_DIR", state.path())
+    .env("EDGE_BRIDGE_KAFKA_BROKERS", &cluster.kafka.brokers)
+    .env("EDGE_BRIDGE_KAFKA_SECURITY_PROTOCOL", "ssl")
+    .env("EDGE_BRIDGE_KAFKA_SSL_CA_LOCATION", &p.ca)
+    .env("EDGE_BRIDGE_KAFKA_SSL_CERTIFICATE_LOCATION", &p.client_cert)
+    .env("EDGE_BRIDGE_KAFKA_SSL_KEY_LOCATION", &p.client_key)
+    .envs(changes.iter().copied());
+    support::logs_of_a_run(cmd, Duration::from_secs(6))
 }
 
 #[test]

@@ -14,7 +14,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use edge_bridge::stats::{MqttRefusal, Stats};
 use edge_bridge::Config;
 use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Values};
-use edge_sim::publish::{url_lite::Url, PublishOptions, Report, Security};
+use edge_sim::publish::{Report, Security};
 use support::pki::Pki;
 use support::{free_port, read_topic, Mosquitto, Tansu};
 
@@ -48,7 +48,7 @@ fn dataset(seed: u64) -> Dataset {
     })
 }
 
-/// Runs the simulator: `count` readings with QoS 1 at `rate` per second (`None`: flood).
+/// The simulator with this test's dataset.
 fn simulate(
     url: &str,
     security: Security,
@@ -56,22 +56,7 @@ fn simulate(
     rate: Option<f64>,
     client_id: &str,
 ) -> impl std::future::Future<Output = anyhow::Result<Report>> + Send + 'static {
-    let options = PublishOptions {
-        url: url.parse::<Url>().unwrap(),
-        client_id: client_id.into(),
-        qos: 1,
-        flood: rate.is_none(),
-        messages_per_sec: rate.unwrap_or(1.0),
-        count: Some(count),
-        duration: None,
-        progress: false,
-        record: None,
-        security,
-    };
-    async move {
-        let (_keep, no_stop) = tokio::sync::watch::channel(false);
-        edge_sim::publish::run(dataset(count), options, no_stop).await
-    }
+    support::simulate(url, dataset(count), security, count, rate, client_id)
 }
 
 fn creds(password: &str, ca: Option<&Path>) -> Security {
@@ -403,17 +388,8 @@ fn bridge_logs(
     .env("EDGE_BRIDGE_KAFKA_BROKERS", &kafka.brokers)
     .env("EDGE_BRIDGE_STATE_DIR", state.path())
     .env("EDGE_BRIDGE_HTTP_LISTEN", "")
-    .envs(changes.iter().copied())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    std::thread::sleep(Duration::from_secs(4));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+    .envs(changes.iter().copied());
+    support::logs_of_a_run(cmd, Duration::from_secs(4))
 }
 
 #[test]

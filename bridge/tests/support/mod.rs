@@ -72,6 +72,23 @@ fn tool(env: &str, default: &str) -> PathBuf {
     p
 }
 
+/// Runs `cmd` (the bridge binary, configured by its caller) for `run_for`, stops it with
+/// SIGTERM, and returns what it wrote to stderr and stdout.
+pub fn logs_of_a_run(mut cmd: Command, run_for: Duration) -> String {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(run_for);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+}
+
 /// A child process killed on drop.
 pub struct Proc(Child);
 
@@ -262,8 +279,38 @@ pub mod proxy;
 pub mod reference;
 pub mod tls_proxy;
 
-/// Publishes `count` messages of `data` to `127.0.0.1:port` with QoS 1, at `rate` messages/s or
-/// as fast as the broker takes them (`None`); returns once the broker acknowledged them all.
+/// Runs the simulator: `count` messages of `data` to `url` with QoS 1, at `rate` messages/s or
+/// as fast as the broker takes them (`None`), with `security`'s credentials and TLS files.
+/// Owns everything it needs, so it can be spawned.
+pub fn simulate(
+    url: &str,
+    data: edge_sim::dataset::Dataset,
+    security: edge_sim::publish::Security,
+    count: u64,
+    rate: Option<f64>,
+    client_id: &str,
+) -> impl std::future::Future<Output = anyhow::Result<edge_sim::publish::Report>> + Send + 'static {
+    use edge_sim::publish::{url_lite::Url, PublishOptions};
+    let options = PublishOptions {
+        url: url.parse::<Url>().unwrap(),
+        client_id: client_id.into(),
+        qos: 1,
+        flood: rate.is_none(),
+        messages_per_sec: rate.unwrap_or(1.0),
+        count: Some(count),
+        duration: None,
+        progress: false,
+        record: None,
+        security,
+    };
+    async move {
+        let (_keep, no_stop) = tokio::sync::watch::channel(false);
+        edge_sim::publish::run(data, options, no_stop).await
+    }
+}
+
+/// [`simulate`] to `127.0.0.1:port` without credentials; returns once the broker acknowledged
+/// every message.
 pub async fn publish(
     port: u16,
     data: edge_sim::dataset::Dataset,
@@ -271,26 +318,10 @@ pub async fn publish(
     rate: Option<f64>,
     client_id: &str,
 ) -> edge_sim::publish::Report {
-    use edge_sim::publish::{url_lite::Url, PublishOptions};
-    let (_keep, no_stop) = tokio::sync::watch::channel(false);
-    let report = edge_sim::publish::run(
-        data,
-        PublishOptions {
-            url: format!("mqtt://127.0.0.1:{port}").parse::<Url>().unwrap(),
-            client_id: client_id.into(),
-            qos: 1,
-            flood: rate.is_none(),
-            messages_per_sec: rate.unwrap_or(1.0),
-            count: Some(count),
-            duration: None,
-            progress: false,
-            record: None,
-            security: Default::default(),
-        },
-        no_stop,
-    )
-    .await
-    .expect("the simulator publishes");
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let report = simulate(&url, data, Default::default(), count, rate, client_id)
+        .await
+        .expect("the simulator publishes");
     assert_eq!(report.readings, count);
     report
 }
