@@ -529,26 +529,17 @@ impl Config {
         if readable {
             errors.extend(self.mqtt_security_files_problems());
         }
-        let given = |keys: &[(&str, &String)]| -> Vec<String> {
-            keys.iter()
-                .filter(|(_, v)| !v.is_empty())
-                .map(|(k, _)| (*k).to_owned())
-                .collect()
-        };
         if m.url.is_empty() {
-            let stray = given(&[
-                ("mqtt.username", &m.username),
-                ("mqtt.password", &m.password),
-                ("mqtt.broker_ca", &m.broker_ca),
-                ("mqtt.client_cert", &m.client_cert),
-                ("mqtt.client_key", &m.client_key),
-            ]);
-            if !stray.is_empty() {
-                errors.push(format!(
-                    "{}: only used towards an external broker, and mqtt.url is empty (the embedded broker's keys are tls_listen, tls_cert, tls_key, tls_client_ca and passwords)",
-                    stray.join(", ")
-                ));
-            }
+            errors.extend(set_where_unused(
+                &[
+                    ("mqtt.username", &m.username),
+                    ("mqtt.password", &m.password),
+                    ("mqtt.broker_ca", &m.broker_ca),
+                    ("mqtt.client_cert", &m.client_cert),
+                    ("mqtt.client_key", &m.client_key),
+                ],
+                "only used towards an external broker, and mqtt.url is empty (the embedded broker's keys are tls_listen, tls_cert, tls_key, tls_client_ca and passwords)",
+            ));
             if !m.tls_listen.is_empty() {
                 if m.tls_listen.parse::<SocketAddr>().is_err() {
                     errors.push(format!(
@@ -563,17 +554,14 @@ impl Config {
                     );
                 }
             } else {
-                let stray = given(&[
-                    ("mqtt.tls_cert", &m.tls_cert),
-                    ("mqtt.tls_key", &m.tls_key),
-                    ("mqtt.tls_client_ca", &m.tls_client_ca),
-                ]);
-                if !stray.is_empty() {
-                    errors.push(format!(
-                        "{}: set mqtt.tls_listen too, or the TLS listener stays off",
-                        stray.join(", ")
-                    ));
-                }
+                errors.extend(set_where_unused(
+                    &[
+                        ("mqtt.tls_cert", &m.tls_cert),
+                        ("mqtt.tls_key", &m.tls_key),
+                        ("mqtt.tls_client_ca", &m.tls_client_ca),
+                    ],
+                    "set mqtt.tls_listen too, or the TLS listener stays off",
+                ));
                 if m.listen.is_empty() {
                     errors.push(
                         "mqtt.listen: empty, and no mqtt.tls_listen either: sensors could not connect"
@@ -594,31 +582,25 @@ impl Config {
                 }
             }
         } else {
-            let stray = given(&[
-                ("mqtt.tls_listen", &m.tls_listen),
-                ("mqtt.tls_cert", &m.tls_cert),
-                ("mqtt.tls_key", &m.tls_key),
-                ("mqtt.tls_client_ca", &m.tls_client_ca),
-                ("mqtt.passwords", &m.passwords),
-            ]);
-            if !stray.is_empty() {
-                errors.push(format!(
-                    "{}: only used by the embedded broker, and mqtt.url names an external one (towards it: username, password, broker_ca, client_cert, client_key)",
-                    stray.join(", ")
-                ));
-            }
+            errors.extend(set_where_unused(
+                &[
+                    ("mqtt.tls_listen", &m.tls_listen),
+                    ("mqtt.tls_cert", &m.tls_cert),
+                    ("mqtt.tls_key", &m.tls_key),
+                    ("mqtt.tls_client_ca", &m.tls_client_ca),
+                    ("mqtt.passwords", &m.passwords),
+                ],
+                "only used by the embedded broker, and mqtt.url names an external one (towards it: username, password, broker_ca, client_cert, client_key)",
+            ));
             if !m.url.starts_with("mqtts://") {
-                let stray = given(&[
-                    ("mqtt.broker_ca", &m.broker_ca),
-                    ("mqtt.client_cert", &m.client_cert),
-                    ("mqtt.client_key", &m.client_key),
-                ]);
-                if !stray.is_empty() {
-                    errors.push(format!(
-                        "{}: TLS settings, but mqtt.url is not mqtts://",
-                        stray.join(", ")
-                    ));
-                }
+                errors.extend(set_where_unused(
+                    &[
+                        ("mqtt.broker_ca", &m.broker_ca),
+                        ("mqtt.client_cert", &m.client_cert),
+                        ("mqtt.client_key", &m.client_key),
+                    ],
+                    "TLS settings, but mqtt.url is not mqtts://",
+                ));
             }
             if m.client_cert.is_empty() != m.client_key.is_empty() {
                 errors.push("mqtt.client_cert and mqtt.client_key: give both or neither".into());
@@ -632,9 +614,8 @@ impl Config {
 
     /// Loads the password file and the TLS files the way the start does.
     fn mqtt_security_files_problems(&self) -> Vec<String> {
-        use crate::mqtt::{tls, users::Users};
+        use crate::mqtt::{optional, tls, users::Users};
         let m = &self.mqtt;
-        let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let mut errors = Vec::new();
         if m.url.is_empty() {
             if !m.passwords.is_empty() {
@@ -643,18 +624,16 @@ impl Config {
                 }
             }
             if !m.tls_listen.is_empty() && !m.tls_cert.is_empty() && !m.tls_key.is_empty() {
-                let ca = some(&m.tls_client_ca);
-                if let Err(e) = tls::server_config(&m.tls_cert, &m.tls_key, ca.as_deref()) {
+                let ca = optional(&m.tls_client_ca);
+                if let Err(e) = tls::server_config(&m.tls_cert, &m.tls_key, ca) {
                     errors.push(e);
                 }
             }
         } else if m.url.starts_with("mqtts://")
             && m.client_cert.is_empty() == m.client_key.is_empty()
         {
-            let ca = some(&m.broker_ca);
-            let client = some(&m.client_cert).zip(some(&m.client_key));
-            let client = client.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
-            if let Err(e) = tls::client_config(ca.as_deref(), client) {
+            let client = optional(&m.client_cert).zip(optional(&m.client_key));
+            if let Err(e) = tls::client_config(optional(&m.broker_ca), client) {
                 errors.push(e);
             }
         }
@@ -750,6 +729,16 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(&self.redacted()).expect("the configuration is plain data")
     }
+}
+
+/// The keys among `keys` that are set, as one problem saying `why` they do not apply.
+fn set_where_unused(keys: &[(&str, &String)], why: &str) -> Option<String> {
+    let set: Vec<&str> = keys
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, _)| *k)
+        .collect();
+    (!set.is_empty()).then(|| format!("{}: {why}", set.join(", ")))
 }
 
 /// Deserializes a string field, also accepting a number or boolean as its text: environment

@@ -57,18 +57,6 @@ fn base_config(brokers: &str, state: &std::path::Path) -> Config {
     c
 }
 
-/// The port of the embedded broker's MQTT 3.1.1 listener.
-fn listen_port(config: &Config) -> u16 {
-    config
-        .mqtt
-        .listen
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// Runs the bridge with `config`, publishes `READINGS` readings to `publish_port`, stops the
 /// bridge once it has seen them all, and checks every topic.
 async fn publish_and_check(config: Config, publish_port: u16, seed: u64, settle: Duration) {
@@ -227,7 +215,7 @@ async fn embedded_broker_to_kafka() {
     let kafka = Tansu::start();
     let state = tempfile::tempdir().unwrap();
     let config = base_config(&kafka.brokers, state.path());
-    let port = listen_port(&config);
+    let port = support::port_of(&config.mqtt.listen);
     publish_and_check(config, port, 11, Duration::ZERO).await;
 }
 
@@ -260,7 +248,7 @@ async fn tutorial_producer_payloads_are_aggregated() {
     let kafka = Tansu::start();
     let state = tempfile::tempdir().unwrap();
     let mut config = base_config(&kafka.brokers, state.path());
-    let port = listen_port(&config);
+    let port = support::port_of(&config.mqtt.listen);
     let port_v5 = free_port();
     config.mqtt.listen_v5 = format!("127.0.0.1:{port_v5}");
     let stats = Arc::new(Stats::default());

@@ -90,17 +90,16 @@ fn config(brokers: &str, state: &std::path::Path) -> Config {
     c
 }
 
-fn port_of(addr: &str) -> u16 {
-    addr.rsplit(':').next().unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_and_status_page_after_a_known_dataset() {
     readyz_says_why_it_is_not_ready().await;
     let kafka = Tansu::start();
     let state = tempfile::tempdir().unwrap();
     let cfg = config(&kafka.brokers, state.path());
-    let (mqtt, http) = (port_of(&cfg.mqtt.listen), port_of(&cfg.http.listen));
+    let (mqtt, http) = (
+        support::port_of(&cfg.mqtt.listen),
+        support::port_of(&cfg.http.listen),
+    );
     let stats = Arc::new(Stats::default());
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let bridge = tokio::spawn(edge_bridge::bridge::run(cfg, stats.clone(), async {
@@ -341,7 +340,7 @@ async fn readyz_says_why_it_is_not_ready() {
     let mut cfg = config(&format!("127.0.0.1:{}", free_port()), state.path());
     cfg.spool.enabled = false;
     cfg.kafka.create_topics = false;
-    let http = port_of(&cfg.http.listen);
+    let http = support::port_of(&cfg.http.listen);
     let stats = Arc::new(Stats::default());
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let bridge = tokio::spawn(edge_bridge::bridge::run(cfg, stats.clone(), async {

@@ -108,14 +108,7 @@ async fn tls_with_the_cluster_ca_and_a_client_certificate() {
     let state = tempfile::tempdir().unwrap();
     let config = cluster.bridge_config(state.path());
     config.validate().expect("valid configuration");
-    let port: u16 = config
-        .mqtt
-        .listen
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = support::port_of(&config.mqtt.listen);
     let raw_topic = config.kafka.raw_topic.clone();
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

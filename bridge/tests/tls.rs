@@ -97,10 +97,6 @@ fn embedded_config(kafka: &Tansu, state: &Path, pki: &Pki) -> Config {
     c
 }
 
-fn port(addr: &str) -> u16 {
-    addr.rsplit(':').next().unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_broker_over_tls_with_passwords() {
     let kafka = Tansu::start();
@@ -109,7 +105,10 @@ async fn embedded_broker_over_tls_with_passwords() {
     let mut config = embedded_config(&kafka, state.path(), &pki);
     config.mqtt.passwords = path(&pki.password_file(&[(USER, PASSWORD), ("other", "x")]));
     config.validate().expect("valid configuration");
-    let (plain, tls) = (port(&config.mqtt.listen), port(&config.mqtt.tls_listen));
+    let (plain, tls) = (
+        support::port_of(&config.mqtt.listen),
+        support::port_of(&config.mqtt.tls_listen),
+    );
     let raw_topic = config.kafka.raw_topic.clone();
 
     let stats = Arc::new(Stats::default());
@@ -247,7 +246,7 @@ async fn embedded_broker_with_client_certificates() {
     // Plaintext off: sensors must come over TLS with a certificate.
     config.mqtt.listen = String::new();
     config.validate().expect("valid configuration");
-    let tls = port(&config.mqtt.tls_listen);
+    let tls = support::port_of(&config.mqtt.tls_listen);
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let bridge = tokio::spawn(edge_bridge::bridge::run(config, stats.clone(), async {

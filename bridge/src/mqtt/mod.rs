@@ -82,7 +82,8 @@ fn optional_addr(key: &str, value: &str) -> anyhow::Result<Option<SocketAddr>> {
         .with_context(|| format!("{key}: {value:?} is not an address like 0.0.0.0:1883"))
 }
 
-fn optional(value: &str) -> Option<&str> {
+/// An empty setting means "not given".
+pub(crate) fn optional(value: &str) -> Option<&str> {
     (!value.is_empty()).then_some(value)
 }
 

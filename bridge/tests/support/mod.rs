@@ -21,6 +21,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The port of an address such as `127.0.0.1:1883`.
+pub fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
 /// Waits until something accepts connections on `addr`.
 pub fn wait_listening(addr: SocketAddr, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
