@@ -44,13 +44,16 @@ BRIDGE=$!
 wait_port "$MQTT"
 "$BIN/edge-sim" --mqtt-url "mqtt://127.0.0.1:$MQTT" "${pace[@]}" --sensors "$SENSORS" \
   --count "$N" --quiet | tee "$WORK/sim.txt"
-# Wait until the bridge has taken everything in (its summary line stops moving).
-prev=-1
+# Wait until the bridge has taken everything in or counted it dropped (or its summary line has
+# stopped moving for 3 s).
+prev=-1; still=0
 for _ in $(seq 120); do
   sleep 1
-  cur=$(grep -o 'readings_in=[0-9]*' "$WORK/bridge.log" | tail -1 | cut -d= -f2 || true)
-  [ "${cur:-0}" -ge "$N" ] && break
-  [ "$cur" = "$prev" ] && break
+  line=$(grep -o 'readings_in=[0-9]*.*broker_dropped=[0-9]*' "$WORK/bridge.log" | tail -1 || true)
+  cur=$(echo "$line" | grep -o 'readings_in=[0-9]*' | cut -d= -f2)
+  dropped=$(echo "$line" | grep -o 'broker_dropped=[0-9]*' | cut -d= -f2)
+  [ $(( ${cur:-0} + ${dropped:-0} )) -ge "$N" ] && break
+  if [ "$cur" = "$prev" ]; then still=$((still + 1)); [ "$still" -ge 3 ] && break; else still=0; fi
   prev=$cur
 done
 BRIDGE_PID=$(pgrep -P "$BRIDGE" -x edge-bridge || echo "$BRIDGE")
@@ -63,7 +66,9 @@ summary, timing, n = open(sys.argv[1]).read(), open(sys.argv[2]).read(), int(sys
 rate = float(re.search(r"rate: (\d+) readings/s", summary).group(1))
 readings = int(re.search(r"readings in: (\d+)", summary).group(1))
 raw = int(re.search(r"raw: produced \d+, delivered \d+, failed \d+, (\d+) bytes", summary).group(1))
-agg = int(re.search(r"aggregate: produced \d+, delivered \d+, failed \d+, (\d+) bytes", summary).group(1))
+# No aggregate line when no window closed during the run (open windows are saved at the stop).
+m = re.search(r"aggregate: produced \d+, delivered \d+, failed \d+, (\d+) bytes", summary)
+agg = int(m.group(1)) if m else 0
 user = float(re.search(r"User time \(seconds\): ([\d.]+)", timing).group(1))
 sys_ = float(re.search(r"System time \(seconds\): ([\d.]+)", timing).group(1))
 rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing).group(1))

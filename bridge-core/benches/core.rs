@@ -9,6 +9,7 @@
 use std::hint::black_box;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use edge_bridge_core::{DecodeOptions, Decoder, Pipeline, WindowOptions, Windower};
 
@@ -17,7 +18,7 @@ const ROUNDS: usize = 20;
 const T0_S: i64 = 1_718_000_000;
 
 struct Publish {
-    topic: String,
+    topic: ByteString,
     payload: Bytes,
 }
 
@@ -46,7 +47,7 @@ fn dataset(epoch_ms: bool) -> Vec<Publish> {
                 format!(r#"{{"ts": "{}", "value": {value}}}"#, iso(ts))
             };
             out.push(Publish {
-                topic: format!("sensors/sensor-{s}/temperature"),
+                topic: format!("sensors/sensor-{s}/temperature").into(),
                 payload: Bytes::from(payload),
             });
         }

@@ -13,7 +13,10 @@
 //! A record sent twice (after a crash, a spool replay or an MQTT redelivery) carries the same id
 //! both times, so a consumer removes duplicates by remembering recent ids per key.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
+use bytestring::ByteString;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::decode::{DecodeError, Reading};
@@ -37,8 +40,12 @@ pub struct OutRecord {
     pub value: Bytes,
     /// Kafka message timestamp, epoch milliseconds (CreateTime).
     pub timestamp_ms: i64,
-    pub headers: Vec<(String, Bytes)>,
+    pub headers: Vec<(HeaderName, Bytes)>,
 }
+
+/// A header name: the contract's own names are static, so a record costs no allocation for
+/// them; names from MQTT 5 user properties or read back from the spool are owned.
+pub type HeaderName = Cow<'static, str>;
 
 /// Encodes records; holds the measurement name used in aggregate values.
 #[derive(Debug, Clone)]
@@ -59,25 +66,29 @@ impl Encoder {
         }
     }
 
-    /// The raw record of a decoded reading. `payload` is the MQTT payload as received.
+    /// The raw record of a decoded reading. `payload` is the MQTT payload as received, and
+    /// `reading` was decoded from it and `mqtt_topic`.
+    ///
+    /// This runs once per reading, so it shares rather than copies: the key is a slice of the
+    /// topic (or payload) it was read from, and the topic header shares the topic's buffer.
     pub fn raw(
         &self,
         reading: &Reading<'_>,
-        mqtt_topic: &str,
+        mqtt_topic: &ByteString,
         payload: Bytes,
         user_properties: &[(String, String)],
     ) -> OutRecord {
-        let mut headers = Vec::with_capacity(1 + user_properties.len());
+        let mut headers = Vec::with_capacity(2 + user_properties.len());
         headers.push((
-            HEADER_MQTT_TOPIC.to_owned(),
-            Bytes::copy_from_slice(mqtt_topic.as_bytes()),
+            Cow::Borrowed(HEADER_MQTT_TOPIC),
+            mqtt_topic.as_bytes().clone(),
         ));
         headers.extend(
             user_properties
                 .iter()
-                .map(|(k, v)| (k.clone(), Bytes::copy_from_slice(v.as_bytes()))),
+                .map(|(k, v)| (Cow::Owned(k.clone()), Bytes::copy_from_slice(v.as_bytes()))),
         );
-        let key = Bytes::copy_from_slice(reading.sensor.as_bytes());
+        let key = shared_slice(&reading.sensor, [mqtt_topic.as_bytes(), &payload]);
         headers.push(id_header(b'r', &key, reading.ts_ms, &payload));
         OutRecord {
             key,
@@ -96,7 +107,7 @@ impl Encoder {
             None => late.headers.push(id),
         }
         late.headers.push((
-            HEADER_LATE_WINDOW.to_owned(),
+            Cow::Borrowed(HEADER_LATE_WINDOW),
             Bytes::from(window_start_ms.to_string()),
         ));
         late
@@ -136,12 +147,15 @@ impl Encoder {
             timestamp_ms: arrival_ms,
             headers: vec![
                 (
-                    HEADER_MQTT_TOPIC.to_owned(),
+                    Cow::Borrowed(HEADER_MQTT_TOPIC),
                     Bytes::copy_from_slice(mqtt_topic.as_bytes()),
                 ),
-                (HEADER_ERROR_REASON.to_owned(), Bytes::from(error.reason())),
                 (
-                    HEADER_ERROR_MESSAGE.to_owned(),
+                    Cow::Borrowed(HEADER_ERROR_REASON),
+                    Bytes::from(error.reason()),
+                ),
+                (
+                    Cow::Borrowed(HEADER_ERROR_MESSAGE),
                     Bytes::from(error.to_string()),
                 ),
                 id,
@@ -153,17 +167,34 @@ impl Encoder {
 /// The `edge.id` header: xxh3 (stable across versions and platforms, unlike std's hasher)
 /// over a stream tag, the key, the timestamp and the value, with length prefixes so that no
 /// two different records hash the same input.
-fn id_header(stream: u8, key: &[u8], timestamp_ms: i64, value: &[u8]) -> (String, Bytes) {
+fn id_header(stream: u8, key: &[u8], timestamp_ms: i64, value: &[u8]) -> (HeaderName, Bytes) {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(&[stream]);
     h.update(&(key.len() as u64).to_le_bytes());
     h.update(key);
     h.update(&timestamp_ms.to_le_bytes());
     h.update(value);
+    let digest = h.digest();
+    let mut hex = [0u8; 16];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[(digest >> (60 - 4 * i) & 0xf) as usize];
+    }
     (
-        HEADER_RECORD_ID.to_owned(),
-        Bytes::from(format!("{:016x}", h.digest())),
+        Cow::Borrowed(HEADER_RECORD_ID),
+        Bytes::copy_from_slice(&hex),
     )
+}
+
+/// `s` as a slice of whichever of `buffers` it points into (no copy), or else a copy.
+fn shared_slice(s: &str, buffers: [&Bytes; 2]) -> Bytes {
+    let (p, len) = (s.as_ptr() as usize, s.len());
+    for b in buffers {
+        let start = b.as_ptr() as usize;
+        if p >= start && p + len <= start + b.len() {
+            return b.slice_ref(s.as_bytes());
+        }
+    }
+    Bytes::copy_from_slice(s.as_bytes())
 }
 
 /// `{"time", "<measurement>": {...}, "start", "end", "sensor"}`; the tutorial's two fields first.
@@ -245,7 +276,7 @@ mod tests {
         let payload = Bytes::from_static(br#"{"ts": 42, "value": 1}"#);
         let rec = Encoder::default().raw(
             &r,
-            "sensors/s1/temperature",
+            &ByteString::from_static("sensors/s1/temperature"),
             payload.clone(),
             &[("site".into(), "north".into())],
         );
@@ -264,6 +295,50 @@ mod tests {
         assert_eq!(late.headers.last().unwrap().0, HEADER_LATE_WINDOW);
         assert_eq!(late.value, rec.value);
         assert_ne!(id(&late), id(&rec), "the late copy is another record");
+    }
+
+    #[test]
+    fn raw_key_shares_the_buffer_it_was_read_from() {
+        let topic = ByteString::from(String::from("sensors/s1/temperature"));
+        let payload = Bytes::from(r#"{"sensor": "s2", "value": 1}"#);
+        let reading = |sensor| Reading {
+            sensor,
+            ts_ms: 42,
+            value: 1.0,
+            ts_from_payload: true,
+        };
+        let within = |inner: &Bytes, outer: &[u8]| {
+            let (p, o) = (inner.as_ptr() as usize, outer.as_ptr() as usize);
+            p >= o && p + inner.len() <= o + outer.len()
+        };
+        let e = Encoder::default();
+        let from_topic = e.raw(
+            &reading(Cow::Borrowed(&topic[8..10])),
+            &topic,
+            payload.clone(),
+            &[],
+        );
+        assert_eq!(from_topic.key, "s1");
+        assert!(within(&from_topic.key, topic.as_bytes()));
+        assert!(within(&from_topic.headers[0].1, topic.as_bytes()));
+        let in_payload = std::str::from_utf8(&payload[12..14]).unwrap();
+        let from_payload = e.raw(
+            &reading(Cow::Borrowed(in_payload)),
+            &topic,
+            payload.clone(),
+            &[],
+        );
+        assert_eq!(from_payload.key, "s2");
+        assert!(within(&from_payload.key, &payload));
+        // An id built by the decoder (joined wildcard levels) is copied.
+        let joined = e.raw(
+            &reading(Cow::Owned("a/b".into())),
+            &topic,
+            payload.clone(),
+            &[],
+        );
+        assert_eq!(joined.key, "a/b");
+        assert!(!within(&joined.key, topic.as_bytes()) && !within(&joined.key, &payload));
     }
 
     fn id(rec: &OutRecord) -> &Bytes {

@@ -4,6 +4,7 @@
 //! and clock ticks and hands the records to the sink.
 
 use bytes::Bytes;
+use bytestring::ByteString;
 
 use crate::decode::{DecodeConfigError, DecodeOptions, Decoder};
 use crate::encode::{Encoder, OutRecord};
@@ -102,9 +103,10 @@ impl Pipeline {
 
     /// Handles one publish received at wall-clock `now_ms`. Records go to `out` in the order
     /// they must be produced: aggregates the reading closed, then its raw (and late) record.
+    /// The raw record shares `topic`'s and `payload`'s buffers rather than copying them.
     pub fn ingest(
         &mut self,
-        topic: &str,
+        topic: &ByteString,
         payload: Bytes,
         user_properties: &[(String, String)],
         now_ms: i64,
@@ -208,7 +210,7 @@ mod tests {
 
     fn ingest(p: &mut Pipeline, payload: &'static str, out: &mut Vec<Routed>) -> Verdict {
         p.ingest(
-            "sensors/a/temperature",
+            &ByteString::from_static("sensors/a/temperature"),
             Bytes::from_static(payload.as_bytes()),
             &[],
             1_718_000_100_000,

@@ -39,7 +39,7 @@ fn tutorial_readings_give_hand_computed_aggregates() {
     for line in input.lines() {
         let (topic, payload) = line.split_once('\t').unwrap();
         let payload = Bytes::copy_from_slice(payload.as_bytes());
-        verdicts.push(p.ingest(topic, payload, &[], NOW, &mut out));
+        verdicts.push(p.ingest(&topic.into(), payload, &[], NOW, &mut out));
     }
 
     let late = verdicts.iter().filter(|v| **v == Verdict::Late).count();

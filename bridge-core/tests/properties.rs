@@ -259,7 +259,7 @@ proptest! {
         let mut out = Vec::new();
         let (mut aggregated, mut late, mut rejected) = (0u64, 0u64, 0u64);
         for (topic, payload) in &payloads {
-            match p.ingest(topic, Bytes::from(payload.clone()), &[], T0 + 60_000, &mut out) {
+            match p.ingest(&topic.as_str().into(), Bytes::from(payload.clone()), &[], T0 + 60_000, &mut out) {
                 Verdict::Aggregated => aggregated += 1,
                 Verdict::Late => late += 1,
                 Verdict::Rejected(_) => rejected += 1,

@@ -142,12 +142,18 @@ impl Outbox {
     }
 
     /// Sends or spools one record. `ack`: the MQTT message this record completes, acknowledged
-    /// once the record is delivered or durably spooled.
-    pub async fn submit(&mut self, routed: Routed, ack: Option<AckToken>) -> anyhow::Result<()> {
+    /// once the record is delivered or durably spooled. `made_ms`: wall-clock ms when the
+    /// bridge made the record.
+    pub async fn submit(
+        &mut self,
+        routed: Routed,
+        ack: Option<AckToken>,
+        made_ms: i64,
+    ) -> anyhow::Result<()> {
         let carrier = ack.map(|t| self.acks.push(t));
         let origin = carrier.map_or(Origin::Direct, Origin::Carrier);
-        let made_ms = crate::bridge::wall_ms();
-        let started = Instant::now();
+        // Taken when the queue is first found full: the common case reads no clock here.
+        let mut started: Option<Instant> = None;
         let mut backoff = Duration::from_micros(200);
         loop {
             if self.spool_mode() {
@@ -161,6 +167,7 @@ impl Outbox {
                     ..
                 }) => {
                     // Queue full: wait for the uplink, up to spill_after if there is a spool.
+                    let started = *started.get_or_insert_with(Instant::now);
                     self.pump(false).await?;
                     if self.spool.is_some() && started.elapsed() >= self.spill_after {
                         self.start_spooling("the producer queue stayed full");

@@ -211,7 +211,7 @@ fn record_of(msg: &BorrowedMessage<'_>) -> OutRecord {
         hs.iter()
             .map(|h| {
                 (
-                    h.key.to_owned(),
+                    h.key.to_owned().into(),
                     Bytes::copy_from_slice(h.value.unwrap_or_default()),
                 )
             })

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use edge_bridge::bridge::wall_ms;
 use edge_bridge::outbox::Outbox;
 use edge_bridge::stats::Stats;
 use edge_bridge::Config;
@@ -133,7 +134,7 @@ async fn produce_request_errors_are_retried_without_loss_or_duplicates() {
     );
     let n = 2_000;
     for i in 0..n {
-        outbox.submit(record(i), None).await.unwrap();
+        outbox.submit(record(i), None, wall_ms()).await.unwrap();
     }
     settle(&mut outbox, &stats, n as u64).await;
     let dups = check(&read_back(&mock, n), n);
@@ -152,12 +153,12 @@ async fn broker_down_and_up_spools_and_delivers_everything_in_order() {
     let mut outbox = Outbox::open(&config(&mock, state.path()), stats.clone()).unwrap();
     let n = 6_000;
     for i in 0..1_000 {
-        outbox.submit(record(i), None).await.unwrap();
+        outbox.submit(record(i), None, wall_ms()).await.unwrap();
     }
     mock.broker_down(1).unwrap();
     let down = Instant::now();
     for i in 1_000..n {
-        outbox.submit(record(i), None).await.unwrap();
+        outbox.submit(record(i), None, wall_ms()).await.unwrap();
         // Readings keep coming at about 5,000/s while the broker is away.
         if i % 10 == 0 {
             outbox.pump(false).await.unwrap();
@@ -186,12 +187,12 @@ async fn fatal_producer_error_recreates_the_producer_without_losing_records() {
     let mut outbox = Outbox::open(&config(&mock, state.path()), stats.clone()).unwrap();
     let n = 3_000;
     for i in 0..n / 2 {
-        outbox.submit(record(i), None).await.unwrap();
+        outbox.submit(record(i), None, wall_ms()).await.unwrap();
     }
     assert!(outbox.sink().in_flight() > 0);
     outbox.sink().inject_fatal_error();
     for i in n / 2..n {
-        outbox.submit(record(i), None).await.unwrap();
+        outbox.submit(record(i), None, wall_ms()).await.unwrap();
     }
     settle(&mut outbox, &stats, n as u64).await;
     let s = stats.snapshot();

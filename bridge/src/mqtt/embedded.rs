@@ -14,6 +14,7 @@ use rumqttd::local::{LinkRx, LinkTx};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use bytestring::ByteString;
 use rumqttd::{Broker, Notification};
 use tokio_rustls::rustls::ServerConfig;
 use tracing::{error, info, warn};
@@ -213,9 +214,8 @@ impl Embedded {
 
     pub async fn next(&mut self) -> Result<Inbound, MqttError> {
         loop {
-            if let Some(m) = self.pending.pop_front() {
-                return Ok(m);
-            }
+            // Resume the router before working through what it sent: it then refills the
+            // link's buffer while the bridge is busy with the batch in hand.
             if self.wake_owed {
                 self.rx
                     .wake()
@@ -223,37 +223,79 @@ impl Embedded {
                     .map_err(|e| MqttError::Embedded(e.to_string()))?;
                 self.wake_owed = false;
             }
-            let notification = self
-                .rx
-                .next()
-                .await
-                .map_err(|e| MqttError::Embedded(format!("link to the broker broke: {e}")))?;
-            match notification {
-                Some(Notification::Forward(f)) => {
-                    if let Some((_, offset)) = f.cursor {
-                        self.note_offset(offset);
-                    }
-                    let topic = match String::from_utf8(f.publish.topic.to_vec()) {
-                        Ok(t) => t,
-                        Err(e) => {
-                            warn!(error = %e, "Publish with a topic that is not UTF-8 ignored");
-                            continue;
-                        }
-                    };
-                    let user_properties =
-                        f.properties.map(|p| p.user_properties).unwrap_or_default();
-                    self.pending.push_back(Inbound {
-                        topic,
-                        payload: f.publish.payload,
-                        user_properties,
-                        ack: None,
-                    });
+            if let Some(m) = self.pending.pop_front() {
+                return Ok(m);
+            }
+            let first = self.rx.next().await;
+            self.take(first)?;
+            // Read ahead whatever the router has already handed over. Its pause
+            // (`Unschedule`) comes last in a full batch; seen only when the bridge reached the
+            // end of that batch, it left the router idle while the bridge worked, and the two
+            // took turns instead of overlapping (a fifth of the throughput under load).
+            while self.pending.len() < READ_AHEAD {
+                match ready_now(self.rx.next()) {
+                    Some(n) => self.take(n)?,
+                    None => break,
                 }
-                // The router paused this link because its buffer filled; ask for more.
-                Some(Notification::Unschedule) => self.wake_owed = true,
-                Some(_) | None => {}
             }
         }
+    }
+
+    /// A publish already read ahead, if there is one, without waiting. None while the router
+    /// waits to be resumed: [`Self::next`] does that first.
+    pub fn try_next(&mut self) -> Option<Inbound> {
+        if self.wake_owed {
+            return None;
+        }
+        self.pending.pop_front()
+    }
+
+    /// Queues a forwarded publish, or notes a pause.
+    fn take(
+        &mut self,
+        notification: Result<Option<Notification>, rumqttd::local::LinkError>,
+    ) -> Result<(), MqttError> {
+        let notification = notification
+            .map_err(|e| MqttError::Embedded(format!("link to the broker broke: {e}")))?;
+        match notification {
+            Some(Notification::Forward(f)) => {
+                if let Some((_, offset)) = f.cursor {
+                    self.note_offset(offset);
+                }
+                let topic = match ByteString::try_from(f.publish.topic) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        warn!(error = %e, "Publish with a topic that is not UTF-8 ignored");
+                        return Ok(());
+                    }
+                };
+                let user_properties = f.properties.map(|p| p.user_properties).unwrap_or_default();
+                self.pending.push_back(Inbound {
+                    topic,
+                    payload: f.publish.payload,
+                    user_properties,
+                    ack: None,
+                });
+            }
+            // The router paused this link because its buffer filled; ask for more.
+            Some(Notification::Unschedule) => self.wake_owed = true,
+            Some(_) | None => {}
+        }
+        Ok(())
+    }
+}
+
+/// Publishes read ahead from the link at most: about five of the router's batches.
+const READ_AHEAD: usize = 1024;
+
+/// Polls `fut` once: its output if ready now, else `None` (and the future is dropped, which
+/// for the link's `next` loses nothing: it takes a batch only in the poll that returns it).
+fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytestring::ByteString;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_rustls::rustls::ClientConfig;
@@ -161,6 +162,12 @@ impl External {
             client,
             unsent_acks: Default::default(),
         })
+    }
+
+    /// A publish already received, if there is one, without waiting.
+    pub fn try_next(&mut self) -> Option<Inbound> {
+        self.flush_acks();
+        self.rx.try_recv().ok()
     }
 
     pub async fn next(&mut self) -> Result<Inbound, MqttError> {
@@ -330,7 +337,7 @@ async fn run_v4(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let ack = (p.qos != rumqttc::QoS::AtMostOnce).then(|| AckToken::V4(p.clone()));
                 let inbound = Inbound {
-                    topic: p.topic,
+                    topic: p.topic.into(),
                     payload: p.payload,
                     user_properties: Vec::new(),
                     ack,
@@ -384,8 +391,8 @@ async fn run_v5(
                     .store(u64::from(ack.session_present), Relaxed);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let topic = match std::str::from_utf8(&p.topic) {
-                    Ok(t) => t.to_owned(),
+                let topic = match ByteString::try_from(p.topic.clone()) {
+                    Ok(t) => t,
                     Err(_) => {
                         warn!("Publish with a topic that is not UTF-8 ignored");
                         continue;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
+use bytestring::ByteString;
 
 use crate::config::{Config, MqttSource as SourceConfig};
 use crate::stats::Stats;
@@ -22,7 +23,8 @@ use external::{External, ExternalOptions, Protocol};
 /// One publish received on the subscription.
 #[derive(Debug, Clone)]
 pub struct Inbound {
-    pub topic: String,
+    /// UTF-8, sharing the buffer the publish was read into.
+    pub topic: ByteString,
     pub payload: Bytes,
     /// MQTT 5 user properties, in order; empty for MQTT 3.1.1.
     pub user_properties: Vec<(String, String)>,
@@ -53,6 +55,15 @@ impl MqttSource {
         match self {
             MqttSource::Embedded(e) => e.next().await,
             MqttSource::External(e) => e.next().await,
+        }
+    }
+
+    /// A publish that can be had without waiting, if any: lets the main loop take a run of
+    /// publishes per turn instead of polling its timers between each two.
+    pub fn try_next(&mut self) -> Option<Inbound> {
+        match self {
+            MqttSource::Embedded(e) => e.try_next(),
+            MqttSource::External(e) => e.try_next(),
         }
     }
 

@@ -229,7 +229,7 @@ fn decode_payload(mut p: &[u8]) -> Option<(Routed, i64)> {
             return None;
         }
         let vl = p.get_u32_le() as usize;
-        headers.push((k, take(&mut p, vl)?));
+        headers.push((k.into(), take(&mut p, vl)?));
     }
     if p.remaining() < 4 {
         return None;
