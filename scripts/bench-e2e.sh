@@ -60,6 +60,7 @@ BRIDGE_PID=$(pgrep -P "$BRIDGE" -x edge-bridge || echo "$BRIDGE")
 kill -TERM "$BRIDGE_PID"
 wait "$BRIDGE" || true
 cat "$WORK/summary.txt"
+echo "(bridge log: $WORK/bridge.log)"
 python3 - "$WORK/summary.txt" "$WORK/bridge.time" "$N" <<'PY'
 import re, sys
 summary, timing, n = open(sys.argv[1]).read(), open(sys.argv[2]).read(), int(sys.argv[3])
