@@ -24,12 +24,12 @@ pub fn init_logging(config: &Config) {
     // rumqttd opens an ERROR-level span per publish with the topic as a Debug field; recording
     // it cost the embedded broker's router a fifth of its CPU under load. Its events still pass.
     let no_broker_spans = filter_fn(|m| !(m.is_span() && m.target().starts_with("rumqttd")));
-    // Colours only on a terminal: the journal and log files would keep the escape codes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    let mut fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: the journal and log files would keep the escape codes. (On a
+    // terminal the library's default stands, which honours NO_COLOR.)
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        fmt = fmt.with_ansi(false);
+    }
     let fmt = if config.log.format == "json" {
         fmt.json().boxed()
     } else {
