@@ -20,6 +20,25 @@ const CLIENTS: u64 = 4;
 const PER_CLIENT: u64 = 100_000;
 const FLOOD: u64 = CLIENTS * PER_CLIENT;
 
+/// The nice value of this process's thread named `name`, from /proc.
+fn thread_nice(name: &str) -> Option<i32> {
+    std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+        if comm.trim_end() != name {
+            return None;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // Fields after the parenthesised name start at field 3 (state); nice is field 19.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(16)?
+            .parse()
+            .ok()
+    })
+}
+
 fn start_ms() -> i64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -58,6 +77,12 @@ async fn link_keeps_forwarding_after_a_flood() {
         let _ = stop_rx.await;
     }));
     support::wait_bridge_listening(&bridge, port).await;
+    // The broker's network thread yields to the pipeline: it runs 10 nice steps lower than
+    // this test's threads (the router, which feeds the bridge, does not).
+    assert_eq!(
+        thread_nice("v4-1"),
+        Some((thread_nice("router-0").unwrap() + 10).min(19))
+    );
 
     // QoS 0, as fast as the broker reads, from Mosquitto's own fast client: the bridge (a
     // debug build here) falls behind and is paused, often.

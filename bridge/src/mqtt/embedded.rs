@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 use crate::stats::Stats;
 
 use super::gate::Gate;
+use super::priority::BROKER_NICE_INCREMENT;
 use super::users::Users;
 use super::{Inbound, MqttError};
 
@@ -191,6 +192,12 @@ impl Embedded {
         std::thread::Builder::new()
             .name("mqtt-broker".into())
             .spawn(move || {
+                // rumqttd spawns its network threads from this one: they inherit the lower
+                // priority, so under a CPU-bound flood the sensors are slowed before the
+                // pipeline is starved (see `priority`). Its router thread already runs.
+                if let Err(e) = super::priority::lower_this_thread(BROKER_NICE_INCREMENT) {
+                    warn!(error = %e, "Cannot lower the embedded broker's network threads' CPU priority; under a flood they compete with the pipeline");
+                }
                 if let Err(e) = broker.start() {
                     tracing::error!(error = %e, "Embedded MQTT broker stopped");
                 }

@@ -4,6 +4,7 @@
 pub mod embedded;
 pub mod external;
 pub mod gate;
+pub mod priority;
 pub mod tls;
 pub mod users;
 
