@@ -3,7 +3,8 @@
 //! Only this loop touches the pipeline, so the core needs no locks. It waits on four things:
 //! the shutdown future, a short tick for delivery work (acks, spool replay), a slower tick for
 //! idle flushes and saves, and the next publish. Backpressure is natural: while the producer's
-//! queue is full, `submit` waits (up to `spool.spill_after`) and no further publish is read.
+//! queue is full, `submit` waits (up to `spool.spill_after`, 250 ms with the embedded broker,
+//! which cannot be slowed) and no further publish is read; then records go to the spool.
 //!
 //! A clean stop saves the open windows instead of emitting them, so that the restart carries
 //! on with the same windows; see [`crate::state`].

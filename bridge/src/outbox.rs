@@ -10,7 +10,8 @@
 //!   into the spool too (purged; they return as failed reports). Nothing is replayed until a
 //!   delivery report or a metadata probe shows the uplink back, so the outage's aggregates go
 //!   out before its raw readings. A queue that stayed full that long (a slow uplink) also
-//!   starts spooling, without the purge. librdkafka never fails a record by time
+//!   starts spooling, without the purge; with the embedded broker, a queue full for
+//!   250 ms does (see `EMBEDDED_QUEUE_FULL_WAIT`). librdkafka never fails a record by time
 //!   (`message.timeout.ms=0`).
 //! - A record the producer gives back (a fatal producer error, a purge at shutdown) goes to
 //!   the spool's rescue lane, which is replayed before anything else; records replayed from
@@ -40,6 +41,13 @@ const REPLAY_WINDOW: i32 = 20_000;
 /// After the uplink comes back, how much longer than `spill_after` the first delivery report
 /// may take before the uplink counts as down again.
 const RECOVERY_GRACE: Duration = Duration::from_secs(10);
+/// With the embedded broker, how long a full producer queue may hold up the main loop before
+/// new records go to the spool. That broker cannot be slowed down: while the loop waits, it
+/// keeps accepting publishes into a log that holds about 1.4 s of 10,000 sensors at 4
+/// readings/s (`broker-config/rumqttd.toml`), then drops them. (Waiting `spill_after`, an
+/// 8 s uplink stall at that rate lost 119,000 readings to the broker.) An external broker
+/// holds what the bridge has not acknowledged, so there the wait is `spool.spill_after`.
+const EMBEDDED_QUEUE_FULL_WAIT: Duration = Duration::from_millis(250);
 /// Spooled MQTT messages waiting for an fsync before their acks go out: sync early rather
 /// than let the broker's in-flight window fill up.
 const SYNC_AT_PENDING_ACKS: usize = 256;
@@ -53,6 +61,8 @@ pub struct Outbox {
     /// New records go to the spool (see the module documentation).
     spooling: bool,
     spill_after: Duration,
+    /// How long a full producer queue may hold up the main loop before records are spooled.
+    queue_full_wait: Duration,
     fsync_every: Duration,
     last_sync: Instant,
     /// Ack sequence numbers of spooled messages, released at the next sync.
@@ -121,6 +131,11 @@ impl Outbox {
             acks: AckQueue::default(),
             spooling: false,
             spill_after: config.spool.spill_after,
+            queue_full_wait: if config.mqtt.url.is_empty() {
+                config.spool.spill_after.min(EMBEDDED_QUEUE_FULL_WAIT)
+            } else {
+                config.spool.spill_after
+            },
             fsync_every: config.spool.fsync_interval,
             last_sync: Instant::now(),
             pending_sync: Vec::new(),
@@ -166,11 +181,12 @@ impl Outbox {
                     class: ErrorClass::Retry,
                     ..
                 }) => {
-                    // Queue full: wait for the uplink, up to spill_after if there is a spool.
+                    // Queue full: wait for the uplink, up to queue_full_wait if there is a
+                    // spool.
                     let started = *started.get_or_insert_with(Instant::now);
                     self.pump(false).await?;
-                    if self.spool.is_some() && started.elapsed() >= self.spill_after {
-                        self.start_spooling("the producer queue stayed full");
+                    if self.spool.is_some() && started.elapsed() >= self.queue_full_wait {
+                        self.start_spooling("the producer queue stayed full", self.queue_full_wait);
                         continue;
                     }
                     tokio::time::sleep(backoff).await;
@@ -266,11 +282,11 @@ impl Outbox {
             .is_some_and(|s| self.spooling || !s.is_empty())
     }
 
-    fn start_spooling(&mut self, why: &str) {
+    fn start_spooling(&mut self, why: &str, after: Duration) {
         if self.spool.is_some() && !self.spooling {
             warn!(
                 waiting = self.sink.in_flight(),
-                after = ?self.spill_after,
+                ?after,
                 "Uplink down or too slow ({why}): new records go to the disk spool until it returns"
             );
             self.spooling = true;
@@ -468,7 +484,7 @@ impl Outbox {
         self.down_since_ms = crate::bridge::wall_ms();
         self.stats.uplink_down.store(1, Relaxed);
         self.stats.kafka_reachable.store(0, Relaxed);
-        self.start_spooling("no delivery report");
+        self.start_spooling("no delivery report", self.spill_after);
         self.sink.replace().await?;
         // Direct records came back as failed reports and go to the rescue lanes; records
         // replayed from the spool are still there and will be handed out again.

@@ -575,10 +575,12 @@ fn producer_config(k: &KafkaConfig) -> ClientConfig {
         // Batch for up to 20 ms: upstream links are metered, and larger batches compress better.
         .set("linger.ms", "20")
         // Bound librdkafka's in-memory queue for a small gateway (its default is 1 GiB). At
-        // 20 ms of linger even 200,000 readings/s fill only 4,000 records per batch; each
-        // queued record costs about 200 bytes of librdkafka bookkeeping besides its payload.
-        .set("queue.buffering.max.kbytes", "8192")
-        .set("queue.buffering.max.messages", "50000")
+        // 20 ms of linger even 200,000 readings/s fill only 4,000 records per batch, so this
+        // holds five such batches. Each queued record costs about 200 bytes of librdkafka
+        // bookkeeping besides its payload: with 50,000 records (as before) a Kafka broker that
+        // lagged in a flood put the bridge over its 64 MiB budget, and throughput did not gain.
+        .set("queue.buffering.max.kbytes", "4096")
+        .set("queue.buffering.max.messages", "20000")
         // Never give up on a record by time: while the uplink is down, records wait (in this
         // queue, then in the spool) instead of failing after librdkafka's default 5 minutes.
         // Ordering depends on it: a record timing out while later ones are delivered would

@@ -283,6 +283,79 @@ async fn uplink_outage_loses_nothing_and_sends_aggregates_first() {
     }
 }
 
+/// The embedded broker cannot slow its sensors down: while a full producer queue holds up the
+/// main loop, it keeps accepting publishes into its bounded log and drops what overflows. So
+/// a full queue must send records to the spool long before `spool.spill_after` (5 s). Here the
+/// queue (1,000 records) fills half a second into the outage and the broker's log holds
+/// under a second of readings: waiting the full 5 s dropped about 8,000 of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_with_the_embedded_broker_spools_before_the_broker_drops() {
+    let proxy_port = free_port();
+    let kafka = Tansu::start_advertising(Some(proxy_port));
+    let proxy = Proxy::start(proxy_port, kafka.direct);
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = config(&kafka.brokers, state.path());
+    cfg.spool.spill_after = Duration::from_secs(5);
+    cfg.kafka
+        .options
+        .insert("queue.buffering.max.messages".into(), "1000".into());
+    // 2 x 64 KiB of topic + payload: about 1,800 readings, 0.9 s at this rate.
+    let broker_config = state.path().join("rumqttd.toml");
+    let small_log = edge_bridge::mqtt::embedded::DEFAULT_BROKER_CONFIG
+        .replace("max_segment_size = 1048576", "max_segment_size = 65536")
+        .replace("max_segment_count = 4", "max_segment_count = 2");
+    assert!(small_log.contains("max_segment_count = 2"));
+    std::fs::write(&broker_config, small_log).unwrap();
+    cfg.mqtt.broker_config = broker_config.display().to_string();
+    let port = mqtt_port(&cfg);
+    let bridge = start(cfg);
+
+    // 20 sensors x 100 readings/s, in real time: 3 s, an 8 s outage, 4 s.
+    let n = 2_000 * 15;
+    let start_ms = now_ms();
+    let publisher = tokio::spawn(publish(
+        port,
+        clean_dataset(11, 20, 100.0, start_ms),
+        n,
+        Some(2_000.0),
+        "sim-full-queue",
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    proxy.restore();
+    publisher.await.unwrap();
+    bridge
+        .wait_for(
+            "every reading taken in and delivered",
+            Duration::from_secs(60),
+            |s| {
+                s.readings_in + s.broker_dropped >= n
+                    && s.raw.delivered >= s.readings_in
+                    && s.spool_records == 0
+            },
+        )
+        .await;
+    let s = bridge.stop().await;
+    eprintln!("{s}");
+    assert!(
+        s.raw.spooled > 0,
+        "the full queue must have sent records to the spool"
+    );
+    assert_eq!(
+        s.broker_dropped, 0,
+        "the embedded broker dropped readings: {s}"
+    );
+    assert_eq!(s.readings_in, n);
+    let raw = read_topic(
+        &kafka.brokers,
+        "raw-temperature",
+        n as usize,
+        Duration::from_secs(60),
+    );
+    assert_eq!(raw_counts(&raw).len(), n as usize, "distinct raw readings");
+}
+
 /// A bridge in its own process, for kill -9.
 struct Proc {
     child: Child,
