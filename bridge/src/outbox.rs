@@ -28,7 +28,7 @@ use edge_bridge_core::{Routed, Stream};
 use tracing::{error, info, warn};
 
 use crate::acks::AckQueue;
-use crate::config::Config;
+use crate::config::{Config, MqttSource};
 use crate::mqtt::external::AckToken;
 use crate::sink::{ErrorClass, Event, KafkaSink, Origin, SendError, SinkError};
 use crate::spool::fs::DiskFs;
@@ -131,10 +131,11 @@ impl Outbox {
             acks: AckQueue::default(),
             spooling: false,
             spill_after: config.spool.spill_after,
-            queue_full_wait: if config.mqtt.url.is_empty() {
-                config.spool.spill_after.min(EMBEDDED_QUEUE_FULL_WAIT)
-            } else {
-                config.spool.spill_after
+            queue_full_wait: match config.mqtt_source() {
+                Ok(MqttSource::Embedded(_)) => {
+                    config.spool.spill_after.min(EMBEDDED_QUEUE_FULL_WAIT)
+                }
+                _ => config.spool.spill_after,
             },
             fsync_every: config.spool.fsync_interval,
             last_sync: Instant::now(),
