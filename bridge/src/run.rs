@@ -44,6 +44,10 @@ pub fn init_logging(config: &Config) {
 ///   that has just disconnected (dozens after a sensor's burst). It reports no loss: the
 ///   benchmark's runs that print it deliver every reading. Left in, an operator would read an
 ///   ERROR for every sensor that disconnects.
+/// - "Error while handling MQTT connect packet" when the connection closed before any byte of
+///   a CONNECT (rumqttd reports that as `ConnectionReset`): a TCP port check, such as a load
+///   balancer's or a script's, not a sensor. Other connect errors (a TLS client on the
+///   plaintext port, a malformed CONNECT) still pass.
 struct BrokerNoise;
 
 impl<S> tracing_subscriber::layer::Filter<S> for BrokerNoise {
@@ -60,24 +64,35 @@ impl<S> tracing_subscriber::layer::Filter<S> for BrokerNoise {
         event: &tracing::Event<'_>,
         _: &tracing_subscriber::layer::Context<'_, S>,
     ) -> bool {
-        if event.metadata().target() != "rumqttd::router::routing" {
+        let target = event.metadata().target();
+        if target != "rumqttd::router::routing" && target != "rumqttd::server::broker" {
             return true;
         }
-        let mut message = MessageText(String::new());
-        event.record(&mut message);
-        !message.0.ends_with("is already gone")
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let stale_notice = fields.message.ends_with("is already gone");
+        let port_check = fields.message == "Error while handling MQTT connect packet"
+            && fields.error.contains("ConnectionReset");
+        !(stale_notice || port_check)
     }
 }
 
-/// Collects an event's `message` field.
-struct MessageText(String);
+/// An event's `message` and `error` fields, as text.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    error: String,
+}
 
-impl tracing::field::Visit for MessageText {
+impl tracing::field::Visit for Fields {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            use std::fmt::Write;
-            let _ = write!(self.0, "{value:?}");
-        }
+        use std::fmt::Write;
+        let into = match field.name() {
+            "message" => &mut self.message,
+            "error" => &mut self.error,
+            _ => return,
+        };
+        let _ = write!(into, "{value:?}");
     }
 }
 
@@ -154,11 +169,17 @@ mod tests {
             tracing::error!(target: "rumqttd::router::routing", "no-connection id {} is already gone", 7);
             tracing::error!(target: "rumqttd::router::routing", "no space for new connection");
             tracing::error!(target: "edge_bridge::bridge", "ours is already gone");
+            let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+            tracing::error!(target: "rumqttd::server::broker", error = ?reset, "Error while handling MQTT connect packet");
+            let tls = std::io::Error::new(std::io::ErrorKind::InvalidData, "tls on plaintext");
+            tracing::error!(target: "rumqttd::server::broker", error = ?tls, "Error while handling MQTT connect packet");
         });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         assert!(!text.contains("id 7"), "{text}");
         assert!(text.contains("no space for new connection"), "{text}");
         assert!(text.contains("ours is already gone"), "{text}");
         assert!(!text.contains("incoming_payload"), "{text}");
+        assert!(!text.contains("ConnectionReset"), "{text}");
+        assert!(text.contains("InvalidData"), "{text}");
     }
 }
