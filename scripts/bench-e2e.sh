@@ -9,6 +9,7 @@
 # nice BENCH_SIM_NICE (19 by default) so that it takes the CPU the bridge and the Kafka-API
 # broker leave instead of competing with them for the two cores. BENCH_SIM_NICE=0 measures the
 # simulator as an equal competitor.
+# BENCH_PROFILE=NAME measures the binaries of another Cargo profile (default: release).
 # Prints readings/s, the bridge's peak RSS, CPU seconds per million readings, and bytes sent
 # upstream per reading (raw and aggregate).
 set -euo pipefail
@@ -19,8 +20,9 @@ command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null;
 N="${BENCH_READINGS:-1000000}"
 SENSORS="${BENCH_SENSORS:-10000}"
 PEERS="${PEERS_DIR:-$(cd .. && pwd)/shared/peers}"
-cargo build --release --quiet -p edge-bridge -p edge-sim --bins
-BIN="${CARGO_TARGET_DIR:-target}/release"
+PROFILE="${BENCH_PROFILE:-release}"
+cargo build --profile "$PROFILE" --quiet -p edge-bridge -p edge-sim --bins
+BIN="${CARGO_TARGET_DIR:-target}/$PROFILE"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
