@@ -122,6 +122,10 @@ pub struct Tag {
     pub made_ms: i64,
     /// Order in which records were handed to the producer (across producers).
     pub seq: u64,
+    /// The record's Kafka timestamp. librdkafka reports none for a failed message (its
+    /// timestamp call answers "not available" once the message carries an error), and a
+    /// record re-sent from the spool without it would be stamped with the time of the replay.
+    pub timestamp_ms: i64,
 }
 
 /// A delivery report someone must act on.
@@ -194,10 +198,10 @@ impl ProducerContext for SinkContext {
                 Event::Delivered(tag)
             }
             Err((e, msg)) => Event::Failed {
+                record: record_of(msg, tag.timestamp_ms),
                 tag,
                 class: classify(e),
                 error: e.clone(),
-                record: record_of(msg),
             },
         };
         // The receiver lives as long as the bridge; after it is gone nobody needs reports.
@@ -205,8 +209,9 @@ impl ProducerContext for SinkContext {
     }
 }
 
-/// The record a failed delivery report carries, to be spooled instead.
-fn record_of(msg: &BorrowedMessage<'_>) -> OutRecord {
+/// The record a failed delivery report carries, to be spooled instead. `timestamp_ms` comes
+/// from the delivery tag: the report itself has none.
+fn record_of(msg: &BorrowedMessage<'_>, timestamp_ms: i64) -> OutRecord {
     let headers = msg.headers().map_or_else(Vec::new, |hs| {
         hs.iter()
             .map(|h| {
@@ -220,7 +225,7 @@ fn record_of(msg: &BorrowedMessage<'_>) -> OutRecord {
     OutRecord {
         key: Bytes::copy_from_slice(msg.key().unwrap_or_default()),
         value: Bytes::copy_from_slice(msg.payload().unwrap_or_default()),
-        timestamp_ms: msg.timestamp().to_millis().unwrap_or(0),
+        timestamp_ms,
         headers,
     }
 }
@@ -441,6 +446,7 @@ impl KafkaSink {
                 origin,
                 made_ms,
                 seq: self.next_seq.fetch_add(1, Relaxed),
+                timestamp_ms: rec.timestamp_ms,
             }),
         )
         .key(&rec.key[..])

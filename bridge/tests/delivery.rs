@@ -122,6 +122,7 @@ fn check_aggregates(records: &[support::Record], sent: &[Message]) {
         let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
         let t = &v["temperature"];
         let key = (r.key.clone(), v["start"].as_i64().unwrap());
+        assert_eq!(r.timestamp, key.1, "Kafka timestamp of window {key:?}");
         let agg = (
             t["count"].as_u64().unwrap(),
             t["min"].as_f64().unwrap(),
@@ -230,6 +231,22 @@ async fn uplink_outage_loses_nothing_and_sends_aggregates_first() {
             "reading of {} at {} never arrived",
             m.sensor,
             m.ts_ms
+        );
+    }
+    // Kafka timestamps are event time, also for records that went through the spool (a
+    // failed delivery report carries no timestamp; the spool once re-sent them stamped with
+    // the replay time).
+    let ts_of: HashMap<(&str, &[u8]), i64> = sent
+        .iter()
+        .map(|m| ((m.sensor.as_str(), m.payload.as_bytes()), m.ts_ms))
+        .collect();
+    for r in &raw {
+        assert_eq!(
+            Some(&r.timestamp),
+            ts_of.get(&(r.key.as_str(), &r.value[..])),
+            "Kafka timestamp of {}'s reading {}",
+            r.key,
+            String::from_utf8_lossy(&r.value)
         );
     }
     let duplicates = raw.len() - counts.len();
