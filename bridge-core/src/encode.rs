@@ -33,6 +33,19 @@ pub const HEADER_ERROR_MESSAGE: &str = "error.message";
 /// Late records: the start (epoch ms) of the closed window the reading belonged to.
 pub const HEADER_LATE_WINDOW: &str = "late.window_start";
 
+/// Header names the bridge writes itself. An MQTT 5 user property with one of these names is
+/// renamed with [`USER_PROPERTY_PREFIX`], so that a sensor cannot forge a record id or a topic
+/// and consumers that read the first header with a name get the bridge's.
+const RESERVED_HEADERS: [&str; 5] = [
+    HEADER_MQTT_TOPIC,
+    HEADER_RECORD_ID,
+    HEADER_ERROR_REASON,
+    HEADER_ERROR_MESSAGE,
+    HEADER_LATE_WINDOW,
+];
+/// Prefix given to a user property named like one of the bridge's own headers.
+pub const USER_PROPERTY_PREFIX: &str = "mqtt.user.";
+
 /// A record ready for a Kafka producer (or the spool). Topic selection is the sink's business.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutRecord {
@@ -83,11 +96,14 @@ impl Encoder {
             Cow::Borrowed(HEADER_MQTT_TOPIC),
             mqtt_topic.as_bytes().clone(),
         ));
-        headers.extend(
-            user_properties
-                .iter()
-                .map(|(k, v)| (Cow::Owned(k.clone()), Bytes::copy_from_slice(v.as_bytes()))),
-        );
+        headers.extend(user_properties.iter().map(|(k, v)| {
+            let name = if RESERVED_HEADERS.contains(&k.as_str()) {
+                format!("{USER_PROPERTY_PREFIX}{k}")
+            } else {
+                k.clone()
+            };
+            (Cow::Owned(name), Bytes::copy_from_slice(v.as_bytes()))
+        }));
         let key = shared_slice(&reading.sensor, [mqtt_topic.as_bytes(), &payload]);
         headers.push(id_header(b'r', &key, reading.ts_ms, &payload));
         OutRecord {
@@ -295,6 +311,57 @@ mod tests {
         assert_eq!(late.headers.last().unwrap().0, HEADER_LATE_WINDOW);
         assert_eq!(late.value, rec.value);
         assert_ne!(id(&late), id(&rec), "the late copy is another record");
+    }
+
+    #[test]
+    fn user_properties_cannot_pose_as_the_bridge_s_own_headers() {
+        let r = Reading {
+            sensor: Cow::Borrowed("s1"),
+            ts_ms: 42,
+            value: 1.0,
+            ts_from_payload: true,
+        };
+        let props: Vec<(String, String)> = RESERVED_HEADERS
+            .iter()
+            .map(|h| (h.to_string(), "forged".to_string()))
+            .chain([("edge.id.x".into(), "kept".into())])
+            .collect();
+        let rec = Encoder::default().raw(
+            &r,
+            &ByteString::from_static("sensors/s1/temperature"),
+            Bytes::from_static(br#"{"value": 1}"#),
+            &props,
+        );
+        let late = Encoder::default().late(&rec, 0);
+        for rec in [&rec, &late] {
+            for h in RESERVED_HEADERS {
+                assert!(
+                    rec.headers
+                        .iter()
+                        .filter(|(k, _)| k == h)
+                        .all(|(_, v)| v != "forged"),
+                    "{h} forged in {:?}",
+                    rec.headers
+                );
+                let renamed = format!("mqtt.user.{h}");
+                assert!(rec
+                    .headers
+                    .iter()
+                    .any(|(k, v)| *k == renamed && v == "forged"));
+            }
+            assert!(rec
+                .headers
+                .iter()
+                .any(|(k, v)| k == "edge.id.x" && v == "kept"));
+        }
+        assert_eq!(
+            rec.headers
+                .iter()
+                .filter(|(k, _)| k == HEADER_RECORD_ID)
+                .count(),
+            1
+        );
+        assert_ne!(id(&late), id(&rec), "the late copy has its own id");
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct Flags {
     /// Embedded MQTT broker address [mqtt.listen]
     #[arg(long, global = true, value_name = "ADDR")]
     pub mqtt_listen: Option<String>,
+    /// Embedded MQTT 5 listener: ADDR, :PORT on --mqtt-listen's host, or "" for none [mqtt.listen_v5]
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub mqtt_listen_v5: Option<String>,
     /// External MQTT broker instead of the embedded one, mqtt://host:port [mqtt.url]
     #[arg(long, global = true, value_name = "URL")]
     pub mqtt_url: Option<String>,
@@ -122,6 +125,7 @@ impl Flags {
         };
         let strings = [
             ("mqtt.listen", &self.mqtt_listen),
+            ("mqtt.listen_v5", &self.mqtt_listen_v5),
             ("mqtt.url", &self.mqtt_url),
             ("mqtt.topic", &self.mqtt_topic),
             ("kafka.brokers", &self.kafka_brokers),
@@ -218,6 +222,8 @@ mod tests {
                 "edge-bridge",
                 "--mqtt-listen",
                 "127.0.0.1:1884",
+                "--mqtt-listen-v5",
+                "",
                 "--mqtt-topic",
                 "plant/+/t",
                 "--kafka-brokers",
@@ -239,6 +245,7 @@ mod tests {
             ])
             .unwrap();
             assert_eq!(c.mqtt.listen, "127.0.0.1:1884");
+            assert_eq!(c.mqtt.listen_v5, "");
             assert_eq!(c.mqtt.topic, "plant/+/t");
             assert_eq!(c.kafka.brokers, "k1:9092,k2:9092");
             assert_eq!(

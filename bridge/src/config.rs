@@ -61,7 +61,8 @@ pub struct MqttConfig {
     /// broker is started.
     #[serde(deserialize_with = "text")]
     pub url: String,
-    /// MQTT 5 listener of the embedded broker; empty turns it off.
+    /// MQTT 5 listener of the embedded broker: an address, or `:PORT` for that port on
+    /// `listen`'s host (see [`Config::listen_v5_addr`]); empty turns it off.
     #[serde(deserialize_with = "text")]
     pub listen_v5: String,
     /// rumqttd configuration file for the embedded broker; empty uses the built-in one.
@@ -115,7 +116,7 @@ impl Default for MqttConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:1883".into(),
-            listen_v5: "0.0.0.0:1884".into(),
+            listen_v5: ":1884".into(),
             broker_config: String::new(),
             url: String::new(),
             protocol: "3.1.1".into(),
@@ -367,11 +368,8 @@ impl Config {
                 self.mqtt.protocol
             ));
         }
-        if !self.mqtt.listen_v5.is_empty() && self.mqtt.listen_v5.parse::<SocketAddr>().is_err() {
-            errors.push(format!(
-                "mqtt.listen_v5: {:?} is not an address like 0.0.0.0:1884",
-                self.mqtt.listen_v5
-            ));
+        if let Err(e) = self.listen_v5_addr() {
+            errors.push(e);
         }
         if self.mqtt.keep_alive < Duration::from_secs(5) {
             errors.push("mqtt.keep_alive: must be at least 5s".into());
@@ -570,11 +568,12 @@ impl Config {
                 }
             }
             if !m.tls_client_ca.is_empty() && m.passwords.is_empty() {
-                for (key, addr) in [("mqtt.listen", &m.listen), ("mqtt.listen_v5", &m.listen_v5)] {
-                    if addr
-                        .parse::<SocketAddr>()
-                        .is_ok_and(|a| !a.ip().is_loopback())
-                    {
+                let v5 = self.listen_v5_addr().ok().flatten();
+                for (key, addr) in [
+                    ("mqtt.listen", m.listen.parse().ok()),
+                    ("mqtt.listen_v5", v5),
+                ] {
+                    if let Some(addr) = addr.filter(|a: &SocketAddr| !a.ip().is_loopback()) {
                         errors.push(format!(
                             "mqtt.tls_client_ca: sensors without a certificate could still connect on the plaintext listener {key} ({addr}); bind it to 127.0.0.1, empty it, or set mqtt.passwords"
                         ));
@@ -638,6 +637,34 @@ impl Config {
             }
         }
         errors
+    }
+
+    /// The embedded broker's MQTT 5 listener, `None` when `mqtt.listen_v5` is empty. A bare
+    /// `:PORT` (the default, `:1884`) is that port on `mqtt.listen`'s host (0.0.0.0 when
+    /// `mqtt.listen` is empty), so that `--mqtt-listen 127.0.0.1:1883` does not leave an MQTT 5
+    /// port open to the network.
+    pub fn listen_v5_addr(&self) -> Result<Option<SocketAddr>, String> {
+        let value = &self.mqtt.listen_v5;
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let bad = || {
+            format!(
+                "mqtt.listen_v5: {value:?} is not an address like 0.0.0.0:1884, or :1884 for that port on mqtt.listen's host (empty turns it off)"
+            )
+        };
+        match value.strip_prefix(':') {
+            Some(port) => {
+                let port: u16 = port.parse().map_err(|_| bad())?;
+                let host = self
+                    .mqtt
+                    .listen
+                    .parse::<SocketAddr>()
+                    .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+                Ok(Some(SocketAddr::new(host, port)))
+            }
+            None => value.parse().map(Some).map_err(|_| bad()),
+        }
     }
 
     /// The MQTT source: an external broker when `mqtt.url` is set, else the embedded one

@@ -39,7 +39,9 @@ pub fn init_logging(config: &Config) {
 /// Keeps two kinds of the embedded broker's (rumqttd 0.20) tracing out of the log.
 ///
 /// - Its spans: it opens an ERROR-level span per publish with the topic as a Debug field, and
-///   recording it cost the broker's router a fifth of its CPU under load. Its events still pass.
+///   recording it cost the broker's router a fifth of its CPU under load. Its events still pass,
+///   and so does its one span per connection (`remote_link`), which names the client in the
+///   broker's lines about that connection.
 /// - "no-connection id N is already gone", logged at ERROR for each stale notice about a client
 ///   that has just disconnected (dozens after a sensor's burst). It reports no loss: the
 ///   benchmark's runs that print it deliver every reading. Left in, an operator would read an
@@ -48,6 +50,8 @@ pub fn init_logging(config: &Config) {
 ///   a CONNECT (rumqttd reports that as `ConnectionReset`): a TCP port check, such as a load
 ///   balancer's or a script's, not a sensor. Other connect errors (a TLS client on the
 ///   plaintext port, a malformed CONNECT) still pass.
+/// - "router-drop" with `Recv(Disconnected)`: the connection's task noticing that the router has
+///   already removed a client that disconnected, an ordinary disconnect.
 struct BrokerNoise;
 
 impl<S> tracing_subscriber::layer::Filter<S> for BrokerNoise {
@@ -56,7 +60,7 @@ impl<S> tracing_subscriber::layer::Filter<S> for BrokerNoise {
         meta: &tracing::Metadata<'_>,
         _: &tracing_subscriber::layer::Context<'_, S>,
     ) -> bool {
-        !(meta.is_span() && meta.target().starts_with("rumqttd"))
+        !(meta.is_span() && meta.target().starts_with("rumqttd") && meta.name() != "remote_link")
     }
 
     fn event_enabled(
@@ -73,7 +77,8 @@ impl<S> tracing_subscriber::layer::Filter<S> for BrokerNoise {
         let stale_notice = fields.message.ends_with("is already gone");
         let port_check = fields.message == "Error while handling MQTT connect packet"
             && fields.error.contains("ConnectionReset");
-        !(stale_notice || port_check)
+        let disconnected = fields.message == "router-drop" && fields.error == "Recv(Disconnected)";
+        !(stale_notice || port_check || disconnected)
     }
 }
 
@@ -173,6 +178,17 @@ mod tests {
             tracing::error!(target: "rumqttd::server::broker", error = ?reset, "Error while handling MQTT connect packet");
             let tls = std::io::Error::new(std::io::ErrorKind::InvalidData, "tls on plaintext");
             tracing::error!(target: "rumqttd::server::broker", error = ?tls, "Error while handling MQTT connect packet");
+            #[derive(Debug)]
+            enum LinkError {
+                Recv(Disconnected),
+                Send(Disconnected),
+            }
+            #[derive(Debug)]
+            struct Disconnected;
+            let link = tracing::error_span!(target: "rumqttd::server::broker", "remote_link", client_id = "sensor-9");
+            let _link = link.enter();
+            tracing::error!(target: "rumqttd::server::broker", error = ?LinkError::Recv(Disconnected), "router-drop");
+            tracing::error!(target: "rumqttd::server::broker", error = ?LinkError::Send(Disconnected), "router-drop");
         });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         assert!(!text.contains("id 7"), "{text}");
@@ -181,5 +197,8 @@ mod tests {
         assert!(!text.contains("incoming_payload"), "{text}");
         assert!(!text.contains("ConnectionReset"), "{text}");
         assert!(text.contains("InvalidData"), "{text}");
+        assert!(!text.contains("Recv(Disconnected)"), "{text}");
+        assert!(text.contains("client_id=\"sensor-9\""), "{text}");
+        assert!(text.contains("Send(Disconnected)"), "{text}");
     }
 }

@@ -252,3 +252,38 @@ fn client_certificates_cannot_be_bypassed_on_a_public_plaintext_port() {
     let e = c.validate().unwrap_err().join("\n");
     assert!(!e.contains("without a certificate"), "{e}");
 }
+
+#[test]
+fn mqtt5_listener_follows_the_plaintext_listener_s_host_unless_given_an_address() {
+    let mut c = Config::default();
+    assert_eq!(
+        c.listen_v5_addr(),
+        Ok(Some("0.0.0.0:1884".parse().unwrap()))
+    );
+    c.mqtt.listen = "127.0.0.1:21883".into();
+    assert_eq!(
+        c.listen_v5_addr(),
+        Ok(Some("127.0.0.1:1884".parse().unwrap()))
+    );
+    c.mqtt.listen.clear();
+    assert_eq!(
+        c.listen_v5_addr(),
+        Ok(Some("0.0.0.0:1884".parse().unwrap()))
+    );
+    c.mqtt.listen_v5 = "192.0.2.7:1890".into();
+    assert_eq!(
+        c.listen_v5_addr(),
+        Ok(Some("192.0.2.7:1890".parse().unwrap()))
+    );
+    c.mqtt.listen_v5.clear();
+    assert_eq!(c.listen_v5_addr(), Ok(None));
+    for bad in [":", ":port", ":70000", "1884", "localhost:1884"] {
+        c.mqtt.listen_v5 = bad.into();
+        let e = c.listen_v5_addr().unwrap_err();
+        assert!(
+            e.starts_with("mqtt.listen_v5:") && e.contains(":1884 for that port"),
+            "{e}"
+        );
+        assert!(c.validate().unwrap_err().contains(&e));
+    }
+}

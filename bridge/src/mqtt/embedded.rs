@@ -69,10 +69,11 @@ pub struct Embedded {
     wake_owed: bool,
 }
 
-fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, MqttError> {
+/// Binds the listener configured by `key`; the error names that key.
+fn bind(key: &str, addr: SocketAddr) -> Result<std::net::TcpListener, MqttError> {
     std::net::TcpListener::bind(addr).map_err(|e| {
         MqttError::Embedded(format!(
-            "cannot listen on {addr}: {e}; is another MQTT broker running? Set mqtt.listen, or use mqtt.url to read from that broker instead"
+            "cannot listen on {addr} ({key}): {e}; is another MQTT broker running? Change {key} (empty turns that listener off), or use mqtt.url to read from that broker instead"
         ))
     })
 }
@@ -124,17 +125,17 @@ impl Embedded {
         }
         if gated {
             // The broker listens on loopback only; the gate faces the sensors.
-            let public: Vec<(SocketAddr, bool)> = [
-                (listeners.v4, false),
-                (listeners.v5, false),
-                (listeners.tls, true),
+            let public: Vec<(SocketAddr, bool, &str)> = [
+                (listeners.v4, false, "mqtt.listen"),
+                (listeners.v5, false, "mqtt.listen_v5"),
+                (listeners.tls, true, "mqtt.tls_listen"),
             ]
             .into_iter()
-            .filter_map(|(a, tls)| a.map(|a| (a, tls)))
+            .filter_map(|(a, tls, key)| a.map(|a| (a, tls, key)))
             .collect();
             let bound = public
                 .iter()
-                .map(|(a, _)| bind(*a))
+                .map(|(a, _, key)| bind(key, *a))
                 .collect::<Result<Vec<_>, _>>()?;
             let (inner_v4, inner_v5) = loopback_ports()?;
             let mut inner5 = v5.take().unwrap_or_else(|| v4.clone());
@@ -149,16 +150,16 @@ impl Embedded {
                         std::future::ready(users.verify(&user, pass.as_bytes()))
                     });
                 }
-                for (addr, tls) in &public {
+                for (addr, tls, key) in &public {
                     if !tls && !addr.ip().is_loopback() {
-                        warn!(%addr, "Passwords cross the network in clear on this plaintext listener; use mqtt.tls_listen and bind mqtt.listen to 127.0.0.1, or leave it empty");
+                        warn!(%addr, "Passwords cross the network in clear on this plaintext listener; use mqtt.tls_listen and bind {key} to 127.0.0.1, or leave it empty");
                     }
                 }
             }
             config.v4 = Some([("gate-v4".to_owned(), v4)].into());
             config.v5 = Some([("gate-v5".to_owned(), inner5)].into());
             let gate = Gate::new(security.users, inner_v4, inner_v5, stats.clone());
-            for (listener, (addr, tls)) in bound.into_iter().zip(&public) {
+            for (listener, (addr, tls, _)) in bound.into_iter().zip(&public) {
                 listener
                     .set_nonblocking(true)
                     .and_then(|()| tokio::net::TcpListener::from_std(listener))
@@ -171,8 +172,9 @@ impl Embedded {
                 MqttError::Embedded("no listener: set mqtt.listen or mqtt.tls_listen".into())
             })?;
             // Bind-check first: rumqttd logs a failed bind on its own thread and carries on.
-            for a in std::iter::once(addr).chain(listeners.v5) {
-                bind(a)?;
+            bind("mqtt.listen", addr)?;
+            if let Some(a) = listeners.v5 {
+                bind("mqtt.listen_v5", a)?;
             }
             v4.listen = addr;
             config.v4 = Some([("v4-1".to_owned(), v4)].into());

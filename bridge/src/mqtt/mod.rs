@@ -107,7 +107,7 @@ pub fn start(config: &Config, stats: &Arc<Stats>) -> anyhow::Result<MqttSource> 
         SourceConfig::Embedded(v4) => {
             let listeners = Listeners {
                 v4,
-                v5: optional_addr("mqtt.listen_v5", &m.listen_v5)?,
+                v5: config.listen_v5_addr().map_err(anyhow::Error::msg)?,
                 tls: optional_addr("mqtt.tls_listen", &m.tls_listen)?,
             };
             let security = Security {
