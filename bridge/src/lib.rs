@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod load;
+pub mod log_throttle;
 pub mod metrics;
 pub mod mqtt;
 pub mod outbox;

@@ -14,8 +14,8 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edge_bridge_core::{OutRecord, Routed, Stream};
@@ -30,6 +30,7 @@ use rdkafka::producer::{
 use tracing::{debug, error, info, warn};
 
 use crate::config::{KafkaConfig, REDACTED};
+use crate::log_throttle::LogThrottle;
 use crate::spool::Lane;
 use crate::stats::Stats;
 
@@ -146,6 +147,19 @@ pub enum Event {
 pub struct SinkContext {
     stats: Arc<Stats>,
     events: mpsc::Sender<Event>,
+    /// librdkafka repeats a failure every second or so while it lasts: one line per kind a
+    /// minute, with the count held back.
+    repeats: Mutex<LogThrottle>,
+}
+
+/// How often one kind of librdkafka warning or error is written while it repeats.
+const REPEAT_EVERY: Duration = Duration::from_secs(60);
+
+impl SinkContext {
+    fn admit(&self, key: &str) -> Option<u64> {
+        let mut repeats = self.repeats.lock().unwrap_or_else(|p| p.into_inner());
+        repeats.admit(key, Instant::now())
+    }
 }
 
 impl ClientContext for SinkContext {
@@ -155,7 +169,9 @@ impl ClientContext for SinkContext {
                 error!(facility = fac, "librdkafka: {log_message}")
             }
             RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
-                warn!(facility = fac, "librdkafka: {log_message}")
+                if let Some(held_back) = self.admit(&format!("log {fac}")) {
+                    warn!(facility = fac, held_back, "librdkafka: {log_message}")
+                }
             }
             _ => debug!(facility = fac, "librdkafka: {log_message}"),
         }
@@ -165,9 +181,14 @@ impl ClientContext for SinkContext {
         // Broker transport failures repeat every few seconds while the link is down; records
         // stay queued (and spool once the link has been down for spool.spill_after). Refused
         // credentials and certificates repeat too, but need the operator: ERROR, with the keys.
+        let Some(held_back) = self.admit(&format!("error {error}")) else {
+            return;
+        };
         match advice(&error, reason) {
-            Some(advice) => error!(%error, "Kafka refused the bridge: {advice}: {reason}"),
-            None => warn!(%error, "Kafka client error: {reason}"),
+            Some(advice) => {
+                error!(%error, held_back, "Kafka refused the bridge: {advice}: {reason}")
+            }
+            None => warn!(%error, held_back, "Kafka client error: {reason}"),
         }
     }
 }
@@ -556,6 +577,7 @@ fn create_producer(
     cfg.create_with_context(SinkContext {
         stats: stats.clone(),
         events: events.clone(),
+        repeats: Mutex::new(LogThrottle::new(REPEAT_EVERY)),
     })
 }
 
