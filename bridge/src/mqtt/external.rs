@@ -314,6 +314,9 @@ async fn run_v4(
     use rumqttc::{Event, Packet};
     let mut backoff = BACKOFF_MIN;
     let mut resubscribe = false;
+    // Set once the bridge's own DISCONNECT (at a stop) has gone out: the broker closing the
+    // connection then is the expected end, not a failure to reconnect from.
+    let mut closing = false;
     loop {
         // Never await the client's request queue here: only this task drains it.
         if resubscribe {
@@ -350,7 +353,12 @@ async fn run_v4(
                 info!(filter = o.filter, codes = ?s.return_codes, "Subscribed");
                 o.stats.mqtt_subscribed.store(1, Relaxed);
             }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => closing = true,
             Ok(_) => {}
+            Err(e) if closing => {
+                debug!(error = %e, "MQTT connection closed after the bridge's disconnect");
+                return;
+            }
             Err(e) => {
                 if !pause_before_reconnect(e.to_string(), &mut backoff, &tx, &o.stats).await {
                     return;
@@ -370,6 +378,9 @@ async fn run_v5(
     use rumqttc::v5::Event;
     let mut backoff = BACKOFF_MIN;
     let mut resubscribe = false;
+    // Set once the bridge's own DISCONNECT (at a stop) has gone out: the broker closing the
+    // connection then is the expected end, not a failure to reconnect from.
+    let mut closing = false;
     loop {
         // Never await the client's request queue here: only this task drains it.
         if resubscribe {
@@ -419,7 +430,12 @@ async fn run_v5(
                 info!(filter = o.filter, codes = ?s.return_codes, "Subscribed");
                 o.stats.mqtt_subscribed.store(1, Relaxed);
             }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => closing = true,
             Ok(_) => {}
+            Err(e) if closing => {
+                debug!(error = %e, "MQTT connection closed after the bridge's disconnect");
+                return;
+            }
             Err(e) => {
                 if !pause_before_reconnect(e.to_string(), &mut backoff, &tx, &o.stats).await {
                     return;
