@@ -54,7 +54,13 @@ pub fn load(file: Option<&Path>, overrides: serde_json::Value) -> Result<Config,
         .merge(Serialized::defaults(from_files))
         .merge(Serialized::defaults(overrides))
         .extract()
-        .map_err(|e| LoadError::Parse(e.into_iter().map(|e| e.to_string()).collect()))?;
+        .map_err(|e| {
+            // figment names keys with its profile in front ("default.kafak"); the bridge has
+            // no profiles, and the key as written is what the operator looks for.
+            let line =
+                |e: figment::Error| e.to_string().replace("for key \"default.", "for key \"");
+            LoadError::Parse(e.into_iter().map(line).collect())
+        })?;
     config.validate().map_err(LoadError::Invalid)?;
     Ok(config)
 }
@@ -256,6 +262,7 @@ mod tests {
             let e = err(load(Some(Path::new("a.toml")), json!({})));
             assert!(e.contains("sise"), "{e}");
             assert!(e.contains("a.toml"), "{e}");
+            assert!(e.contains("for key \"window.sise\""), "{e}");
 
             jail.create_file("b.toml", "colour = 1\n")?;
             assert!(err(load(Some(Path::new("b.toml")), json!({}))).contains("colour"));

@@ -288,12 +288,42 @@ impl std::fmt::Display for Summary {
             )?;
         }
         match self.reduction_factor() {
-            Some(r) => write!(
+            Some(r) if r >= 1.0 => write!(
                 f,
                 "reduction: {} bytes in -> {} aggregate bytes sent = {r:.1}x less upstream than forwarding raw",
                 self.bytes_in, self.aggregate.bytes_delivered
             ),
+            // Windows that held few readings (a short run, sparse sensors): each aggregate is
+            // larger than the payloads it summarises.
+            Some(r) => write!(
+                f,
+                "reduction: {} bytes in -> {} aggregate bytes sent = {:.1}x MORE upstream than forwarding raw (too few readings per window to gain)",
+                self.bytes_in,
+                self.aggregate.bytes_delivered,
+                1.0 / r
+            ),
             None => write!(f, "reduction: no aggregate delivered yet"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reduction_reads_the_right_way_round() {
+        let mut s = Summary {
+            readings_in: 10,
+            bytes_in: 1_000,
+            ..Summary::default()
+        };
+        assert!(s
+            .to_string()
+            .ends_with("reduction: no aggregate delivered yet"));
+        s.aggregate.bytes_delivered = 100;
+        assert!(s.to_string().contains("= 10.0x less upstream"), "{s}");
+        s.aggregate.bytes_delivered = 4_000;
+        assert!(s.to_string().contains("= 4.0x MORE upstream"), "{s}");
     }
 }
