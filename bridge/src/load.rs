@@ -46,6 +46,12 @@ pub fn load(file: Option<&Path>, overrides: serde_json::Value) -> Result<Config,
         if std::fs::File::open(path).is_err() {
             return Err(LoadError::Missing(path.display().to_string()));
         }
+        let unknown = std::fs::read_to_string(path)
+            .map(|text| unknown_keys(&text, path))
+            .unwrap_or_default();
+        if !unknown.is_empty() {
+            return Err(LoadError::Parse(unknown));
+        }
         figment = figment.merge(Toml::file_exact(path));
     }
     let from_files = secret_files(std::env::vars()).map_err(LoadError::Parse)?;
@@ -63,6 +69,37 @@ pub fn load(file: Option<&Path>, overrides: serde_json::Value) -> Result<Config,
         })?;
     config.validate().map_err(LoadError::Invalid)?;
     Ok(config)
+}
+
+/// Every key of a configuration file that the bridge does not have: serde stops at the first,
+/// and an operator fixing a file wants them all at once. `default-config.toml` lists every key
+/// (a test holds it to `Config`); `kafka.options` is free-form. A file that is not TOML yields
+/// nothing here: figment reports it, with the line.
+fn unknown_keys(text: &str, path: &Path) -> Vec<String> {
+    fn walk(prefix: &str, file: &toml::Table, known: &toml::Table, out: &mut Vec<String>) {
+        for (key, value) in file {
+            let name = format!("{prefix}{key}");
+            match (known.get(key), value) {
+                (None, _) => out.push(name),
+                (Some(toml::Value::Table(k)), toml::Value::Table(f)) if name != "kafka.options" => {
+                    walk(&format!("{name}."), f, k, out)
+                }
+                _ => {}
+            }
+        }
+    }
+    let (Ok(file), Ok(known)) = (
+        toml::from_str::<toml::Table>(text),
+        toml::from_str::<toml::Table>(crate::config::DEFAULT_CONFIG_TOML),
+    ) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    walk("", &file, &known, &mut names);
+    names
+        .into_iter()
+        .map(|n| format!("unknown key {n:?} in {}", path.display()))
+        .collect()
 }
 
 /// Suffix of a variable that names a file holding the value (for secrets: Docker and
@@ -262,10 +299,30 @@ mod tests {
             let e = err(load(Some(Path::new("a.toml")), json!({})));
             assert!(e.contains("sise"), "{e}");
             assert!(e.contains("a.toml"), "{e}");
-            assert!(e.contains("for key \"window.sise\""), "{e}");
+            assert!(e.contains("unknown key \"window.sise\" in a.toml"), "{e}");
 
             jail.create_file("b.toml", "colour = 1\n")?;
             assert!(err(load(Some(Path::new("b.toml")), json!({}))).contains("colour"));
+
+            // Every unknown key at once, nested ones with their table; kafka.options is free.
+            jail.create_file(
+                "all.toml",
+                "colour = 1\n[window]\nsizee = \"1s\"\nsize = \"5s\"\n[kafak]\nx = 1\n\
+                 [kafka.options]\n\"linger.ms\" = \"5\"\n[kafka]\nbrokerz = \"x\"\n",
+            )?;
+            let e = err(load(Some(Path::new("all.toml")), json!({})));
+            for key in [
+                "\"colour\"",
+                "\"window.sizee\"",
+                "\"kafak\"",
+                "\"kafka.brokerz\"",
+            ] {
+                assert!(
+                    e.contains(&format!("unknown key {key} in all.toml")),
+                    "{key}: {e}"
+                );
+            }
+            assert!(!e.contains("linger") && !e.contains("window.size\""), "{e}");
             Ok(())
         });
         Jail::expect_with(|jail| {
