@@ -20,6 +20,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::http;
+use crate::log_throttle::LogThrottle;
 use crate::mqtt::external::AckToken;
 use crate::mqtt::MqttSource;
 use crate::outbox::Outbox;
@@ -322,19 +323,11 @@ impl SummaryLine {
 
 /// Logs bad input at WARN at most once per period, with a count of what was skipped; every
 /// occurrence is logged at DEBUG and counted in the metrics.
-struct RateLimitedWarn {
-    every: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
+struct RateLimitedWarn(LogThrottle);
 
 impl RateLimitedWarn {
     fn new(every: Duration) -> Self {
-        Self {
-            every,
-            last: None,
-            suppressed: 0,
-        }
+        Self(LogThrottle::new(every))
     }
 
     fn note(&mut self, reason: &str, topic: &str, out: &[Routed]) {
@@ -346,22 +339,15 @@ impl RateLimitedWarn {
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default();
         debug!(reason, topic, detail, "Reading not aggregated");
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < self.every)
-        {
-            self.suppressed += 1;
+        let Some(similar_since_last) = self.0.admit("", Instant::now()) else {
             return;
-        }
+        };
         warn!(
             reason,
             topic,
             detail,
-            similar_since_last = self.suppressed,
+            similar_since_last,
             "Reading not aggregated; undecodable payloads go to the dead-letter topic"
         );
-        self.last = Some(now);
-        self.suppressed = 0;
     }
 }

@@ -1,4 +1,5 @@
 //! Repeating log lines, written at most once per key per period with the count held back.
+//! Callers with one kind of line use a single key ("").
 //!
 //! While the uplink is down, librdkafka reports the same connection failure every second or
 //! so, through both its log and its error callbacks: written out each time, that was about 7

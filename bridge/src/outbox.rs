@@ -29,6 +29,7 @@ use tracing::{error, info, warn};
 
 use crate::acks::AckQueue;
 use crate::config::{Config, MqttSource};
+use crate::log_throttle::LogThrottle;
 use crate::mqtt::external::AckToken;
 use crate::sink::{ErrorClass, Event, KafkaSink, Origin, SendError, SinkError};
 use crate::spool::fs::DiskFs;
@@ -79,7 +80,8 @@ pub struct Outbox {
     force_down: bool,
     /// Delivered records seen at the last progress check, and when that number last moved.
     progress: (u64, Instant),
-    drops: Throttle,
+    /// One drop warning per period.
+    drops: LogThrottle,
 }
 
 impl Outbox {
@@ -147,7 +149,7 @@ impl Outbox {
             down_since_ms: 0,
             force_down: false,
             progress: (0, Instant::now()),
-            drops: Throttle::new(Duration::from_secs(10)),
+            drops: LogThrottle::new(Duration::from_secs(10)),
         };
         outbox.update_gauges();
         Ok(outbox)
@@ -334,7 +336,7 @@ impl Outbox {
                         // Still in the spool: hand it out again.
                         (_, Origin::Spooled(..)) => {
                             if !purged(&error) {
-                                if self.drops.ready() {
+                                if self.drops.admit("", Instant::now()).is_some() {
                                     warn!(%error, stream = tag.stream.as_str(), "A record replayed from the spool was not delivered; it stays in the spool and goes again");
                                 }
                                 // Later records may still be queued behind it: take them all
@@ -420,7 +422,7 @@ impl Outbox {
                         let n = a.dropped[crate::stats::index(s)];
                         self.stats.stream(s).dropped.fetch_add(n, Relaxed);
                     }
-                    if self.drops.ready() {
+                    if self.drops.admit("", Instant::now()).is_some() {
                         let s = self.stats.snapshot();
                         warn!(
                             raw_dropped = s.raw.dropped,
@@ -433,7 +435,7 @@ impl Outbox {
             }
             Err(e) => {
                 counters.dropped.fetch_add(1, Relaxed);
-                if self.drops.ready() {
+                if self.drops.admit("", Instant::now()).is_some() {
                     error!(error = %e, stream = routed.stream.as_str(), "Cannot write to the spool; record dropped. Check the state_dir disk");
                 }
                 if let Some(seq) = carrier {
@@ -605,24 +607,4 @@ fn purged(e: &rdkafka::error::KafkaError) -> bool {
         e.rdkafka_error_code(),
         Some(C::PurgeQueue | C::PurgeInflight)
     )
-}
-
-/// Allows one log line per period.
-struct Throttle {
-    every: Duration,
-    last: Option<Instant>,
-}
-
-impl Throttle {
-    fn new(every: Duration) -> Self {
-        Self { every, last: None }
-    }
-
-    fn ready(&mut self) -> bool {
-        if self.last.is_some_and(|t| t.elapsed() < self.every) {
-            return false;
-        }
-        self.last = Some(Instant::now());
-        true
-    }
 }

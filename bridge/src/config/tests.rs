@@ -256,27 +256,23 @@ fn client_certificates_cannot_be_bypassed_on_a_public_plaintext_port() {
 #[test]
 fn mqtt5_listener_follows_the_plaintext_listener_s_host_unless_given_an_address() {
     let mut c = Config::default();
-    assert_eq!(
-        c.listen_v5_addr(),
-        Ok(Some("0.0.0.0:1884".parse().unwrap()))
-    );
-    c.mqtt.listen = "127.0.0.1:21883".into();
-    assert_eq!(
-        c.listen_v5_addr(),
-        Ok(Some("127.0.0.1:1884".parse().unwrap()))
-    );
-    c.mqtt.listen.clear();
-    assert_eq!(
-        c.listen_v5_addr(),
-        Ok(Some("0.0.0.0:1884".parse().unwrap()))
-    );
-    c.mqtt.listen_v5 = "192.0.2.7:1890".into();
-    assert_eq!(
-        c.listen_v5_addr(),
-        Ok(Some("192.0.2.7:1890".parse().unwrap()))
-    );
-    c.mqtt.listen_v5.clear();
-    assert_eq!(c.listen_v5_addr(), Ok(None));
+    // (mqtt.listen, mqtt.listen_v5, the MQTT 5 address), applied in turn.
+    for (listen, listen_v5, want) in [
+        (None, None, Some("0.0.0.0:1884")),
+        (Some("127.0.0.1:21883"), None, Some("127.0.0.1:1884")),
+        (Some(""), None, Some("0.0.0.0:1884")),
+        (None, Some("192.0.2.7:1890"), Some("192.0.2.7:1890")),
+        (None, Some(""), None),
+    ] {
+        if let Some(l) = listen {
+            c.mqtt.listen = l.into();
+        }
+        if let Some(l) = listen_v5 {
+            c.mqtt.listen_v5 = l.into();
+        }
+        let want = want.map(|a| a.parse().unwrap());
+        assert_eq!(c.listen_v5_addr(), Ok(want), "{listen:?} {listen_v5:?}");
+    }
     for bad in [":", ":port", ":70000", "1884", "localhost:1884"] {
         c.mqtt.listen_v5 = bad.into();
         let e = c.listen_v5_addr().unwrap_err();
