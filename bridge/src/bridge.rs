@@ -10,21 +10,23 @@
 //! on with the same windows; see [`crate::state`].
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use edge_bridge_core::{Pipeline, Routed, Stream, Verdict};
 use tracing::{debug, error, info, warn};
 
+use crate::clock::wall_ms;
 use crate::config::Config;
 use crate::http;
 use crate::log_throttle::LogThrottle;
 use crate::mqtt::external::AckToken;
 use crate::mqtt::MqttSource;
 use crate::outbox::Outbox;
-use crate::sink::{SinkError, TopicAdmin};
+use crate::sink::{Sink, SinkError, TopicAdmin};
 use crate::state;
 use crate::stats::Stats;
 
@@ -34,139 +36,180 @@ const PUMP_EVERY: Duration = Duration::from_millis(10);
 /// polled between turns, not between every two publishes.
 const PUBLISHES_PER_TURN: usize = 64;
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Runs until `shutdown` resolves or a fatal error; then saves the open windows, waits for
-/// delivery reports, spools what is unconfirmed, and returns.
+/// Starts the bridge, then runs it until `shutdown` resolves or a fatal error; see
+/// [`Bridge::start`] and [`Bridge::run`].
 pub async fn run(
     config: Config,
     stats: Arc<Stats>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut pipeline = Pipeline::new(
-        config.decode_options().map_err(anyhow::Error::msg)?,
-        config.window_options().map_err(anyhow::Error::msg)?,
-        &config.window.measurement,
-        !config.kafka.late_topic.is_empty(),
-    )?;
-    std::fs::create_dir_all(&config.state_dir).with_context(|| {
-        format!(
-            "cannot create state_dir {}; set --state-dir (or EDGE_BRIDGE_STATE_DIR) to a directory the bridge may write",
-            config.state_dir.display()
-        )
-    })?;
-    let mut outbox = Outbox::open(&config, stats.clone())?;
-    if !config.http.listen.is_empty() {
-        let addr = config
-            .http
-            .listen
-            .parse()
-            .map_err(|e| anyhow::anyhow!("http.listen: {e}"))?;
-        let readiness = http::Readiness {
-            spool_enabled: config.spool.enabled,
-            spool_max_bytes: config.spool.max_mib.saturating_mul(1 << 20),
+    Bridge::start(config, stats).await?.run(shutdown).await
+}
+
+/// A started bridge: every listener accepts connections, the saved windows are restored.
+pub struct Bridge {
+    config: Config,
+    stats: Arc<Stats>,
+    pipeline: Pipeline,
+    outbox: Outbox,
+    source: MqttSource,
+    /// Where the HTTP endpoint listens, as bound (so `http.listen` may name port 0).
+    http: Option<SocketAddr>,
+}
+
+impl Bridge {
+    /// Opens the spool and the HTTP endpoint, creates the topics (waiting up to 5 s for the
+    /// Kafka brokers), restores the saved windows and starts the MQTT intake. Returns once
+    /// sensors can connect, or with the error that stopped the start.
+    pub async fn start(config: Config, stats: Arc<Stats>) -> anyhow::Result<Self> {
+        let mut pipeline = Pipeline::new(
+            config.decode_options().map_err(anyhow::Error::msg)?,
+            config.window_options().map_err(anyhow::Error::msg)?,
+            &config.window.measurement,
+            !config.kafka.late_topic.is_empty(),
+        )?;
+        std::fs::create_dir_all(&config.state_dir).with_context(|| {
+            format!(
+                "cannot create state_dir {}; set --state-dir (or EDGE_BRIDGE_STATE_DIR) to a directory the bridge may write",
+                config.state_dir.display()
+            )
+        })?;
+        let mut outbox = Outbox::open(&config, stats.clone())?;
+        let http = if config.http.listen.is_empty() {
+            None
+        } else {
+            let addr = config
+                .http
+                .listen
+                .parse()
+                .map_err(|e| anyhow::anyhow!("http.listen: {e}"))?;
+            let readiness = http::Readiness {
+                spool_enabled: config.spool.enabled,
+                spool_max_bytes: config.spool.max_mib.saturating_mul(1 << 20),
+            };
+            Some(http::serve(addr, stats.clone(), readiness).await?)
         };
-        http::serve(addr, stats.clone(), readiness).await?;
+        if config.kafka.create_topics {
+            create_topics(outbox.sink().admin_handle(), &config).await?;
+        }
+
+        let mut out: Vec<Routed> = Vec::new();
+        restore_windows(&config, &mut pipeline, &mut out)?;
+        submit_all(&mut outbox, &stats, &mut out, None, wall_ms()).await?;
+
+        let source = crate::mqtt::start(&config, &stats).await?;
+        info!(
+            topic = config.mqtt.topic,
+            brokers = config.kafka.brokers,
+            raw = config.kafka.raw_topic,
+            aggregates = config.kafka.agg_topic,
+            "Bridge running"
+        );
+        Ok(Self {
+            config,
+            stats,
+            pipeline,
+            outbox,
+            source,
+            http,
+        })
     }
-    if config.kafka.create_topics {
-        create_topics(outbox.sink().admin_handle(), &config).await?;
+
+    /// Where the HTTP endpoint listens, if it is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
     }
 
-    let mut out: Vec<Routed> = Vec::new();
-    restore_windows(&config, &mut pipeline, &mut out)?;
-    submit_all(&mut outbox, &stats, &mut out, None, wall_ms()).await?;
+    /// Runs until `shutdown` resolves or a fatal error; then saves the open windows, waits for
+    /// delivery reports, spools what is unconfirmed, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self {
+            config,
+            stats,
+            mut pipeline,
+            mut outbox,
+            mut source,
+            http: _,
+        } = self;
+        let mut out: Vec<Routed> = Vec::new();
+        let mut rejections = RateLimitedWarn::new(Duration::from_secs(10));
+        let tick_every = (config.window.idle_timeout / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pump = tokio::time::interval(PUMP_EVERY);
+        pump.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut summary = SummaryLine::new(config.log.summary_interval);
+        let mut last_save = Instant::now();
+        tokio::pin!(shutdown);
 
-    let mut source = crate::mqtt::start(&config, &stats)?;
-    info!(
-        topic = config.mqtt.topic,
-        brokers = config.kafka.brokers,
-        raw = config.kafka.raw_topic,
-        aggregates = config.kafka.agg_topic,
-        "Bridge running"
-    );
-
-    let mut rejections = RateLimitedWarn::new(Duration::from_secs(10));
-    let tick_every =
-        (config.window.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut tick = tokio::time::interval(tick_every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pump = tokio::time::interval(PUMP_EVERY);
-    pump.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut summary = SummaryLine::new(config.log.summary_interval);
-    let mut last_save = Instant::now();
-    tokio::pin!(shutdown);
-
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            // Ticks come before publishes: under a flood a publish is always ready, and the
-            // delivery work must still happen.
-            _ = pump.tick() => {
-                outbox.pump(false).await?;
-                release_acks(&mut outbox, &mut source).await;
-            }
-            _ = tick.tick() => {
-                pipeline.flush_idle(wall_ms(), &mut out);
-                submit_all(&mut outbox, &stats, &mut out, None, wall_ms()).await?;
-                let w = pipeline.windower();
-                stats.open_windows.store(w.open_windows() as u64, Relaxed);
-                stats.sensors.store(w.sensors() as u64, Relaxed);
-                summary.maybe_log(&stats, &pipeline, &outbox);
-                let every = config.window.save_interval;
-                if !every.is_zero() && last_save.elapsed() >= every {
-                    save_windows(&config, &pipeline, false);
-                    last_save = Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                // Ticks come before publishes: under a flood a publish is always ready, and the
+                // delivery work must still happen.
+                _ = pump.tick() => {
+                    outbox.pump(false).await?;
+                    release_acks(&mut outbox, &mut source).await;
                 }
-            }
-            msg = source.next() => {
-                let mut next = Some(msg?);
-                let mut handled = 0;
-                while let Some(msg) = next.take() {
-                    let now = wall_ms();
-                    let verdict = pipeline.ingest(
-                        &msg.topic,
-                        msg.payload.clone(),
-                        &msg.user_properties,
-                        now,
-                        &mut out,
-                    );
-                    stats.count_publish(msg.payload.len(), verdict, now);
-                    match verdict {
-                        Verdict::Rejected(reason) => rejections.note(reason, &msg.topic, &out),
-                        Verdict::Refused(reason) => rejections.note(reason, &msg.topic, &out),
-                        _ => {}
+                _ = tick.tick() => {
+                    pipeline.flush_idle(wall_ms(), &mut out);
+                    submit_all(&mut outbox, &stats, &mut out, None, wall_ms()).await?;
+                    let w = pipeline.windower();
+                    stats.open_windows.store(w.open_windows() as u64, Relaxed);
+                    stats.sensors.store(w.sensors() as u64, Relaxed);
+                    summary.maybe_log(&stats, &pipeline, &outbox);
+                    let every = config.window.save_interval;
+                    if !every.is_zero() && last_save.elapsed() >= every {
+                        save_windows(&config, &pipeline, false);
+                        last_save = Instant::now();
                     }
-                    // The last record of a publish is its raw (or dead-letter) record: the one
-                    // the MQTT ack waits for.
-                    submit_all(&mut outbox, &stats, &mut out, msg.ack, now).await?;
-                    handled += 1;
-                    if handled < PUBLISHES_PER_TURN {
-                        next = source.try_next();
+                }
+                msg = source.next() => {
+                    let mut next = Some(msg?);
+                    let mut handled = 0;
+                    while let Some(msg) = next.take() {
+                        let now = wall_ms();
+                        let verdict = pipeline.ingest(
+                            &msg.topic,
+                            msg.payload.clone(),
+                            &msg.user_properties,
+                            now,
+                            &mut out,
+                        );
+                        stats.count_publish(msg.payload.len(), verdict, now);
+                        match verdict {
+                            Verdict::Rejected(reason) => rejections.note(reason, &msg.topic, &out),
+                            Verdict::Refused(reason) => rejections.note(reason, &msg.topic, &out),
+                            _ => {}
+                        }
+                        // The last record of a publish is its raw (or dead-letter) record: the one
+                        // the MQTT ack waits for.
+                        submit_all(&mut outbox, &stats, &mut out, msg.ack, now).await?;
+                        handled += 1;
+                        if handled < PUBLISHES_PER_TURN {
+                            next = source.try_next();
+                        }
                     }
                 }
             }
         }
-    }
 
-    info!("Shutting down: intake stopped; saving open windows and waiting for deliveries");
-    if !save_windows(&config, &pipeline, true) {
-        // Without saved state, emit the open windows now rather than lose them.
-        pipeline.drain(&mut out);
-        submit_all(&mut outbox, &stats, &mut out, None, wall_ms()).await?;
+        info!("Shutting down: intake stopped; saving open windows and waiting for deliveries");
+        if !save_windows(&config, &pipeline, true) {
+            // Without saved state, emit the open windows now rather than lose them.
+            pipeline.drain(&mut out);
+            submit_all(&mut outbox, &stats, &mut out, None, wall_ms()).await?;
+        }
+        let lost = outbox.shutdown(config.kafka.shutdown_timeout).await?;
+        release_acks(&mut outbox, &mut source).await;
+        source.close().await;
+        if lost > 0 {
+            warn!(lost, "Records lost at shutdown");
+        }
+        Ok(())
     }
-    let lost = outbox.shutdown(config.kafka.shutdown_timeout).await?;
-    release_acks(&mut outbox, &mut source).await;
-    source.close().await;
-    if lost > 0 {
-        warn!(lost, "Records lost at shutdown");
-    }
-    Ok(())
 }
 
 /// Creates missing topics. At the edge the uplink may be down at start: then the bridge

@@ -212,7 +212,7 @@ async fn sample_history(stats: Arc<Stats>, history: Arc<Mutex<VecDeque<Point>>>)
             h.pop_front();
         }
         h.push_back(Point {
-            t: crate::bridge::wall_ms(),
+            t: crate::clock::wall_ms(),
             readings_per_s: (now.0 - last.0) as f64 / secs,
             upstream_bytes_per_s: (now.1 - last.1) as f64 / secs,
         });

@@ -7,6 +7,7 @@
 pub mod acks;
 pub mod bridge;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod load;

@@ -258,6 +258,12 @@ impl Collector for BridgeCollector {
             "1 if the Kafka brokers answered the last metadata probe.",
             st.kafka_reachable.load(Relaxed) as f64,
         )?;
+        gauge(
+            e,
+            "edge_bridge_uplink_down",
+            "1 while records wait in the spool because the brokers stopped confirming them.",
+            st.uplink_down.load(Relaxed) as f64,
+        )?;
         let h = &st.aggregate_latency.0;
         h.encode(e.encode_descriptor(
             "edge_bridge_aggregate_delivery_latency_seconds",

@@ -94,8 +94,6 @@ pub struct Stats {
     /// Whether the Kafka brokers answered lately: the last metadata probe, or a delivery
     /// report since (0 or 1).
     pub kafka_reachable: AtomicU64,
-    /// Wall-clock ms when the last successful metadata probe started.
-    pub kafka_probe_ok_ms: AtomicI64,
     /// 1 while the outbox considers the uplink down (records go to the spool).
     pub uplink_down: AtomicU64,
     /// Seconds from a window's close to its aggregate's delivery report.

@@ -64,14 +64,13 @@ struct InProcess {
     stats: Arc<Stats>,
 }
 
-fn start(config: Config) -> InProcess {
-    let port = mqtt_port(&config);
+async fn start(config: Config) -> InProcess {
     let stats = Arc::new(Stats::default());
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(edge_bridge::bridge::run(config, stats.clone(), async {
+    let task = support::spawn_bridge(config, stats.clone(), async {
         let _ = rx.await;
-    }));
-    wait_listening(([127, 0, 0, 1], port).into(), "the embedded MQTT broker");
+    })
+    .await;
     InProcess { stop, task, stats }
 }
 
@@ -159,7 +158,7 @@ async fn uplink_outage_loses_nothing_and_sends_aggregates_first() {
     let state = tempfile::tempdir().unwrap();
     let cfg = config(&kafka.brokers, state.path());
     let port = mqtt_port(&cfg);
-    let bridge = start(cfg);
+    let bridge = start(cfg).await;
 
     // 20 sensors x 100 readings/s of event time, published in real time.
     let before = Duration::from_secs(8);
@@ -325,7 +324,7 @@ async fn full_queue_with_the_embedded_broker_spools_before_the_broker_drops() {
     std::fs::write(&broker_config, small_log).unwrap();
     cfg.mqtt.broker_config = broker_config.display().to_string();
     let port = mqtt_port(&cfg);
-    let bridge = start(cfg);
+    let bridge = start(cfg).await;
 
     // 20 sensors x 100 readings/s, in real time: 3 s, an 8 s outage, 4 s.
     let n = 2_000 * 15;
@@ -467,8 +466,12 @@ async fn kill_during_outage_loses_no_spooled_record() {
         &kafka.brokers,
         state.path(),
     );
-    let bridge = Proc::spawn(&args, &log);
-    wait_listening(([127, 0, 0, 1], port).into(), "the bridge's MQTT broker");
+    let mut bridge = Proc::spawn(&args, &log);
+    wait_listening(
+        &mut bridge.child,
+        ([127, 0, 0, 1], port).into(),
+        "the bridge",
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.cut();
 
@@ -492,8 +495,12 @@ async fn kill_during_outage_loses_no_spooled_record() {
         spool_bytes(state.path())
     );
 
-    let bridge = Proc::spawn(&args, &log);
-    wait_listening(([127, 0, 0, 1], port).into(), "the bridge's MQTT broker");
+    let mut bridge = Proc::spawn(&args, &log);
+    wait_listening(
+        &mut bridge.child,
+        ([127, 0, 0, 1], port).into(),
+        "the bridge",
+    );
     proxy.restore();
     let sent: Vec<Message> = clean_dataset(3, 10, 100.0, start_ms)
         .take(n as usize)
@@ -536,7 +543,7 @@ async fn damaged_spool_is_skipped_and_counted_exactly() {
     let mut cfg = config(&format!("127.0.0.1:{}", free_port()), state.path());
     cfg.kafka.create_topics = false;
     let port = mqtt_port(&cfg);
-    let bridge = start(cfg);
+    let bridge = start(cfg).await;
     let n = 3_000u64;
     let start_ms = now_ms() - 600_000;
     publish(
@@ -574,7 +581,7 @@ async fn damaged_spool_is_skipped_and_counted_exactly() {
     std::fs::write(&seg, &data).unwrap();
 
     let cfg = config(&kafka.brokers, state.path());
-    let bridge = start(cfg);
+    let bridge = start(cfg).await;
     bridge
         .wait_for("the spool drained", Duration::from_secs(60), |s| {
             s.spool_records == 0 && s.raw.delivered > 0
@@ -605,7 +612,7 @@ async fn full_spool_drops_raw_first_and_keeps_every_aggregate() {
     cfg.kafka.create_topics = false;
     cfg.spool.max_mib = 1;
     let port = mqtt_port(&cfg);
-    let bridge = start(cfg);
+    let bridge = start(cfg).await;
     let n = 30_000u64;
     let start_ms = now_ms() - 3_600_000;
     publish(
@@ -627,7 +634,7 @@ async fn full_spool_drops_raw_first_and_keeps_every_aggregate() {
     assert_eq!(s1.aggregate.dropped, 0, "no aggregate dropped");
 
     let cfg = config(&kafka.brokers, state.path());
-    let bridge = start(cfg);
+    let bridge = start(cfg).await;
     bridge
         .wait_for("the spool drained", Duration::from_secs(60), |s| {
             s.spool_records == 0 && s.raw.delivered > 0
@@ -676,7 +683,7 @@ async fn restart_mid_window_changes_no_aggregate() {
     // Long enough that the restart does not count as the sensors going quiet.
     cfg.window.idle_timeout = Duration::from_secs(5);
     let port = mqtt_port(&cfg);
-    let bridge = start(cfg.clone());
+    let bridge = start(cfg.clone()).await;
     publish(port, data(), first, None, "sim-a").await;
     bridge
         .wait_for("first part in", Duration::from_secs(30), |s| {
@@ -690,7 +697,7 @@ async fn restart_mid_window_changes_no_aggregate() {
     // (A new port: the embedded broker of the first run lives on in this test process.)
     cfg.mqtt.listen = format!("127.0.0.1:{}", free_port());
     let port = mqtt_port(&cfg);
-    let bridge = start(cfg);
+    let bridge = start(cfg).await;
     let mut rest = data();
     for _ in 0..first {
         rest.next();
@@ -730,9 +737,9 @@ async fn kill_under_load_with_mosquitto_loses_nothing_acknowledged() {
         &kafka.brokers,
         state.path(),
     );
-    let bridge = Proc::spawn(&args, &log);
+    let mut bridge = Proc::spawn(&args, &log);
     // The bridge's persistent subscription must exist before the simulator publishes.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    support::wait_for_log(&mut bridge.child, &log, "Subscribed");
 
     let n = 20_000u64;
     let start_ms = now_ms() - 3_600_000;

@@ -73,10 +73,10 @@ async fn link_keeps_forwarding_after_a_flood() {
     config.window.max_sensors = 20_000;
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = tokio::spawn(edge_bridge::bridge::run(config, stats.clone(), async {
+    let bridge = support::spawn_bridge(config, stats.clone(), async {
         let _ = stop_rx.await;
-    }));
-    support::wait_bridge_listening(&bridge, port).await;
+    })
+    .await;
     // The broker's network thread yields to the pipeline: it runs 10 nice steps lower than
     // this test's threads (the router, which feeds the bridge, does not).
     assert_eq!(

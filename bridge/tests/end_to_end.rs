@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use edge_bridge::stats::Stats;
 use edge_bridge::Config;
 use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Message, Values};
-use support::{free_port, read_topic, reference, wait_listening, Mosquitto, Tansu};
+use support::{free_port, read_topic, reference, Mosquitto, Tansu};
 
 const READINGS: u64 = 3_000;
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -59,7 +59,7 @@ fn base_config(brokers: &str, state: &std::path::Path) -> Config {
 
 /// Runs the bridge with `config`, publishes `READINGS` readings to `publish_port`, stops the
 /// bridge once it has seen them all, and checks every topic.
-async fn publish_and_check(config: Config, publish_port: u16, seed: u64, settle: Duration) {
+async fn publish_and_check(config: Config, publish_port: u16, seed: u64) {
     let brokers = config.kafka.brokers.clone();
     let (raw_topic, agg_topic, dlq_topic) = (
         config.kafka.raw_topic.clone(),
@@ -68,12 +68,15 @@ async fn publish_and_check(config: Config, publish_port: u16, seed: u64, settle:
     );
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = tokio::spawn(edge_bridge::bridge::run(config, stats.clone(), async {
+    let external = !config.mqtt.url.is_empty();
+    let bridge = support::spawn_bridge(config, stats.clone(), async {
         let _ = stop_rx.await;
-    }));
-    wait_listening(([127, 0, 0, 1], publish_port).into(), "the MQTT broker");
-    // An external broker needs the bridge's subscription in place before anything is sent.
-    tokio::time::sleep(settle).await;
+    })
+    .await;
+    if external {
+        // An external broker needs the bridge's subscription in place before anything is sent.
+        support::wait_subscribed(&stats).await;
+    }
 
     let start_ms = now_ms() - 120_000;
     let report = support::publish(
@@ -216,7 +219,7 @@ async fn embedded_broker_to_kafka() {
     let state = tempfile::tempdir().unwrap();
     let config = base_config(&kafka.brokers, state.path());
     let port = support::port_of(&config.mqtt.listen);
-    publish_and_check(config, port, 11, Duration::ZERO).await;
+    publish_and_check(config, port, 11).await;
 }
 
 async fn through_mosquitto(protocol: &str, seed: u64) {
@@ -227,7 +230,7 @@ async fn through_mosquitto(protocol: &str, seed: u64) {
     config.mqtt.url = format!("mqtt://127.0.0.1:{}", mosquitto.port);
     config.mqtt.protocol = protocol.into();
     config.mqtt.client_id = format!("edge-bridge-test-{seed}");
-    publish_and_check(config, mosquitto.port, seed, Duration::from_secs(2)).await;
+    publish_and_check(config, mosquitto.port, seed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,10 +256,10 @@ async fn tutorial_producer_payloads_are_aggregated() {
     config.mqtt.listen_v5 = format!("127.0.0.1:{port_v5}");
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = tokio::spawn(edge_bridge::bridge::run(config, stats.clone(), async {
+    let bridge = support::spawn_bridge(config, stats.clone(), async {
         let _ = stop_rx.await;
-    }));
-    wait_listening(([127, 0, 0, 1], port).into(), "the embedded broker");
+    })
+    .await;
 
     let t0 = (now_ms() - 60_000) / 10_000 * 10_000;
     let iso = |ms: i64| {

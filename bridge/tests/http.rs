@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use edge_bridge::stats::Stats;
 use edge_bridge::Config;
 use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Message, Values};
-use support::{free_port, read_topic, reference, wait_listening, Tansu};
+use support::{free_port, read_topic, reference, Tansu};
 
 const N: u64 = 2_000;
 
@@ -102,11 +102,10 @@ async fn metrics_health_and_status_page_after_a_known_dataset() {
     );
     let stats = Arc::new(Stats::default());
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = tokio::spawn(edge_bridge::bridge::run(cfg, stats.clone(), async {
+    let bridge = support::spawn_bridge(cfg, stats.clone(), async {
         let _ = rx.await;
-    }));
-    wait_listening(([127, 0, 0, 1], mqtt).into(), "the MQTT broker");
-    wait_listening(([127, 0, 0, 1], http).into(), "the HTTP endpoint");
+    })
+    .await;
     assert_eq!(get(http, "/healthz"), (200, "ok\n".to_owned()));
 
     let start_ms = now_ms() - 300_000;
@@ -343,10 +342,10 @@ async fn readyz_says_why_it_is_not_ready() {
     let http = support::port_of(&cfg.http.listen);
     let stats = Arc::new(Stats::default());
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = tokio::spawn(edge_bridge::bridge::run(cfg, stats.clone(), async {
+    let bridge = support::spawn_bridge(cfg, stats.clone(), async {
         let _ = rx.await;
-    }));
-    wait_listening(([127, 0, 0, 1], http).into(), "the HTTP endpoint");
+    })
+    .await;
     // The first broker probe fails within its 5 s timeout.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let (code, body) = get(http, "/readyz");

@@ -22,7 +22,7 @@ use edge_bridge_core::Stream;
 use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Values};
 use support::pki::Pki;
 use support::tls_proxy::TlsProxy;
-use support::{free_port, read_topic_with, wait_listening, Tansu};
+use support::{free_port, read_topic_with, Tansu};
 
 const READINGS: u64 = 200;
 
@@ -48,8 +48,8 @@ impl Cluster {
             Some(&path(&pki.ca)),
         )
         .unwrap();
+        // Listening once started.
         let proxy = TlsProxy::start(port, kafka.direct, tls);
-        wait_listening(([127, 0, 0, 1], port).into(), "the TLS proxy");
         Cluster {
             kafka,
             _proxy: proxy,
@@ -112,10 +112,10 @@ async fn tls_with_the_cluster_ca_and_a_client_certificate() {
     let raw_topic = config.kafka.raw_topic.clone();
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = tokio::spawn(edge_bridge::bridge::run(config, stats.clone(), async {
+    let bridge = support::spawn_bridge(config, stats.clone(), async {
         let _ = stop_rx.await;
-    }));
-    support::wait_bridge_listening(&bridge, port).await;
+    })
+    .await;
     support::publish(port, dataset(), READINGS, None, "sim").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while stats.stream(Stream::Raw).delivered.load(Relaxed) < READINGS {

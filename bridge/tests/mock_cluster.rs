@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use edge_bridge::bridge::wall_ms;
+use edge_bridge::clock::wall_ms;
 use edge_bridge::outbox::Outbox;
+use edge_bridge::sink::Sink;
 use edge_bridge::stats::Stats;
 use edge_bridge::Config;
 use edge_bridge_core::{OutRecord, Routed, Stream};

@@ -113,10 +113,10 @@ async fn embedded_broker_over_tls_with_passwords() {
 
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = tokio::spawn(edge_bridge::bridge::run(config, stats.clone(), async {
+    let bridge = support::spawn_bridge(config, stats.clone(), async {
         let _ = stop_rx.await;
-    }));
-    support::wait_bridge_listening(&bridge, tls).await;
+    })
+    .await;
     let tls_url = format!("mqtts://localhost:{tls}");
 
     // A client that connects and never speaks: rumqttd's own TLS listener would wait for it
@@ -249,10 +249,10 @@ async fn embedded_broker_with_client_certificates() {
     let tls = support::port_of(&config.mqtt.tls_listen);
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = tokio::spawn(edge_bridge::bridge::run(config, stats.clone(), async {
+    let bridge = support::spawn_bridge(config, stats.clone(), async {
         let _ = stop_rx.await;
-    }));
-    support::wait_bridge_listening(&bridge, tls).await;
+    })
+    .await;
     let url = format!("mqtts://localhost:{tls}");
     let with_cert = |cert: &Path, key: &Path| Security {
         ca_file: Some(pki.ca.clone()),
@@ -340,9 +340,10 @@ async fn external_broker_over_tls_with_password_and_client_certificate() {
     let raw_topic = config.kafka.raw_topic.clone();
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = tokio::spawn(edge_bridge::bridge::run(config, stats.clone(), async {
+    let bridge = support::spawn_bridge(config, stats.clone(), async {
         let _ = stop_rx.await;
-    }));
+    })
+    .await;
     wait_for("the bridge's subscription", || {
         stats.mqtt_subscribed.load(Relaxed) == 1
     })

@@ -7,8 +7,9 @@
 //! with `wake()`.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
+use std::time::Duration;
 
 use rumqttd::local::{LinkRx, LinkTx};
 use std::sync::atomic::Ordering::Relaxed;
@@ -69,13 +70,84 @@ pub struct Embedded {
     wake_owed: bool,
 }
 
-/// Binds the listener configured by `key`; the error names that key.
+/// How long rumqttd may take to open its listeners once started.
+const LISTEN_DEADLINE: Duration = Duration::from_secs(10);
+
+fn in_use(key: &str, addr: SocketAddr, e: std::io::Error) -> MqttError {
+    MqttError::Embedded(format!(
+        "cannot listen on {addr} ({key}): {e}; is another MQTT broker running? Change {key} (empty turns that listener off), or use mqtt.url to read from that broker instead"
+    ))
+}
+
+/// Binds the listener configured by `key`, for the gate to serve; the error names that key.
 fn bind(key: &str, addr: SocketAddr) -> Result<std::net::TcpListener, MqttError> {
-    std::net::TcpListener::bind(addr).map_err(|e| {
-        MqttError::Embedded(format!(
-            "cannot listen on {addr} ({key}): {e}; is another MQTT broker running? Change {key} (empty turns that listener off), or use mqtt.url to read from that broker instead"
-        ))
-    })
+    std::net::TcpListener::bind(addr).map_err(|e| in_use(key, addr, e))
+}
+
+/// Checks that rumqttd will be able to bind `addr`, which it does on its own thread, logging a
+/// failure there and carrying on. The check socket is bound but never listens: a client (or a
+/// readiness probe) that connects meanwhile is refused, rather than accepted by a socket that
+/// is about to close. (A listening check socket let a probe succeed and the connection after it
+/// be refused: the flaky end-to-end test.) SO_REUSEADDR as rumqttd's own bind has it, so that
+/// connections of a previous run in TIME_WAIT do not fail the check.
+fn check_free(key: &str, addr: SocketAddr) -> Result<(), MqttError> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+        .map_err(|e| MqttError::Embedded(format!("cannot open a socket for {key}: {e}")))?;
+    socket
+        .set_reuse_address(true)
+        .and_then(|()| socket.bind(&addr.into()))
+        .map_err(|e| in_use(key, addr, e))
+}
+
+/// Where to connect to reach a listener bound to `addr`: its own address, or loopback for a
+/// wildcard one.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+/// Waits until rumqttd accepts TCP connections on every one of `listeners`, so that the bridge
+/// reports itself started (and a sensor's first connection succeeds) only once the broker is
+/// there. Fails if the broker's thread ended (rumqttd logged why) or after [`LISTEN_DEADLINE`].
+async fn wait_accepting(
+    listeners: &[(SocketAddr, &str)],
+    broker: &std::thread::JoinHandle<()>,
+) -> Result<(), MqttError> {
+    let deadline = tokio::time::Instant::now() + LISTEN_DEADLINE;
+    for &(addr, key) in listeners {
+        let target = reachable(addr);
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(target));
+            match attempt.await {
+                Ok(Ok(_probe)) => break,
+                Ok(Err(_)) if broker.is_finished() => {
+                    return Err(MqttError::Embedded(format!(
+                        "stopped while opening {addr} ({key}); its ERROR line above says why"
+                    )))
+                }
+                Ok(Err(_)) if tokio::time::Instant::now() < deadline => {
+                    // rumqttd gives no signal when its listener is up: poll, briefly.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok(Err(e)) => {
+                    return Err(MqttError::Embedded(format!(
+                        "no connection accepted on {addr} ({key}) within {LISTEN_DEADLINE:?} of the start: {e}"
+                    )))
+                }
+                Err(_) => {
+                    return Err(MqttError::Embedded(format!(
+                        "no connection accepted on {addr} ({key}) within {LISTEN_DEADLINE:?} of the start"
+                    )))
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Two loopback ports free right now, for the listeners only the gate connects to. Both probe
@@ -95,9 +167,10 @@ fn loopback_ports() -> Result<(SocketAddr, SocketAddr), MqttError> {
 }
 
 impl Embedded {
-    /// Starts the broker and subscribes the bridge's link to `filter`. Must be called within
-    /// a tokio runtime when `security` asks for TLS or passwords (the gate runs on it).
-    pub fn start(
+    /// Starts the broker, subscribes the bridge's link to `filter`, and returns once the broker
+    /// accepts connections on every listener. The gate, for TLS or passwords, runs on the
+    /// caller's tokio runtime.
+    pub async fn start(
         config_file: Option<&Path>,
         listeners: &Listeners,
         security: Security,
@@ -118,6 +191,8 @@ impl Embedded {
         config.prometheus = None;
 
         let gated = security.tls.is_some() || security.users.is_some();
+        // What rumqttd itself binds, for the readiness wait.
+        let mut rumqttd_listeners: Vec<(SocketAddr, &str)> = Vec::new();
         if listeners.tls.is_some() && security.tls.is_none() {
             return Err(MqttError::Embedded(
                 "a TLS listener needs a certificate (mqtt.tls_cert, mqtt.tls_key)".into(),
@@ -138,6 +213,10 @@ impl Embedded {
                 .map(|(a, _, key)| bind(key, *a))
                 .collect::<Result<Vec<_>, _>>()?;
             let (inner_v4, inner_v5) = loopback_ports()?;
+            rumqttd_listeners = vec![
+                (inner_v4, "the gate's loopback MQTT 3.1.1 listener"),
+                (inner_v5, "the gate's loopback MQTT 5 listener"),
+            ];
             let mut inner5 = v5.take().unwrap_or_else(|| v4.clone());
             v4.listen = inner_v4;
             inner5.listen = inner_v5;
@@ -171,10 +250,11 @@ impl Embedded {
             let addr = listeners.v4.ok_or_else(|| {
                 MqttError::Embedded("no listener: set mqtt.listen or mqtt.tls_listen".into())
             })?;
-            // Bind-check first: rumqttd logs a failed bind on its own thread and carries on.
-            bind("mqtt.listen", addr)?;
+            check_free("mqtt.listen", addr)?;
+            rumqttd_listeners.push((addr, "mqtt.listen"));
             if let Some(a) = listeners.v5 {
-                bind("mqtt.listen_v5", a)?;
+                check_free("mqtt.listen_v5", a)?;
+                rumqttd_listeners.push((a, "mqtt.listen_v5"));
             }
             v4.listen = addr;
             config.v4 = Some([("v4-1".to_owned(), v4)].into());
@@ -191,7 +271,7 @@ impl Embedded {
         let (mut tx, rx) = broker
             .link("edge-bridge")
             .map_err(|e| MqttError::Embedded(format!("cannot link to the broker: {e}")))?;
-        std::thread::Builder::new()
+        let broker_thread = std::thread::Builder::new()
             .name("mqtt-broker".into())
             .spawn(move || {
                 // rumqttd spawns its network threads from this one: they inherit the lower
@@ -207,6 +287,7 @@ impl Embedded {
             .map_err(|e| MqttError::Embedded(e.to_string()))?;
         tx.subscribe(filter)
             .map_err(|e| MqttError::Embedded(format!("cannot subscribe to {filter}: {e}")))?;
+        wait_accepting(&rumqttd_listeners, &broker_thread).await?;
         info!(v4 = ?listeners.v4, v5 = ?listeners.v5, tls = ?listeners.tls, filter, "Embedded MQTT broker listening");
         // The in-process link is connected and subscribed for as long as the process runs.
         stats.mqtt_connected.store(1, Relaxed);

@@ -100,8 +100,9 @@ pub(crate) fn optional(value: &str) -> Option<&str> {
 }
 
 /// Starts the MQTT side the configuration asks for: certificates and password files are read
-/// here, so a bad one stops the start with an error naming its key.
-pub fn start(config: &Config, stats: &Arc<Stats>) -> anyhow::Result<MqttSource> {
+/// here, so a bad one stops the start with an error naming its key. With the embedded broker,
+/// returns once it accepts connections.
+pub async fn start(config: &Config, stats: &Arc<Stats>) -> anyhow::Result<MqttSource> {
     let m = &config.mqtt;
     Ok(match config.mqtt_source().map_err(anyhow::Error::msg)? {
         SourceConfig::Embedded(v4) => {
@@ -128,13 +129,9 @@ pub fn start(config: &Config, stats: &Arc<Stats>) -> anyhow::Result<MqttSource> 
                 },
             };
             let file = optional(&m.broker_config).map(Path::new);
-            MqttSource::Embedded(Embedded::start(
-                file,
-                &listeners,
-                security,
-                &m.topic,
-                stats.clone(),
-            )?)
+            MqttSource::Embedded(
+                Embedded::start(file, &listeners, security, &m.topic, stats.clone()).await?,
+            )
         }
         SourceConfig::External(url) => {
             let tls = if url.scheme() == "mqtts" {

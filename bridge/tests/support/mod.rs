@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,13 +12,73 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-/// A port nothing listens on right now.
+/// A local port for a server under test, never handed out twice.
+///
+/// Ports picked by binding port 0 and closing the socket raced: the kernel hands the same
+/// ephemeral ports to other binds to port 0 and to outgoing connections (Kafka clients,
+/// brokers, probes) until the server binds it, and a test then talked to another test's server
+/// or found its own refused. These ports come from below the ephemeral range, where neither the
+/// kernel's port 0 nor any outgoing connection goes, and each is reserved with a lock file
+/// held until this test process ends, so tests in other processes (nextest, a second
+/// `cargo test`) skip it too.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ports::reserve()
+}
+
+mod ports {
+    use std::fs::File;
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+    use std::sync::Mutex;
+
+    /// Lock files held for the life of the process.
+    static HELD: Mutex<Vec<File>> = Mutex::new(Vec::new());
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOWEST: u32 = 10_000;
+
+    /// The first port of the kernel's ephemeral range.
+    fn ephemeral_start() -> u32 {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32_768)
+    }
+
+    pub fn reserve() -> u16 {
+        let top = ephemeral_start().max(LOWEST + 1_000);
+        let span = top - LOWEST;
+        // Processes start at different places, so they rarely contend for the same locks.
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        let _ = NEXT.compare_exchange(0, start + 1, Relaxed, Relaxed);
+        let dir = std::env::temp_dir().join("edge-bridge-test-ports");
+        std::fs::create_dir_all(&dir).expect("creating the test port lock directory");
+        for _ in 0..span {
+            let port = (LOWEST + NEXT.fetch_add(1, Relaxed) % span) as u16;
+            let lock = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(port.to_string()))
+                .expect("opening a test port lock file");
+            // SAFETY: flock on a descriptor this function owns.
+            let locked = unsafe {
+                libc::flock(
+                    std::os::fd::AsRawFd::as_raw_fd(&lock),
+                    libc::LOCK_EX | libc::LOCK_NB,
+                )
+            };
+            if locked != 0 {
+                continue;
+            }
+            // Free right now (not used by something outside the tests).
+            if TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue;
+            }
+            HELD.lock().unwrap().push(lock);
+            return port;
+        }
+        panic!("no free local port between {LOWEST} and {top}");
+    }
 }
 
 /// The port of an address such as `127.0.0.1:1883`.
@@ -26,39 +86,69 @@ pub fn port_of(addr: &str) -> u16 {
     addr.rsplit(':').next().unwrap().parse().unwrap()
 }
 
-/// Waits until something accepts connections on `addr`.
-pub fn wait_listening(addr: SocketAddr, what: &str) {
+/// Waits until `child` accepts connections on `addr`; fails at once, with the child's exit
+/// status, if it ended instead.
+pub fn wait_listening(child: &mut Child, addr: SocketAddr, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} exited ({status}) before listening on {addr}");
+        }
         assert!(
             Instant::now() < deadline,
             "{what} did not start listening on {addr}"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// Waits until the bridge under test accepts connections on `port`, and fails with the
-/// bridge's own error if it stopped instead. Does not block the runtime's threads.
-pub async fn wait_bridge_listening(
-    bridge: &tokio::task::JoinHandle<anyhow::Result<()>>,
-    port: u16,
-) {
+/// Waits until `child` has written `line` to its log file `log`; fails at once, with the log,
+/// if it ended instead.
+pub fn wait_for_log(child: &mut Child, log: &std::path::Path, line: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            !bridge.is_finished(),
-            "the bridge stopped before listening on {port}"
-        );
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(line) {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the process exited ({status}) before logging {line:?}:\n{text}");
+        }
         assert!(
             Instant::now() < deadline,
-            "the bridge is not listening on {port}"
+            "no {line:?} in the log within 30 s:\n{text}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits until the bridge holds its subscription at an external broker.
+pub async fn wait_subscribed(stats: &edge_bridge::stats::Stats) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats
+        .mqtt_subscribed
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the bridge did not subscribe at the MQTT broker"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Starts the bridge and spawns its main loop with `shutdown`; returns once it accepts MQTT
+/// connections on every listener, or fails the test with the bridge's own start error.
+pub async fn spawn_bridge(
+    config: edge_bridge::Config,
+    stats: std::sync::Arc<edge_bridge::stats::Stats>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let bridge = edge_bridge::bridge::Bridge::start(config, stats)
+        .await
+        .unwrap_or_else(|e| panic!("the bridge did not start: {e:#}"));
+    tokio::spawn(bridge.run(shutdown))
 }
 
 fn tool(env: &str, default: &str) -> PathBuf {
@@ -137,8 +227,8 @@ impl Tansu {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting tansu");
-        let proc = Proc(child);
-        wait_listening(([127, 0, 0, 1], port).into(), "tansu");
+        let mut proc = Proc(child);
+        wait_listening(&mut proc.0, ([127, 0, 0, 1], port).into(), "tansu");
         Tansu {
             _proc: proc,
             brokers: format!("127.0.0.1:{}", advertised_port.unwrap_or(port)),
@@ -196,8 +286,8 @@ impl Mosquitto {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {bin}: {e}; run the tests with scripts/test.sh"));
-        let proc = Proc(child);
-        wait_listening(([127, 0, 0, 1], port).into(), "mosquitto");
+        let mut proc = Proc(child);
+        wait_listening(&mut proc.0, ([127, 0, 0, 1], port).into(), "mosquitto");
         Mosquitto {
             _proc: proc,
             _dir: dir,

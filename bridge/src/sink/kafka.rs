@@ -1,16 +1,11 @@
-//! Routed records -> Kafka topics, through librdkafka.
+//! The librdkafka producer behind [`Sink`]: records to Kafka topics, delivery reports back as
+//! [`Event`]s, and every rdkafka error sorted once, by [`classify`], into what the caller must
+//! do.
 //!
-//! Enqueue is not delivery: a record counts as delivered only when its delivery report says so
-//! ([`SinkContext::delivery`]). The producer is idempotent, so librdkafka's own retries neither
-//! duplicate nor reorder records within a partition, and records are keyed by sensor id, so
-//! per-sensor order holds end to end.
-//!
-//! Every rdkafka error is sorted once, by [`classify`], into what the caller must do.
-//!
-//! The sink itself never waits and never decides where a record goes next: delivery reports
-//! that someone must act on (a spooled record delivered, an MQTT message whose record is
-//! confirmed, any failure) are passed as [`Event`]s to [`crate::outbox`], which owns the spool
-//! and the order of MQTT acknowledgements.
+//! The producer is idempotent, so librdkafka's own retries neither duplicate nor reorder
+//! records within a partition, and records are keyed by sensor id, so per-sensor order holds
+//! end to end. The sink never waits and never decides where a record goes next: that is the
+//! outbox's part.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
@@ -19,32 +14,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edge_bridge_core::{OutRecord, Routed, Stream};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
 };
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
+use super::admin::{TopicAdmin, Topics};
+use super::{ErrorClass, Event, Origin, SendError, Sink, SinkError, Tag};
 use crate::config::{KafkaConfig, REDACTED};
 use crate::log_throttle::LogThrottle;
-use crate::spool::Lane;
 use crate::stats::Stats;
-
-/// What to do about an rdkafka error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Transient (queue full, broker down, timeouts): wait and try again.
-    Retry,
-    /// This record can never be delivered (too large, invalid, not authorized): count it as
-    /// failed and log it; other records are unaffected.
-    Permanent,
-    /// The producer instance is unusable (fatal idempotence error): recreate it.
-    Fatal,
-}
 
 /// The one place where rdkafka error codes are mapped to actions.
 pub fn classify(e: &KafkaError) -> ErrorClass {
@@ -54,9 +37,8 @@ pub fn classify(e: &KafkaError) -> ErrorClass {
     };
     match code {
         C::Fatal => ErrorClass::Fatal,
-        // Taken back from the producer on purpose (shutdown, replacement): not a failure of
-        // the record, it goes to the spool.
-        C::PurgeQueue | C::PurgeInflight => ErrorClass::Retry,
+        // Taken back from the producer on purpose (shutdown, replacement).
+        C::PurgeQueue | C::PurgeInflight => ErrorClass::TakenBack,
         C::MessageSizeTooLarge
         | C::InvalidMessage
         | C::InvalidMessageSize
@@ -99,48 +81,6 @@ fn advice(e: &KafkaError, reason: &str) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-/// Where a record handed to the producer came from: what its delivery report must update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// Sent as soon as it was made; nobody waits for its report.
-    Direct,
-    /// Sent as soon as it was made, and the MQTT message with this ack sequence number waits
-    /// for its report.
-    Carrier(u64),
-    /// Replayed from the spool: its report removes it there.
-    Spooled(Lane, u64),
-}
-
-/// What the delivery callback attaches to each record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tag {
-    pub stream: Stream,
-    pub origin: Origin,
-    /// Wall-clock ms when the bridge made the record (for an aggregate: when its window
-    /// closed), for the latency histogram.
-    pub made_ms: i64,
-    /// Order in which records were handed to the producer (across producers).
-    pub seq: u64,
-    /// The record's Kafka timestamp. librdkafka reports none for a failed message (its
-    /// timestamp call answers "not available" once the message carries an error), and a
-    /// record re-sent from the spool without it would be stamped with the time of the replay.
-    pub timestamp_ms: i64,
-}
-
-/// A delivery report someone must act on.
-#[derive(Debug)]
-pub enum Event {
-    /// Only for [`Origin::Carrier`] and [`Origin::Spooled`]; direct records are only counted.
-    Delivered(Tag),
-    /// Any failure, with the record, so that it can be spooled instead.
-    Failed {
-        tag: Tag,
-        class: ErrorClass,
-        error: KafkaError,
-        record: OutRecord,
-    },
 }
 
 /// Receives delivery reports and librdkafka's own log and error events.
@@ -206,7 +146,7 @@ impl ProducerContext for SinkContext {
                 let bytes = msg.key().map_or(0, <[u8]>::len) + msg.payload().map_or(0, <[u8]>::len);
                 counters.bytes_delivered.fetch_add(bytes as u64, Relaxed);
                 if tag.stream == Stream::Aggregate {
-                    let secs = (crate::bridge::wall_ms() - tag.made_ms).max(0) as f64 / 1000.0;
+                    let secs = (crate::clock::wall_ms() - tag.made_ms).max(0) as f64 / 1000.0;
                     self.stats.aggregate_latency.0.observe(secs);
                 }
                 match tag.origin {
@@ -222,7 +162,7 @@ impl ProducerContext for SinkContext {
                 record: record_of(msg, tag.timestamp_ms),
                 tag,
                 class: classify(e),
-                error: e.clone(),
+                error: e.to_string(),
             },
         };
         // The receiver lives as long as the bridge; after it is gone nobody needs reports.
@@ -251,58 +191,6 @@ fn record_of(msg: &BorrowedMessage<'_>, timestamp_ms: i64) -> OutRecord {
     }
 }
 
-/// Why the sink could not start or send.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("cannot create the Kafka producer: {0}")]
-    Create(String),
-    #[error("cannot create topic {topic}: {error}")]
-    CreateTopic { topic: String, error: String },
-    #[error("cannot reach the Kafka brokers {brokers} to create topics: {error}; check kafka.brokers, or set kafka.create_topics = false if the topics exist")]
-    Admin { brokers: String, error: String },
-    #[error("the producer failed fatally and could not be recreated: {0}")]
-    Fatal(String),
-}
-
-/// Topic names per stream.
-#[derive(Debug, Clone)]
-pub struct Topics {
-    pub raw: String,
-    pub aggregate: String,
-    pub dead_letter: String,
-    pub late: Option<String>,
-}
-
-impl Topics {
-    pub fn from_config(k: &KafkaConfig) -> Self {
-        Self {
-            raw: k.raw_topic.clone(),
-            aggregate: k.agg_topic.clone(),
-            dead_letter: k.dead_letter_topic.clone(),
-            late: (!k.late_topic.is_empty()).then(|| k.late_topic.clone()),
-        }
-    }
-
-    fn of(&self, s: Stream) -> &str {
-        match s {
-            Stream::Raw => &self.raw,
-            Stream::Aggregate => &self.aggregate,
-            Stream::DeadLetter => &self.dead_letter,
-            Stream::Late => self.late.as_deref().unwrap_or(&self.raw),
-        }
-    }
-
-    fn all(&self) -> Vec<&str> {
-        let mut v = vec![
-            self.raw.as_str(),
-            self.aggregate.as_str(),
-            self.dead_letter.as_str(),
-        ];
-        v.extend(self.late.as_deref());
-        v
-    }
-}
-
 /// The Kafka producer side of the bridge.
 pub struct KafkaSink {
     producer: ThreadedProducer<SinkContext>,
@@ -312,105 +200,6 @@ pub struct KafkaSink {
     topics: Topics,
     stats: Arc<Stats>,
     events: mpsc::Sender<Event>,
-}
-
-/// Creates the bridge's topics.
-#[derive(Clone)]
-pub struct TopicAdmin {
-    client_config: ClientConfig,
-    topics: Topics,
-}
-
-impl TopicAdmin {
-    /// Creates the bridge's topics where missing. Existing topics are left as they are.
-    pub async fn create_topics(&self, cfg: &KafkaConfig) -> Result<(), SinkError> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.client_config.create().map_err(|e| SinkError::Admin {
-                brokers: cfg.brokers.clone(),
-                error: describe(&e),
-            })?;
-        let names = self.topics.all();
-        let new: Vec<NewTopic> = names
-            .iter()
-            .map(|t| NewTopic::new(t, cfg.topic_partitions, TopicReplication::Fixed(1)))
-            .collect();
-        let opts = AdminOptions::new()
-            .operation_timeout(Some(Duration::from_secs(30)))
-            .request_timeout(Some(Duration::from_secs(10)));
-        let results = admin
-            .create_topics(&new, &opts)
-            .await
-            .map_err(|e| SinkError::Admin {
-                brokers: cfg.brokers.clone(),
-                error: e.to_string(),
-            })?;
-        for r in results {
-            match r {
-                Ok(topic) => info!(topic, "Created topic"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    return Err(SinkError::CreateTopic {
-                        topic,
-                        error: code.to_string(),
-                    })
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Asks the brokers for metadata, and records whether they answered in
-/// `stats.kafka_reachable` (for `/readyz` and the metrics) and when (for the outbox, to notice
-/// the uplink back). Every 2 s while the uplink is down, every 30 s otherwise: a metered link
-/// pays for each probe. Runs until the process ends.
-pub async fn probe_brokers(admin: TopicAdmin, stats: Arc<Stats>) {
-    let client: AdminClient<DefaultClientContext> = match admin.client_config.create() {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(
-                error = describe(&e),
-                "Cannot create the Kafka probe client; kafka_reachable stays 0"
-            );
-            return;
-        }
-    };
-    let client = Arc::new(client);
-    loop {
-        let c = client.clone();
-        let started = crate::bridge::wall_ms();
-        let ok = tokio::task::spawn_blocking(move || {
-            c.inner()
-                .fetch_metadata(None, Duration::from_secs(5))
-                .is_ok()
-        })
-        .await
-        .unwrap_or(false);
-        stats.kafka_reachable.store(u64::from(ok), Relaxed);
-        if ok {
-            stats.kafka_probe_ok_ms.store(started, Relaxed);
-        }
-        let every = if stats.uplink_down.load(Relaxed) == 1 {
-            Duration::from_secs(2)
-        } else {
-            Duration::from_secs(30)
-        };
-        let deadline = tokio::time::Instant::now() + every;
-        // Wake early when the outbox notices the uplink down.
-        while tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if stats.uplink_down.load(Relaxed) == 1 && every > Duration::from_secs(2) {
-                break;
-            }
-        }
-    }
-}
-
-/// Why one attempt to enqueue a record did not succeed.
-#[derive(Debug)]
-pub struct SendError {
-    pub class: ErrorClass,
-    pub error: KafkaError,
 }
 
 impl KafkaSink {
@@ -436,21 +225,44 @@ impl KafkaSink {
         ))
     }
 
-    /// Creates the bridge's topics where missing. Existing topics are left as they are.
-    pub async fn create_topics(&self, cfg: &KafkaConfig) -> Result<(), SinkError> {
-        self.admin_handle().create_topics(cfg).await
+    /// What creating topics and probing the brokers need, for a task of its own.
+    pub fn admin_handle(&self) -> TopicAdmin {
+        TopicAdmin::new(self.client_config.clone(), self.topics.clone())
     }
 
-    /// What creating topics needs, for a task of its own.
-    pub fn admin_handle(&self) -> TopicAdmin {
-        TopicAdmin {
-            client_config: self.client_config.clone(),
-            topics: self.topics.clone(),
+    /// Waits up to `timeout` until every enqueued record has its delivery report.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.producer.in_flight_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// Raises a fatal error in the producer, as librdkafka's test hook does: for tests of the
+    /// recovery path, which a real broker rarely exercises.
+    #[doc(hidden)]
+    pub fn inject_fatal_error(&self) {
+        use rdkafka::types::RDKafkaRespErr;
+        let reason = std::ffi::CString::new("injected by a test").expect("no NUL");
+        // SAFETY: the client pointer is valid while the producer lives; the function only
+        // records the error in the client.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                self.producer.client().native_ptr(),
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
         }
     }
+}
 
+impl Sink for KafkaSink {
     /// One attempt to enqueue a record; never waits.
-    pub fn try_send(&self, routed: &Routed, origin: Origin, made_ms: i64) -> Result<(), SendError> {
+    fn try_send(&self, routed: &Routed, origin: Origin, made_ms: i64) -> Result<(), SendError> {
         let stream = routed.stream;
         let rec = &routed.record;
         let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
@@ -481,57 +293,34 @@ impl KafkaSink {
             }
             Err((error, _)) => Err(SendError {
                 class: classify(&error),
-                error,
+                error: error.to_string(),
             }),
         }
     }
 
-    pub fn topic_of(&self, stream: Stream) -> &str {
-        self.topics.of(stream)
-    }
-
     /// Records handed to the producer and not yet reported on.
-    pub fn in_flight(&self) -> i32 {
+    fn in_flight(&self) -> i32 {
         self.producer.in_flight_count()
     }
 
     /// The producer's fatal error, if it has one: it must then be replaced.
-    pub fn fatal_error(&self) -> Option<String> {
+    fn fatal_error(&self) -> Option<String> {
         self.producer
             .client()
             .fatal_error()
             .map(|(code, text)| format!("{code}: {text}"))
     }
 
+    fn topic_of(&self, stream: Stream) -> &str {
+        self.topics.of(stream)
+    }
+
     /// Takes every record back from the producer: each comes back as a failed delivery report
     /// (class retry), so the caller can spool it. Waits up to `timeout` for those reports.
-    pub async fn purge(&self, timeout: Duration) -> bool {
+    async fn purge(&self, timeout: Duration) -> bool {
         self.producer
             .purge(PurgeConfig::default().queue().inflight());
         self.wait_idle(timeout).await
-    }
-
-    /// Waits up to `timeout` until every enqueued record has its delivery report.
-    pub async fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while self.producer.in_flight_count() > 0 {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        true
-    }
-
-    /// Replaces a producer that failed fatally (for example an idempotence sequence error).
-    /// Its records come back first as failed delivery reports, so that none is lost.
-    pub async fn recreate(&mut self) -> Result<(), SinkError> {
-        let reason = self.fatal_error().unwrap_or_default();
-        error!(
-            reason,
-            "Kafka producer failed fatally; taking its records back and recreating it"
-        );
-        self.replace().await
     }
 
     /// Takes every record back from the producer (each returns as a failed delivery report,
@@ -539,7 +328,7 @@ impl KafkaSink {
     /// a purge: purging records the broker may have half-received makes an idempotent
     /// producer bump its epoch, which not every Kafka-API broker handles (tansu answers with
     /// ProducerFenced forever).
-    pub async fn replace(&mut self) -> Result<(), SinkError> {
+    async fn replace(&mut self) -> Result<(), SinkError> {
         if !self.purge(Duration::from_secs(5)).await {
             error!(
                 in_flight = self.in_flight(),
@@ -549,23 +338,6 @@ impl KafkaSink {
         self.producer = create_producer(&self.client_config, &self.stats, &self.events)
             .map_err(|e| SinkError::Fatal(describe(&e)))?;
         Ok(())
-    }
-
-    /// Raises a fatal error in the producer, as librdkafka's test hook does: for tests of the
-    /// recovery path, which a real broker rarely exercises.
-    #[doc(hidden)]
-    pub fn inject_fatal_error(&self) {
-        use rdkafka::types::RDKafkaRespErr;
-        let reason = std::ffi::CString::new("injected by a test").expect("no NUL");
-        // SAFETY: the client pointer is valid while the producer lives; the function only
-        // records the error in the client.
-        unsafe {
-            rdkafka::bindings::rd_kafka_test_fatal_error(
-                self.producer.client().native_ptr(),
-                RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
-                reason.as_ptr(),
-            );
-        }
     }
 }
 
@@ -583,7 +355,7 @@ fn create_producer(
 
 /// An rdkafka error as an operator may see it. A configuration error names the property but
 /// not its value, which may be a password.
-fn describe(e: &KafkaError) -> String {
+pub(super) fn describe(e: &KafkaError) -> String {
     match e {
         KafkaError::ClientConfig(_, description, key, _value) => {
             let description = description.replace(_value.as_str(), REDACTED);

@@ -18,6 +18,14 @@
 //!   the spool are removed from it only by their delivery reports.
 //! - MQTT messages (external broker, QoS 1) are acknowledged in arrival order once their
 //!   record is delivered or synced to the spool ([`AckQueue`]).
+//!
+//! When to spool, when the uplink is down and when it is back is decided by the pure
+//! [`mode::Machine`]; this shell feeds it what it observes and carries out its actions. It
+//! talks to the brokers only through a [`Sink`].
+
+pub mod mode;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
@@ -28,20 +36,21 @@ use edge_bridge_core::{Routed, Stream};
 use tracing::{error, info, warn};
 
 use crate::acks::AckQueue;
+use crate::clock::wall_ms;
 use crate::config::{Config, MqttSource};
 use crate::log_throttle::LogThrottle;
 use crate::mqtt::external::AckToken;
-use crate::sink::{ErrorClass, Event, KafkaSink, Origin, SendError, SinkError};
+use crate::sink::{
+    spawn_probe, ErrorClass, Event, KafkaSink, Origin, ProbeLink, SendError, Sink, SinkError,
+};
 use crate::spool::fs::DiskFs;
 use crate::spool::{Handed, Lane, Spool, SpoolOptions};
 use crate::stats::Stats;
+use mode::{Action, Machine};
 
 /// Spooled records handed to librdkafka at most at once: enough to fill the uplink, few
 /// enough that memory stays small while it is down.
 const REPLAY_WINDOW: i32 = 20_000;
-/// After the uplink comes back, how much longer than `spill_after` the first delivery report
-/// may take before the uplink counts as down again.
-const RECOVERY_GRACE: Duration = Duration::from_secs(10);
 /// With the embedded broker, how long a full producer queue may hold up the main loop before
 /// new records go to the spool. That broker cannot be slowed down: while the loop waits, it
 /// keeps accepting publishes into a log that holds about 1.4 s of 10,000 sensors at 4
@@ -53,85 +62,20 @@ const EMBEDDED_QUEUE_FULL_WAIT: Duration = Duration::from_millis(250);
 /// than let the broker's in-flight window fill up.
 const SYNC_AT_PENDING_ACKS: usize = 256;
 
-pub struct Outbox {
-    sink: KafkaSink,
-    events: mpsc::Receiver<Event>,
-    spool: Option<Spool<DiskFs>>,
-    stats: Arc<Stats>,
-    acks: AckQueue<AckToken>,
-    /// New records go to the spool (see the module documentation).
-    spooling: bool,
-    spill_after: Duration,
+/// How long records may wait before the outbox acts; see the module documentation.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Records waiting this long without a delivery report take the uplink down.
+    pub spill_after: Duration,
     /// How long a full producer queue may hold up the main loop before records are spooled.
-    queue_full_wait: Duration,
-    fsync_every: Duration,
-    last_sync: Instant,
-    /// Ack sequence numbers of spooled messages, released at the next sync.
-    pending_sync: Vec<u64>,
-    /// Handed out by the spool, not yet accepted by the producer.
-    replay: VecDeque<Handed>,
-    rewind: bool,
-    fatal: bool,
-    /// The uplink is down (see `check_uplink`), since this wall-clock ms.
-    uplink_down: bool,
-    down_since_ms: i64,
-    /// A record failed in a way that may let later ones overtake it: take everything back
-    /// into the spool at the next pump, as when the uplink goes down.
-    force_down: bool,
-    /// Delivered records seen at the last progress check, and when that number last moved.
-    progress: (u64, Instant),
-    /// One drop warning per period.
-    drops: LogThrottle,
+    pub queue_full_wait: Duration,
+    /// How often spooled records are synced to disk (their MQTT acks wait for it).
+    pub fsync_every: Duration,
 }
 
-impl Outbox {
-    /// The producer, and the spool under `state_dir/spool` if enabled (opening it recovers
-    /// what a previous run left there). Starts the broker probe: call within a Tokio runtime.
-    pub fn open(config: &Config, stats: Arc<Stats>) -> anyhow::Result<Self> {
-        let (sink, events) = KafkaSink::new(&config.kafka, stats.clone())?;
-        // Whether the brokers answer: for /readyz, and to notice the uplink back.
-        tokio::spawn(crate::sink::probe_brokers(
-            sink.admin_handle(),
-            stats.clone(),
-        ));
-        let spool = if config.spool.enabled {
-            let dir = config.state_dir.join("spool");
-            let opts = SpoolOptions {
-                max_bytes: config.spool.max_mib.saturating_mul(1 << 20),
-            };
-            let (spool, rec) = Spool::open(DiskFs, &dir, opts).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot open the spool in {}: {e}; check that state_dir is writable by the bridge",
-                    dir.display()
-                )
-            })?;
-            let waiting: u64 = rec.records.iter().sum();
-            if rec.damaged > 0 {
-                warn!(
-                    damaged = rec.damaged,
-                    "Spool: skipped damaged records (torn by a power cut or corrupted on disk); they are lost"
-                );
-            }
-            if waiting > 0 {
-                info!(
-                    records = waiting,
-                    aggregates = rec.records[crate::stats::index(Stream::Aggregate)],
-                    bytes = rec.bytes,
-                    "Spool: records from the previous run wait for delivery; aggregates go first"
-                );
-            }
-            stats.spool_damaged.fetch_add(rec.damaged, Relaxed);
-            Some(spool)
-        } else {
-            None
-        };
-        let outbox = Self {
-            sink,
-            events,
-            spool,
-            stats,
-            acks: AckQueue::default(),
-            spooling: false,
+impl Timing {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
             spill_after: config.spool.spill_after,
             queue_full_wait: match config.mqtt_source() {
                 Ok(MqttSource::Embedded(_)) => {
@@ -140,22 +84,126 @@ impl Outbox {
                 _ => config.spool.spill_after,
             },
             fsync_every: config.spool.fsync_interval,
+        }
+    }
+}
+
+pub struct Outbox<S: Sink = KafkaSink> {
+    sink: S,
+    events: mpsc::Receiver<Event>,
+    spool: Option<Spool<DiskFs>>,
+    stats: Arc<Stats>,
+    acks: AckQueue<AckToken>,
+    /// Where new records go, and whether the spool is replayed.
+    machine: Machine,
+    /// Talks to the broker probe.
+    probe: ProbeLink,
+    fsync_every: Duration,
+    last_sync: Instant,
+    /// Ack sequence numbers of spooled messages, released at the next sync.
+    pending_sync: Vec<u64>,
+    /// Handed out by the spool, not yet accepted by the producer.
+    replay: VecDeque<Handed>,
+    /// Hand out the spool again from its oldest undelivered record, at the next pump.
+    rewind: bool,
+    /// The sink refused a record as unusable: replace it at the next pump.
+    fatal: bool,
+    /// One drop warning per period.
+    drops: LogThrottle,
+}
+
+impl Outbox<KafkaSink> {
+    /// The producer, and the spool under `state_dir/spool` if enabled (opening it recovers
+    /// what a previous run left there). Starts the broker probe: call within a Tokio runtime.
+    pub fn open(config: &Config, stats: Arc<Stats>) -> anyhow::Result<Self> {
+        let (sink, events) = KafkaSink::new(&config.kafka, stats.clone())?;
+        // Whether the brokers answer: for /readyz, and to notice the uplink back.
+        let probe = spawn_probe(sink.admin_handle(), stats.clone());
+        let spool = if config.spool.enabled {
+            Some(open_spool(config, &stats)?)
+        } else {
+            None
+        };
+        Ok(Self::new(
+            sink,
+            events,
+            spool,
+            probe,
+            Timing::from_config(config),
+            stats,
+        ))
+    }
+}
+
+/// Opens the spool under `state_dir/spool`, recovering what a previous run left there.
+fn open_spool(config: &Config, stats: &Stats) -> anyhow::Result<Spool<DiskFs>> {
+    let dir = config.state_dir.join("spool");
+    let opts = SpoolOptions {
+        max_bytes: config.spool.max_mib.saturating_mul(1 << 20),
+    };
+    let (spool, rec) = Spool::open(DiskFs, &dir, opts).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the spool in {}: {e}; check that state_dir is writable by the bridge",
+            dir.display()
+        )
+    })?;
+    let waiting: u64 = rec.records.iter().sum();
+    if rec.damaged > 0 {
+        warn!(
+            damaged = rec.damaged,
+            "Spool: skipped damaged records (torn by a power cut or corrupted on disk); they are lost"
+        );
+    }
+    if waiting > 0 {
+        info!(
+            records = waiting,
+            aggregates = rec.records[crate::stats::index(Stream::Aggregate)],
+            bytes = rec.bytes,
+            "Spool: records from the previous run wait for delivery; aggregates go first"
+        );
+    }
+    stats.spool_damaged.fetch_add(rec.damaged, Relaxed);
+    Ok(spool)
+}
+
+impl<S: Sink> Outbox<S> {
+    /// An outbox over `sink`, whose delivery reports arrive on `events`.
+    pub fn new(
+        sink: S,
+        events: mpsc::Receiver<Event>,
+        spool: Option<Spool<DiskFs>>,
+        probe: ProbeLink,
+        timing: Timing,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let machine = Machine::new(
+            spool.is_some(),
+            spool.as_ref().is_some_and(|s| !s.is_empty()),
+            timing.spill_after,
+            timing.queue_full_wait,
+            Instant::now(),
+        );
+        let outbox = Self {
+            sink,
+            events,
+            spool,
+            stats,
+            acks: AckQueue::default(),
+            machine,
+            probe,
+            fsync_every: timing.fsync_every,
             last_sync: Instant::now(),
             pending_sync: Vec::new(),
             replay: VecDeque::new(),
             rewind: false,
             fatal: false,
-            uplink_down: false,
-            down_since_ms: 0,
-            force_down: false,
-            progress: (0, Instant::now()),
             drops: LogThrottle::new(Duration::from_secs(10)),
         };
         outbox.update_gauges();
-        Ok(outbox)
+        outbox
     }
 
-    pub fn sink(&self) -> &KafkaSink {
+    pub fn sink(&self) -> &S {
         &self.sink
     }
 
@@ -171,41 +219,39 @@ impl Outbox {
         let carrier = ack.map(|t| self.acks.push(t));
         let origin = carrier.map_or(Origin::Direct, Origin::Carrier);
         // Taken when the queue is first found full: the common case reads no clock here.
-        let mut started: Option<Instant> = None;
+        let mut full_since: Option<Instant> = None;
         let mut backoff = Duration::from_micros(200);
         loop {
-            if self.spool_mode() {
+            if self.machine.spools() {
                 self.spool_record(Lane::for_stream(routed.stream), &routed, carrier, made_ms);
                 return Ok(());
             }
-            match self.sink.try_send(&routed, origin, made_ms) {
-                Ok(()) => return Ok(()),
-                Err(SendError {
-                    class: ErrorClass::Retry,
-                    ..
-                }) => {
+            let Err(SendError { class, error }) = self.sink.try_send(&routed, origin, made_ms)
+            else {
+                return Ok(());
+            };
+            match class {
+                ErrorClass::Retry | ErrorClass::TakenBack => {
                     // Queue full: wait for the uplink, up to queue_full_wait if there is a
                     // spool.
-                    let started = *started.get_or_insert_with(Instant::now);
+                    let since = *full_since.get_or_insert_with(Instant::now);
                     self.pump(false).await?;
-                    if self.spool.is_some() && started.elapsed() >= self.queue_full_wait {
-                        self.start_spooling("the producer queue stayed full", self.queue_full_wait);
-                        continue;
+                    let actions = self.machine.on(
+                        mode::Event::QueueFull { since },
+                        Instant::now(),
+                        wall_ms(),
+                    );
+                    if actions.is_empty() {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(100));
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                    self.carry_out(actions).await?;
                 }
-                Err(SendError {
-                    class: ErrorClass::Permanent,
-                    error,
-                }) => {
-                    self.permanent_failure(routed.stream, &error.to_string(), carrier);
+                ErrorClass::Permanent => {
+                    self.permanent_failure(routed.stream, &error, carrier);
                     return Ok(());
                 }
-                Err(SendError {
-                    class: ErrorClass::Fatal,
-                    ..
-                }) => {
+                ErrorClass::Fatal => {
                     self.fatal = true;
                     self.pump(false).await?;
                 }
@@ -217,26 +263,74 @@ impl Outbox {
     /// stalled uplink, replays the spool (unless `draining`), flushes and syncs it.
     pub async fn pump(&mut self, draining: bool) -> Result<(), SinkError> {
         self.handle_events();
-        if self.fatal || self.sink.fatal_error().is_some() {
-            self.fatal = false;
-            self.sink.recreate().await?;
-            // The old producer's records came back as failed reports: rescue them now.
-            self.handle_events();
-            self.rewind = true;
+        let fatal = self.sink.fatal_error();
+        if std::mem::take(&mut self.fatal) || fatal.is_some() {
+            error!(
+                reason = fatal.unwrap_or_default(),
+                "Kafka producer failed fatally; taking its records back and recreating it"
+            );
+            let actions = self
+                .machine
+                .on(mode::Event::ProducerFailed, Instant::now(), wall_ms());
+            self.carry_out(actions).await?;
         }
-        self.check_uplink().await?;
-        if self.rewind {
-            self.rewind = false;
+        let delivered: u64 = Stream::ALL
+            .iter()
+            .map(|s| self.stats.stream(*s).delivered.load(Relaxed))
+            .sum();
+        let observed = mode::Event::Pump {
+            delivered,
+            in_flight: self.sink.in_flight(),
+            probe_ok_ms: *self.probe.probe_ok_ms.borrow(),
+        };
+        let actions = self.machine.on(observed, Instant::now(), wall_ms());
+        self.carry_out(actions).await?;
+        if std::mem::take(&mut self.rewind) {
             self.replay.clear();
             if let Some(s) = self.spool.as_mut() {
                 s.rewind();
             }
         }
-        if !draining && !self.uplink_down {
+        if !draining && self.machine.replays() {
             self.replay_spool();
         }
         self.flush_spool(false);
         self.update_gauges();
+        Ok(())
+    }
+
+    /// Carries out the mode machine's decisions, in order.
+    async fn carry_out(&mut self, actions: Vec<Action>) -> Result<(), SinkError> {
+        for action in actions {
+            match action {
+                Action::StartSpooling { why, after } => warn!(
+                    waiting = self.sink.in_flight(),
+                    ?after,
+                    "Uplink down or too slow ({why}): new records go to the disk spool until it returns"
+                ),
+                Action::UplinkDown => {
+                    self.stats.uplink_down.store(1, Relaxed);
+                    self.stats.kafka_reachable.store(0, Relaxed);
+                    self.probe.uplink_down.send_replace(true);
+                }
+                Action::UplinkBack => {
+                    self.stats.uplink_down.store(0, Relaxed);
+                    self.probe.uplink_down.send_replace(false);
+                    info!(
+                        spooled = self.spool.as_ref().map_or(0, |s| s.records()),
+                        "Uplink back: replaying the spool, aggregates first"
+                    );
+                }
+                Action::ReplaceProducer => {
+                    self.sink.replace().await?;
+                    // Records sent directly came back as failed reports and go to the rescue
+                    // lanes; records replayed from the spool are still there and go again.
+                    self.handle_events();
+                }
+                Action::Rewind => self.rewind = true,
+                Action::SpoolDrained => info!("Spool drained: sending directly again"),
+            }
+        }
         Ok(())
     }
 
@@ -279,27 +373,12 @@ impl Outbox {
         Ok(lost)
     }
 
-    fn spool_mode(&self) -> bool {
-        self.spool
-            .as_ref()
-            .is_some_and(|s| self.spooling || !s.is_empty())
-    }
-
-    fn start_spooling(&mut self, why: &str, after: Duration) {
-        if self.spool.is_some() && !self.spooling {
-            warn!(
-                waiting = self.sink.in_flight(),
-                ?after,
-                "Uplink down or too slow ({why}): new records go to the disk spool until it returns"
-            );
-            self.spooling = true;
-        }
-    }
-
+    /// Acts on the delivery reports that arrived.
     fn handle_events(&mut self) {
         // Records to take back into the spool, in the order they were produced: librdkafka
         // reports a purge partition queue by partition queue, not in production order.
         let mut rescued: Vec<(u64, Routed, Option<u64>, i64)> = Vec::new();
+        let mut undelivered = false;
         while let Ok(event) = self.events.try_recv() {
             match event {
                 Event::Delivered(tag) => match tag.origin {
@@ -323,32 +402,31 @@ impl Outbox {
                         Origin::Carrier(seq) => Some(seq),
                         _ => None,
                     };
+                    let taken_back = class == ErrorClass::TakenBack;
                     match (class, tag.origin) {
                         (ErrorClass::Permanent, Origin::Spooled(lane, seq)) => {
                             if let Some(s) = self.spool.as_mut() {
                                 s.ack(lane, seq);
                             }
-                            self.permanent_failure(tag.stream, &error.to_string(), None);
+                            self.permanent_failure(tag.stream, &error, None);
                         }
                         (ErrorClass::Permanent, _) => {
-                            self.permanent_failure(tag.stream, &error.to_string(), carrier)
+                            self.permanent_failure(tag.stream, &error, carrier)
                         }
                         // Still in the spool: hand it out again.
                         (_, Origin::Spooled(..)) => {
-                            if !purged(&error) {
+                            if !taken_back {
                                 if self.drops.admit("", Instant::now()).is_some() {
                                     warn!(%error, stream = tag.stream.as_str(), "A record replayed from the spool was not delivered; it stays in the spool and goes again");
                                 }
-                                // Later records may still be queued behind it: take them all
-                                // back, or they would overtake it.
-                                self.force_down = true;
+                                undelivered = true;
                             }
                             self.rewind = true;
                         }
                         (_, _) if self.spool.is_some() => {
-                            if !purged(&error) {
+                            if !taken_back {
                                 warn!(%error, stream = tag.stream.as_str(), "A record was not delivered; it goes to the spool and is sent again");
-                                self.force_down = true;
+                                undelivered = true;
                             }
                             let routed = Routed {
                                 stream: tag.stream,
@@ -367,15 +445,24 @@ impl Outbox {
                 }
             }
         }
+        let (now, now_ms) = (Instant::now(), wall_ms());
+        if undelivered {
+            // Later records may still be queued behind it: they would overtake it. The
+            // machine takes them all back at the next pump.
+            let none = self.machine.on(mode::Event::Undelivered, now, now_ms);
+            debug_assert!(none.is_empty());
+        }
         if !rescued.is_empty() {
             rescued.sort_unstable_by_key(|r| r.0);
             for (_, routed, carrier, made_ms) in rescued {
                 self.spool_record(Lane::rescue_for(routed.stream), &routed, carrier, made_ms);
             }
-            self.spooling = true;
             // The rescued records are older than anything handed out from the spool: those go
             // again after them.
-            self.rewind = true;
+            for action in self.machine.on(mode::Event::Rescued, now, now_ms) {
+                debug_assert_eq!(action, Action::Rewind);
+                self.rewind = true;
+            }
         }
     }
 
@@ -445,57 +532,6 @@ impl Outbox {
         }
     }
 
-    /// Notices the uplink going down (records waited `spill_after` without a delivery report)
-    /// and coming back (a delivery report, or a metadata probe that started after it went
-    /// down). While it is down, nothing waits in librdkafka's memory: what was there is taken
-    /// back into the spool (durable there, and replayed in priority order later) and nothing
-    /// is replayed, so that no raw reading can overtake the aggregates of the outage.
-    async fn check_uplink(&mut self) -> Result<(), SinkError> {
-        let delivered: u64 = Stream::ALL
-            .iter()
-            .map(|s| self.stats.stream(*s).delivered.load(Relaxed))
-            .sum();
-        let in_flight = self.sink.in_flight();
-        let moved = delivered != self.progress.0;
-        if in_flight == 0 || moved {
-            self.progress = (delivered, Instant::now());
-        }
-        if self.uplink_down {
-            // Failures while down are what down means; nothing is queued to overtake anyway.
-            self.force_down = false;
-            let probed = self.stats.kafka_probe_ok_ms.load(Relaxed) > self.down_since_ms;
-            if moved || probed {
-                self.uplink_down = false;
-                // A fresh producer needs several round trips (connect, metadata, producer id)
-                // before its first delivery report: give it that much longer before judging
-                // the uplink again, or a slow link would flap between down and up.
-                self.progress = (delivered, Instant::now() + RECOVERY_GRACE);
-                self.stats.uplink_down.store(0, Relaxed);
-                info!(
-                    spooled = self.spool.as_ref().map_or(0, |s| s.records()),
-                    "Uplink back: replaying the spool, aggregates first"
-                );
-            }
-            return Ok(());
-        }
-        let stalled = in_flight > 0 && self.progress.1.elapsed() >= self.spill_after;
-        if self.spool.is_none() || !(stalled || self.force_down) {
-            return Ok(());
-        }
-        self.force_down = false;
-        self.uplink_down = true;
-        self.down_since_ms = crate::bridge::wall_ms();
-        self.stats.uplink_down.store(1, Relaxed);
-        self.stats.kafka_reachable.store(0, Relaxed);
-        self.start_spooling("no delivery report", self.spill_after);
-        self.sink.replace().await?;
-        // Direct records came back as failed reports and go to the rescue lanes; records
-        // replayed from the spool are still there and will be handed out again.
-        self.handle_events();
-        self.rewind = true;
-        Ok(())
-    }
-
     fn replay_spool(&mut self) {
         let Some(spool) = self.spool.as_mut() else {
             return;
@@ -528,7 +564,7 @@ impl Outbox {
                     self.replay.pop_front();
                 }
                 Err(SendError {
-                    class: ErrorClass::Retry,
+                    class: ErrorClass::Retry | ErrorClass::TakenBack,
                     ..
                 }) => break,
                 Err(SendError {
@@ -553,9 +589,14 @@ impl Outbox {
             }
         }
         // Back to direct sends once the spool is empty (the uplink is up: replay ran).
-        if self.spooling && spool.is_empty() && self.replay.is_empty() {
-            self.spooling = false;
-            info!("Spool drained: sending directly again");
+        if spool.is_empty() && self.replay.is_empty() {
+            let actions = self
+                .machine
+                .on(mode::Event::SpoolEmpty, Instant::now(), wall_ms());
+            for action in actions {
+                debug_assert_eq!(action, Action::SpoolDrained);
+                info!("Spool drained: sending directly again");
+            }
         }
     }
 
@@ -598,13 +639,4 @@ impl Outbox {
             .producer_queue
             .store(self.sink.in_flight().max(0) as u64, Relaxed);
     }
-}
-
-/// Whether a failed delivery report is a record taken back on purpose (purge), not a failure.
-fn purged(e: &rdkafka::error::KafkaError) -> bool {
-    use rdkafka::error::RDKafkaErrorCode as C;
-    matches!(
-        e.rdkafka_error_code(),
-        Some(C::PurgeQueue | C::PurgeInflight)
-    )
 }

@@ -1,0 +1,187 @@
+//! The brokers' side that is not producing: creating the bridge's topics, and probing
+//! whether the brokers answer.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_bridge_core::Stream;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::kafka::describe;
+use super::SinkError;
+use crate::config::KafkaConfig;
+use crate::stats::Stats;
+
+/// Topic names per stream.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub raw: String,
+    pub aggregate: String,
+    pub dead_letter: String,
+    pub late: Option<String>,
+}
+
+impl Topics {
+    pub fn from_config(k: &KafkaConfig) -> Self {
+        Self {
+            raw: k.raw_topic.clone(),
+            aggregate: k.agg_topic.clone(),
+            dead_letter: k.dead_letter_topic.clone(),
+            late: (!k.late_topic.is_empty()).then(|| k.late_topic.clone()),
+        }
+    }
+
+    pub(super) fn of(&self, s: Stream) -> &str {
+        match s {
+            Stream::Raw => &self.raw,
+            Stream::Aggregate => &self.aggregate,
+            Stream::DeadLetter => &self.dead_letter,
+            Stream::Late => self.late.as_deref().unwrap_or(&self.raw),
+        }
+    }
+
+    pub(super) fn all(&self) -> Vec<&str> {
+        let mut v = vec![
+            self.raw.as_str(),
+            self.aggregate.as_str(),
+            self.dead_letter.as_str(),
+        ];
+        v.extend(self.late.as_deref());
+        v
+    }
+}
+
+/// Creates the bridge's topics.
+#[derive(Clone)]
+pub struct TopicAdmin {
+    client_config: ClientConfig,
+    topics: Topics,
+}
+
+impl TopicAdmin {
+    pub(super) fn new(client_config: ClientConfig, topics: Topics) -> Self {
+        Self {
+            client_config,
+            topics,
+        }
+    }
+
+    /// Creates the bridge's topics where missing. Existing topics are left as they are.
+    pub async fn create_topics(&self, cfg: &KafkaConfig) -> Result<(), SinkError> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config.create().map_err(|e| SinkError::Admin {
+                brokers: cfg.brokers.clone(),
+                error: describe(&e),
+            })?;
+        let names = self.topics.all();
+        let new: Vec<NewTopic> = names
+            .iter()
+            .map(|t| NewTopic::new(t, cfg.topic_partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(30)))
+            .request_timeout(Some(Duration::from_secs(10)));
+        let results = admin
+            .create_topics(&new, &opts)
+            .await
+            .map_err(|e| SinkError::Admin {
+                brokers: cfg.brokers.clone(),
+                error: e.to_string(),
+            })?;
+        for r in results {
+            match r {
+                Ok(topic) => info!(topic, "Created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(SinkError::CreateTopic {
+                        topic,
+                        error: code.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the broker probe and the outbox tell each other: the outbox publishes whether the
+/// uplink is down (the probe then asks more often), the probe publishes the wall-clock ms at
+/// which its last successful probe started (the outbox takes one that started after an
+/// outage began as the uplink back).
+pub struct ProbeLink {
+    pub uplink_down: watch::Sender<bool>,
+    pub probe_ok_ms: watch::Receiver<i64>,
+}
+
+/// Starts the broker probe on the current tokio runtime; it ends when the returned link is
+/// dropped.
+pub fn spawn_probe(admin: TopicAdmin, stats: Arc<Stats>) -> ProbeLink {
+    let (uplink_down, down_rx) = watch::channel(false);
+    let (ok_tx, probe_ok_ms) = watch::channel(0);
+    tokio::spawn(probe_brokers(admin, stats, down_rx, ok_tx));
+    ProbeLink {
+        uplink_down,
+        probe_ok_ms,
+    }
+}
+
+/// Probe cadence while the uplink is down, and otherwise: a metered link pays for each probe.
+const PROBE_DOWN_EVERY: Duration = Duration::from_secs(2);
+const PROBE_EVERY: Duration = Duration::from_secs(30);
+
+/// Asks the brokers for metadata, and records whether they answered in
+/// `stats.kafka_reachable` (for `/readyz` and the metrics) and when in `probe_ok_ms`. Probes
+/// again at once when the uplink goes down or comes back. Ends when the outbox's side of the
+/// link is gone.
+async fn probe_brokers(
+    admin: TopicAdmin,
+    stats: Arc<Stats>,
+    mut uplink_down: watch::Receiver<bool>,
+    probe_ok_ms: watch::Sender<i64>,
+) {
+    let client: AdminClient<DefaultClientContext> = match admin.client_config.create() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(
+                error = describe(&e),
+                "Cannot create the Kafka probe client; kafka_reachable stays 0"
+            );
+            return;
+        }
+    };
+    let client = Arc::new(client);
+    loop {
+        let c = client.clone();
+        let started = crate::clock::wall_ms();
+        let ok = tokio::task::spawn_blocking(move || {
+            c.inner()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        stats.kafka_reachable.store(u64::from(ok), Relaxed);
+        if ok && probe_ok_ms.send(started).is_err() {
+            return;
+        }
+        let every = if *uplink_down.borrow_and_update() {
+            PROBE_DOWN_EVERY
+        } else {
+            PROBE_EVERY
+        };
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            changed = uplink_down.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
