@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use edge_bridge_core::{Pipeline, Routed, Stream, Verdict};
+use futures_util::FutureExt;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::wall_ms;
@@ -24,7 +25,7 @@ use crate::config::Config;
 use crate::http;
 use crate::log_throttle::LogThrottle;
 use crate::mqtt::external::AckToken;
-use crate::mqtt::MqttSource;
+use crate::mqtt::{Inbound, MqttSource};
 use crate::outbox::Outbox;
 use crate::sink::{Sink, SinkError, TopicAdmin};
 use crate::state;
@@ -154,8 +155,22 @@ impl Bridge {
                     release_acks(&mut outbox, &mut source).await;
                 }
                 _ = tick.tick() => {
-                    pipeline.flush_idle(wall_ms(), &mut out);
-                    submit_all(&mut outbox, &stats, &mut out, None, wall_ms()).await?;
+                    // A sensor counts as idle only when none of its readings waits in the
+                    // intake. After the bridge itself stalled (a slow disk, a producer being
+                    // replaced under load), active sensors' readings queue up and looked idle
+                    // for as long as the stall: their windows were closed early and the rest
+                    // of their readings counted late. So the idle flush waits until the
+                    // intake is caught up; under a backlog, the publishes go first.
+                    match source.next().now_or_never() {
+                        Some(msg) => {
+                            let mut intake = Intake { pipeline: &mut pipeline, outbox: &mut outbox, stats: &stats, rejections: &mut rejections, out: &mut out };
+                            intake.take(msg?, &mut source).await?;
+                        }
+                        None => {
+                            pipeline.flush_idle(wall_ms(), &mut out);
+                            submit_all(&mut outbox, &stats, &mut out, None, wall_ms()).await?;
+                        }
+                    }
                     let w = pipeline.windower();
                     stats.open_windows.store(w.open_windows() as u64, Relaxed);
                     stats.sensors.store(w.sensors() as u64, Relaxed);
@@ -167,31 +182,8 @@ impl Bridge {
                     }
                 }
                 msg = source.next() => {
-                    let mut next = Some(msg?);
-                    let mut handled = 0;
-                    while let Some(msg) = next.take() {
-                        let now = wall_ms();
-                        let verdict = pipeline.ingest(
-                            &msg.topic,
-                            msg.payload.clone(),
-                            &msg.user_properties,
-                            now,
-                            &mut out,
-                        );
-                        stats.count_publish(msg.payload.len(), verdict, now);
-                        match verdict {
-                            Verdict::Rejected(reason) => rejections.note(reason, &msg.topic, &out),
-                            Verdict::Refused(reason) => rejections.note(reason, &msg.topic, &out),
-                            _ => {}
-                        }
-                        // The last record of a publish is its raw (or dead-letter) record: the one
-                        // the MQTT ack waits for.
-                        submit_all(&mut outbox, &stats, &mut out, msg.ack, now).await?;
-                        handled += 1;
-                        if handled < PUBLISHES_PER_TURN {
-                            next = source.try_next();
-                        }
-                    }
+                    let mut intake = Intake { pipeline: &mut pipeline, outbox: &mut outbox, stats: &stats, rejections: &mut rejections, out: &mut out };
+                    intake.take(msg?, &mut source).await?;
                 }
             }
         }
@@ -207,6 +199,48 @@ impl Bridge {
         source.close().await;
         if lost > 0 {
             warn!(lost, "Records lost at shutdown");
+        }
+        Ok(())
+    }
+}
+
+/// What handling a publish needs: the pipeline, and where its records go.
+struct Intake<'a> {
+    pipeline: &'a mut Pipeline,
+    outbox: &'a mut Outbox,
+    stats: &'a Stats,
+    rejections: &'a mut RateLimitedWarn,
+    out: &'a mut Vec<Routed>,
+}
+
+impl Intake<'_> {
+    /// Handles `first` and up to [`PUBLISHES_PER_TURN`] publishes already waiting behind it.
+    async fn take(&mut self, first: Inbound, source: &mut MqttSource) -> anyhow::Result<()> {
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(msg) = next.take() {
+            let now = wall_ms();
+            let verdict = self.pipeline.ingest(
+                &msg.topic,
+                msg.payload.clone(),
+                &msg.user_properties,
+                now,
+                self.out,
+            );
+            self.stats.count_publish(msg.payload.len(), verdict, now);
+            match verdict {
+                Verdict::Rejected(reason) | Verdict::Refused(reason) => {
+                    self.rejections.note(reason, &msg.topic, self.out)
+                }
+                _ => {}
+            }
+            // The last record of a publish is its raw (or dead-letter) record: the one the
+            // MQTT ack waits for.
+            submit_all(self.outbox, self.stats, self.out, msg.ack, now).await?;
+            handled += 1;
+            if handled < PUBLISHES_PER_TURN {
+                next = source.try_next();
+            }
         }
         Ok(())
     }

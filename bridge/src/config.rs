@@ -515,17 +515,12 @@ impl Config {
             ("mqtt.client_cert", &m.client_cert),
             ("mqtt.client_key", &m.client_key),
         ];
-        let mut readable = true;
+        // Whether their contents are usable is checked by `crate::mqtt::file_problems`, which
+        // reads them the way the start does.
         for (key, path) in files {
             if !path.is_empty() && std::fs::File::open(path).is_err() {
                 errors.push(format!("{key}: {path} does not exist or is not readable"));
-                readable = false;
             }
-        }
-        // Read them as the start will, so that check-config (the systemd unit's ExecStartPre)
-        // refuses a bad file instead of the start failing over and over.
-        if readable {
-            errors.extend(self.mqtt_security_files_problems());
         }
         if m.url.is_empty() {
             errors.extend(set_where_unused(
@@ -606,34 +601,6 @@ impl Config {
             }
             if !m.password.is_empty() && m.username.is_empty() {
                 errors.push("mqtt.password: set mqtt.username too".into());
-            }
-        }
-        errors
-    }
-
-    /// Loads the password file and the TLS files the way the start does.
-    fn mqtt_security_files_problems(&self) -> Vec<String> {
-        use crate::mqtt::{optional, tls, users::Users};
-        let m = &self.mqtt;
-        let mut errors = Vec::new();
-        if m.url.is_empty() {
-            if !m.passwords.is_empty() {
-                if let Err(e) = Users::load(std::path::Path::new(&m.passwords)) {
-                    errors.push(format!("mqtt.passwords: {e}"));
-                }
-            }
-            if !m.tls_listen.is_empty() && !m.tls_cert.is_empty() && !m.tls_key.is_empty() {
-                let ca = optional(&m.tls_client_ca);
-                if let Err(e) = tls::server_config(&m.tls_cert, &m.tls_key, ca) {
-                    errors.push(e);
-                }
-            }
-        } else if m.url.starts_with("mqtts://")
-            && m.client_cert.is_empty() == m.client_key.is_empty()
-        {
-            let client = optional(&m.client_cert).zip(optional(&m.client_key));
-            if let Err(e) = tls::client_config(optional(&m.broker_ca), client) {
-                errors.push(e);
             }
         }
         errors
@@ -874,3 +841,8 @@ pub fn redact_url(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// An empty setting means "not given".
+pub(crate) fn optional(value: &str) -> Option<&str> {
+    (!value.is_empty()).then_some(value)
+}

@@ -67,8 +67,20 @@ pub fn load(file: Option<&Path>, overrides: serde_json::Value) -> Result<Config,
                 |e: figment::Error| e.to_string().replace("for key \"default.", "for key \"");
             LoadError::Parse(e.into_iter().map(line).collect())
         })?;
-    config.validate().map_err(LoadError::Invalid)?;
+    check(&config).map_err(LoadError::Invalid)?;
     Ok(config)
+}
+
+/// Every problem of a configuration, each naming its key: its keys and values, then the files
+/// it names, read the way the start reads them.
+pub fn check(config: &Config) -> Result<(), Vec<String>> {
+    let mut errors = config.validate().err().unwrap_or_default();
+    errors.extend(crate::mqtt::file_problems(config));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 /// Every key of a configuration file that the bridge does not have: serde stops at the first,

@@ -216,7 +216,7 @@ fn mqtt_security_files_are_read_as_the_start_reads_them() {
     let junk = junk.display().to_string();
     let mut c = Config::default();
     c.mqtt.passwords = junk.clone();
-    let e = c.validate().unwrap_err().join("\n");
+    let e = crate::load::check(&c).unwrap_err().join("\n");
     assert!(
         e.contains("mqtt.passwords:") && e.contains("not hashed"),
         "{e}"
@@ -226,7 +226,7 @@ fn mqtt_security_files_are_read_as_the_start_reads_them() {
     c.mqtt.tls_listen = "0.0.0.0:8883".into();
     c.mqtt.tls_cert = junk.clone();
     c.mqtt.tls_key = junk.clone();
-    let e = c.validate().unwrap_err().join("\n");
+    let e = crate::load::check(&c).unwrap_err().join("\n");
     assert!(
         e.contains("mqtt.tls_cert:") && e.contains("no PEM certificate"),
         "{e}"

@@ -136,7 +136,7 @@ impl External {
                     opts.set_transport(t);
                 }
                 let (client, eventloop) = rumqttc::AsyncClient::new(opts, 64);
-                tokio::spawn(run_v4(eventloop, client.clone(), o.clone(), tx));
+                tokio::spawn(run(V4(eventloop, client.clone()), o.clone(), tx));
                 Client::V4(client)
             }
             Protocol::V5 => {
@@ -153,7 +153,7 @@ impl External {
                     opts.set_transport(t);
                 }
                 let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, 64);
-                tokio::spawn(run_v5(eventloop, client.clone(), o.clone(), tx));
+                tokio::spawn(run(V5(eventloop, client.clone()), o.clone(), tx));
                 Client::V5(client)
             }
         };
@@ -305,109 +305,82 @@ fn advice(error: &str) -> Option<&'static str> {
     }
 }
 
-async fn run_v4(
-    mut eventloop: rumqttc::EventLoop,
-    client: rumqttc::AsyncClient,
-    o: ExternalOptions,
-    tx: mpsc::Sender<Inbound>,
-) {
-    use rumqttc::{Event, Packet};
-    let mut backoff = BACKOFF_MIN;
-    let mut resubscribe = false;
-    // Set once the bridge's own DISCONNECT (at a stop) has gone out: the broker closing the
-    // connection then is the expected end, not a failure to reconnect from.
-    let mut closing = false;
-    loop {
-        // Never await the client's request queue here: only this task drains it.
-        if resubscribe {
-            match client.try_subscribe(&o.filter, qos_v4(o.qos)) {
-                Ok(()) => resubscribe = false,
-                Err(e) => debug!(error = %e, "Subscribe request queued behind acks; retrying"),
-            }
-        }
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff = BACKOFF_MIN;
-                info!(url = %redacted(&o.url), session_present = ack.session_present, "Connected to MQTT broker (3.1.1)");
-                // The broker lost (or never had) the session: subscribe again.
-                resubscribe |= !ack.session_present;
-                o.stats.mqtt_connected.store(1, Relaxed);
-                // A kept session keeps its subscription.
-                o.stats
-                    .mqtt_subscribed
-                    .store(u64::from(ack.session_present), Relaxed);
-            }
+/// What the client loop saw, the same for MQTT 3.1.1 and 5.
+enum Polled {
+    Connected {
+        session_present: bool,
+    },
+    /// Boxed: a publish is one variant of seven, and the others are small.
+    Publish(Box<Inbound>),
+    Subscribed {
+        codes: String,
+    },
+    /// The bridge's own DISCONNECT went out (at a stop).
+    Disconnecting,
+    Other,
+    Failed(String),
+}
+
+/// One protocol version's rumqttc client and event loop, seen through [`Polled`].
+trait Session: Send {
+    const VERSION: &'static str;
+    fn poll(&mut self) -> impl std::future::Future<Output = Polled> + Send;
+    /// Queues the subscription without waiting for the request queue.
+    fn try_subscribe(&self, filter: &str, qos: u8) -> Result<(), String>;
+}
+
+struct V4(rumqttc::EventLoop, rumqttc::AsyncClient);
+
+impl Session for V4 {
+    const VERSION: &'static str = "3.1.1";
+
+    async fn poll(&mut self) -> Polled {
+        use rumqttc::{Event, Outgoing, Packet};
+        match self.0.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => Polled::Connected {
+                session_present: ack.session_present,
+            },
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let ack = (p.qos != rumqttc::QoS::AtMostOnce).then(|| AckToken::V4(p.clone()));
-                let inbound = Inbound {
+                Polled::Publish(Box::new(Inbound {
                     topic: p.topic.into(),
                     payload: p.payload,
                     user_properties: Vec::new(),
                     ack,
-                };
-                if tx.send(inbound).await.is_err() {
-                    return;
-                }
+                }))
             }
-            Ok(Event::Incoming(Packet::SubAck(s))) => {
-                info!(filter = o.filter, codes = ?s.return_codes, "Subscribed");
-                o.stats.mqtt_subscribed.store(1, Relaxed);
-            }
-            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => closing = true,
-            Ok(_) => {}
-            Err(e) if closing => {
-                debug!(error = %e, "MQTT connection closed after the bridge's disconnect");
-                return;
-            }
-            Err(e) => {
-                if !pause_before_reconnect(e.to_string(), &mut backoff, &tx, &o.stats).await {
-                    return;
-                }
-            }
+            Ok(Event::Incoming(Packet::SubAck(s))) => Polled::Subscribed {
+                codes: format!("{:?}", s.return_codes),
+            },
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => Polled::Disconnecting,
+            Ok(_) => Polled::Other,
+            Err(e) => Polled::Failed(e.to_string()),
         }
+    }
+
+    fn try_subscribe(&self, filter: &str, qos: u8) -> Result<(), String> {
+        self.1
+            .try_subscribe(filter, qos_v4(qos))
+            .map_err(|e| e.to_string())
     }
 }
 
-async fn run_v5(
-    mut eventloop: rumqttc::v5::EventLoop,
-    client: rumqttc::v5::AsyncClient,
-    o: ExternalOptions,
-    tx: mpsc::Sender<Inbound>,
-) {
-    use rumqttc::v5::mqttbytes::v5::Packet;
-    use rumqttc::v5::Event;
-    let mut backoff = BACKOFF_MIN;
-    let mut resubscribe = false;
-    // Set once the bridge's own DISCONNECT (at a stop) has gone out: the broker closing the
-    // connection then is the expected end, not a failure to reconnect from.
-    let mut closing = false;
-    loop {
-        // Never await the client's request queue here: only this task drains it.
-        if resubscribe {
-            match client.try_subscribe(&o.filter, qos_v5(o.qos)) {
-                Ok(()) => resubscribe = false,
-                Err(e) => debug!(error = %e, "Subscribe request queued behind acks; retrying"),
-            }
-        }
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff = BACKOFF_MIN;
-                info!(url = %redacted(&o.url), session_present = ack.session_present, "Connected to MQTT broker (5)");
-                // The broker lost (or never had) the session: subscribe again.
-                resubscribe |= !ack.session_present;
-                o.stats.mqtt_connected.store(1, Relaxed);
-                // A kept session keeps its subscription.
-                o.stats
-                    .mqtt_subscribed
-                    .store(u64::from(ack.session_present), Relaxed);
-            }
+struct V5(rumqttc::v5::EventLoop, rumqttc::v5::AsyncClient);
+
+impl Session for V5 {
+    const VERSION: &'static str = "5";
+
+    async fn poll(&mut self) -> Polled {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        use rumqttc::v5::Event;
+        match self.0.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => Polled::Connected {
+                session_present: ack.session_present,
+            },
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let topic = match ByteString::try_from(p.topic.clone()) {
-                    Ok(t) => t,
-                    Err(_) => {
-                        warn!("Publish with a topic that is not UTF-8 ignored");
-                        continue;
-                    }
+                let Ok(topic) = ByteString::try_from(p.topic.clone()) else {
+                    warn!("Publish with a topic that is not UTF-8 ignored");
+                    return Polled::Other;
                 };
                 let ack = (p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce)
                     .then(|| AckToken::V5(p.clone()));
@@ -416,28 +389,75 @@ async fn run_v5(
                     .as_ref()
                     .map(|pp| pp.user_properties.clone())
                     .unwrap_or_default();
-                let inbound = Inbound {
+                Polled::Publish(Box::new(Inbound {
                     topic,
                     payload: p.payload,
                     user_properties,
                     ack,
-                };
-                if tx.send(inbound).await.is_err() {
+                }))
+            }
+            Ok(Event::Incoming(Packet::SubAck(s))) => Polled::Subscribed {
+                codes: format!("{:?}", s.return_codes),
+            },
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => Polled::Disconnecting,
+            Ok(_) => Polled::Other,
+            Err(e) => Polled::Failed(e.to_string()),
+        }
+    }
+
+    fn try_subscribe(&self, filter: &str, qos: u8) -> Result<(), String> {
+        self.1
+            .try_subscribe(filter, qos_v5(qos))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The client loop, for either protocol version: polls all the time (keepalives go out while
+/// the bridge is busy), subscribes again whenever the broker lost the session, hands publishes
+/// on, and reconnects with backoff.
+async fn run<S: Session>(mut session: S, o: ExternalOptions, tx: mpsc::Sender<Inbound>) {
+    let mut backoff = BACKOFF_MIN;
+    let mut resubscribe = false;
+    // Set once the bridge's own DISCONNECT (at a stop) has gone out: the broker closing the
+    // connection then is the expected end, not a failure to reconnect from.
+    let mut closing = false;
+    loop {
+        // Never await the client's request queue here: only this task drains it.
+        if resubscribe {
+            match session.try_subscribe(&o.filter, o.qos) {
+                Ok(()) => resubscribe = false,
+                Err(e) => debug!(error = %e, "Subscribe request queued behind acks; retrying"),
+            }
+        }
+        match session.poll().await {
+            Polled::Connected { session_present } => {
+                backoff = BACKOFF_MIN;
+                info!(url = %redacted(&o.url), session_present, "Connected to MQTT broker ({})", S::VERSION);
+                // The broker lost (or never had) the session: subscribe again.
+                resubscribe |= !session_present;
+                o.stats.mqtt_connected.store(1, Relaxed);
+                // A kept session keeps its subscription.
+                o.stats
+                    .mqtt_subscribed
+                    .store(u64::from(session_present), Relaxed);
+            }
+            Polled::Publish(inbound) => {
+                if tx.send(*inbound).await.is_err() {
                     return;
                 }
             }
-            Ok(Event::Incoming(Packet::SubAck(s))) => {
-                info!(filter = o.filter, codes = ?s.return_codes, "Subscribed");
+            Polled::Subscribed { codes } => {
+                info!(filter = o.filter, codes = %codes, "Subscribed");
                 o.stats.mqtt_subscribed.store(1, Relaxed);
             }
-            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => closing = true,
-            Ok(_) => {}
-            Err(e) if closing => {
+            Polled::Disconnecting => closing = true,
+            Polled::Other => {}
+            Polled::Failed(e) if closing => {
                 debug!(error = %e, "MQTT connection closed after the bridge's disconnect");
                 return;
             }
-            Err(e) => {
-                if !pause_before_reconnect(e.to_string(), &mut backoff, &tx, &o.stats).await {
+            Polled::Failed(e) => {
+                if !pause_before_reconnect(e, &mut backoff, &tx, &o.stats).await {
                     return;
                 }
             }

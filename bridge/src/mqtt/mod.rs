@@ -16,7 +16,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use crate::config::{Config, MqttSource as SourceConfig};
+use crate::config::{optional, Config, MqttSource as SourceConfig};
 use crate::stats::Stats;
 use embedded::{Embedded, Listeners, Security};
 use external::{External, ExternalOptions, Protocol};
@@ -94,9 +94,46 @@ fn optional_addr(key: &str, value: &str) -> anyhow::Result<Option<SocketAddr>> {
         .with_context(|| format!("{key}: {value:?} is not an address like 0.0.0.0:1883"))
 }
 
-/// An empty setting means "not given".
-pub(crate) fn optional(value: &str) -> Option<&str> {
-    (!value.is_empty()).then_some(value)
+/// Reads the password file and the TLS files the way the start does, so that check-config (the
+/// systemd unit's ExecStartPre) refuses a bad file instead of the start failing over and over.
+/// Files that cannot be opened are left to [`Config::validate`], which names them.
+pub fn file_problems(config: &Config) -> Vec<String> {
+    let m = &config.mqtt;
+    let paths = [
+        &m.tls_cert,
+        &m.tls_key,
+        &m.tls_client_ca,
+        &m.passwords,
+        &m.broker_ca,
+        &m.client_cert,
+        &m.client_key,
+    ];
+    if paths
+        .iter()
+        .any(|p| !p.is_empty() && std::fs::File::open(p).is_err())
+    {
+        return Vec::new();
+    }
+    let mut errors = Vec::new();
+    if m.url.is_empty() {
+        if !m.passwords.is_empty() {
+            if let Err(e) = users::Users::load(Path::new(&m.passwords)) {
+                errors.push(format!("mqtt.passwords: {e}"));
+            }
+        }
+        if !m.tls_listen.is_empty() && !m.tls_cert.is_empty() && !m.tls_key.is_empty() {
+            let ca = optional(&m.tls_client_ca);
+            if let Err(e) = tls::server_config(&m.tls_cert, &m.tls_key, ca) {
+                errors.push(e);
+            }
+        }
+    } else if m.url.starts_with("mqtts://") && m.client_cert.is_empty() == m.client_key.is_empty() {
+        let client = optional(&m.client_cert).zip(optional(&m.client_key));
+        if let Err(e) = tls::client_config(optional(&m.broker_ca), client) {
+            errors.push(e);
+        }
+    }
+    errors
 }
 
 /// Starts the MQTT side the configuration asks for: certificates and password files are read

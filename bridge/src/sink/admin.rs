@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_bridge_core::Stream;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -13,49 +12,10 @@ use rdkafka::error::RDKafkaErrorCode;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::kafka::describe;
+use super::client::{describe, Topics};
 use super::SinkError;
 use crate::config::KafkaConfig;
 use crate::stats::Stats;
-
-/// Topic names per stream.
-#[derive(Debug, Clone)]
-pub struct Topics {
-    pub raw: String,
-    pub aggregate: String,
-    pub dead_letter: String,
-    pub late: Option<String>,
-}
-
-impl Topics {
-    pub fn from_config(k: &KafkaConfig) -> Self {
-        Self {
-            raw: k.raw_topic.clone(),
-            aggregate: k.agg_topic.clone(),
-            dead_letter: k.dead_letter_topic.clone(),
-            late: (!k.late_topic.is_empty()).then(|| k.late_topic.clone()),
-        }
-    }
-
-    pub(super) fn of(&self, s: Stream) -> &str {
-        match s {
-            Stream::Raw => &self.raw,
-            Stream::Aggregate => &self.aggregate,
-            Stream::DeadLetter => &self.dead_letter,
-            Stream::Late => self.late.as_deref().unwrap_or(&self.raw),
-        }
-    }
-
-    pub(super) fn all(&self) -> Vec<&str> {
-        let mut v = vec![
-            self.raw.as_str(),
-            self.aggregate.as_str(),
-            self.dead_letter.as_str(),
-        ];
-        v.extend(self.late.as_deref());
-        v
-    }
-}
 
 /// Creates the bridge's topics.
 #[derive(Clone)]

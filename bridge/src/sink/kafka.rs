@@ -23,9 +23,10 @@ use rdkafka::producer::{
 };
 use tracing::{debug, error, warn};
 
-use super::admin::{TopicAdmin, Topics};
+use super::admin::TopicAdmin;
+use super::client::{describe, producer_config, Topics};
 use super::{ErrorClass, Event, Origin, SendError, Sink, SinkError, Tag};
-use crate::config::{KafkaConfig, REDACTED};
+use crate::config::KafkaConfig;
 use crate::log_throttle::LogThrottle;
 use crate::stats::Stats;
 
@@ -351,68 +352,6 @@ fn create_producer(
         events: events.clone(),
         repeats: Mutex::new(LogThrottle::new(REPEAT_EVERY)),
     })
-}
-
-/// An rdkafka error as an operator may see it. A configuration error names the property but
-/// not its value, which may be a password.
-pub(super) fn describe(e: &KafkaError) -> String {
-    match e {
-        KafkaError::ClientConfig(_, description, key, _value) => {
-            let description = description.replace(_value.as_str(), REDACTED);
-            format!("{description} (librdkafka property {key:?}; check it in [kafka] or [kafka.options])")
-        }
-        other => other.to_string(),
-    }
-}
-
-/// The producer settings: ours first, then the operator's pass-through options over them.
-fn producer_config(k: &KafkaConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &k.brokers)
-        .set("client.id", "edge-bridge")
-        .set("enable.idempotence", "true")
-        .set("compression.type", &k.compression)
-        // Batch for up to 20 ms: upstream links are metered, and larger batches compress better.
-        .set("linger.ms", "20")
-        // Bound librdkafka's in-memory queue for a small gateway (its default is 1 GiB). At
-        // 20 ms of linger even 200,000 readings/s fill only 4,000 records per batch, so this
-        // holds five such batches. Each queued record costs about 200 bytes of librdkafka
-        // bookkeeping besides its payload: with 50,000 records (as before) a Kafka broker that
-        // lagged in a flood put the bridge over its 64 MiB budget, and throughput did not gain.
-        .set("queue.buffering.max.kbytes", "4096")
-        .set("queue.buffering.max.messages", "20000")
-        // Never give up on a record by time: while the uplink is down, records wait (in this
-        // queue, then in the spool) instead of failing after librdkafka's default 5 minutes.
-        // Ordering depends on it: a record timing out while later ones are delivered would
-        // come back out of order.
-        .set("message.timeout.ms", "0")
-        // Reconnect within 2 s of the uplink coming back (librdkafka's default backs off to
-        // 10 s); a gateway has one producer, so the extra attempts cost nothing.
-        .set("reconnect.backoff.max.ms", "2000")
-        .set_log_level(RDKafkaLogLevel::Warning);
-    c.set(
-        "security.protocol",
-        k.security_protocol.to_ascii_lowercase(),
-    );
-    if k.security_protocol.to_ascii_lowercase().starts_with("sasl") {
-        c.set("sasl.mechanisms", &k.sasl_mechanism)
-            .set("sasl.username", &k.sasl_username)
-            .set("sasl.password", &k.sasl_password);
-    }
-    for (key, value) in [
-        ("ssl.ca.location", &k.ssl_ca_location),
-        ("ssl.certificate.location", &k.ssl_certificate_location),
-        ("ssl.key.location", &k.ssl_key_location),
-        ("ssl.key.password", &k.ssl_key_password),
-    ] {
-        if !value.is_empty() {
-            c.set(key, value);
-        }
-    }
-    for (key, value) in &k.options {
-        c.set(key, value);
-    }
-    c
 }
 
 #[cfg(test)]

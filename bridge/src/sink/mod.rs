@@ -9,8 +9,10 @@
 //!
 //! - [`kafka`]: the librdkafka producer, its delivery reports and its error classification.
 //! - [`admin`]: topic creation and the broker probe.
+//! - [`client`]: what those clients share: settings, topic names, error texts.
 
 pub mod admin;
+pub mod client;
 pub mod kafka;
 
 use std::future::Future;
