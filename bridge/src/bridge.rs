@@ -30,6 +30,7 @@ use crate::outbox::Outbox;
 use crate::sink::{Sink, SinkError, TopicAdmin};
 use crate::state;
 use crate::stats::Stats;
+use crate::tasks::Tasks;
 
 /// How often delivery reports are handled: acks released, the spool replayed.
 const PUMP_EVERY: Duration = Duration::from_millis(10);
@@ -56,13 +57,31 @@ pub struct Bridge {
     source: MqttSource,
     /// Where the HTTP endpoint listens, as bound (so `http.listen` may name port 0).
     http: Option<SocketAddr>,
+    /// Every background task, stopped when the bridge stops.
+    tasks: Tasks,
 }
+
+/// How long the background tasks may take to end once the bridge stops (they end at their
+/// next await).
+const TASKS_STOP_WAIT: Duration = Duration::from_secs(2);
 
 impl Bridge {
     /// Opens the spool and the HTTP endpoint, creates the topics (waiting up to 5 s for the
     /// Kafka brokers), restores the saved windows and starts the MQTT intake. Returns once
     /// sensors can connect, or with the error that stopped the start.
     pub async fn start(config: Config, stats: Arc<Stats>) -> anyhow::Result<Self> {
+        let tasks = Tasks::new();
+        match Self::start_in(config, stats, tasks.clone()).await {
+            Ok(bridge) => Ok(bridge),
+            Err(e) => {
+                // What started before the error (HTTP endpoint, broker probe) stops with it.
+                tasks.stop(TASKS_STOP_WAIT).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_in(config: Config, stats: Arc<Stats>, tasks: Tasks) -> anyhow::Result<Self> {
         let mut pipeline = Pipeline::new(
             config.decode_options().map_err(anyhow::Error::msg)?,
             config.window_options().map_err(anyhow::Error::msg)?,
@@ -75,7 +94,7 @@ impl Bridge {
                 config.state_dir.display()
             )
         })?;
-        let mut outbox = Outbox::open(&config, stats.clone())?;
+        let mut outbox = Outbox::open(&config, stats.clone(), &tasks)?;
         let http = if config.http.listen.is_empty() {
             None
         } else {
@@ -88,17 +107,17 @@ impl Bridge {
                 spool_enabled: config.spool.enabled,
                 spool_max_bytes: config.spool.max_mib.saturating_mul(1 << 20),
             };
-            Some(http::serve(addr, stats.clone(), readiness).await?)
+            Some(http::serve(addr, stats.clone(), readiness, &tasks).await?)
         };
         if config.kafka.create_topics {
-            create_topics(outbox.sink().admin_handle(), &config).await?;
+            create_topics(outbox.sink().admin_handle(), &config, &tasks).await?;
         }
 
         let mut out: Vec<Routed> = Vec::new();
         restore_windows(&config, &mut pipeline, &mut out)?;
         submit_all(&mut outbox, &stats, &mut out, None, wall_ms()).await?;
 
-        let source = crate::mqtt::start(&config, &stats).await?;
+        let source = crate::mqtt::start(&config, &stats, &tasks).await?;
         info!(
             topic = config.mqtt.topic,
             brokers = config.kafka.brokers,
@@ -113,6 +132,7 @@ impl Bridge {
             outbox,
             source,
             http,
+            tasks,
         })
     }
 
@@ -131,6 +151,7 @@ impl Bridge {
             mut outbox,
             mut source,
             http: _,
+            tasks,
         } = self;
         let mut out: Vec<Routed> = Vec::new();
         let mut rejections = RateLimitedWarn::new(Duration::from_secs(10));
@@ -142,6 +163,7 @@ impl Bridge {
         pump.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut summary = SummaryLine::new(config.log.summary_interval);
         let mut last_save = Instant::now();
+        let mut caught_up_ms = wall_ms();
         tokio::pin!(shutdown);
 
         loop {
@@ -156,21 +178,20 @@ impl Bridge {
                 }
                 _ = tick.tick() => {
                     // A sensor counts as idle only when none of its readings waits in the
-                    // intake. After the bridge itself stalled (a slow disk, a producer being
-                    // replaced under load), active sensors' readings queue up and looked idle
-                    // for as long as the stall: their windows were closed early and the rest
-                    // of their readings counted late. So the idle flush waits until the
-                    // intake is caught up; under a backlog, the publishes go first.
-                    match source.next().now_or_never() {
-                        Some(msg) => {
-                            let mut intake = Intake { pipeline: &mut pipeline, outbox: &mut outbox, stats: &stats, rejections: &mut rejections, out: &mut out };
-                            intake.take(msg?, &mut source).await?;
-                        }
-                        None => {
-                            pipeline.flush_idle(wall_ms(), &mut out);
-                            submit_all(&mut outbox, &stats, &mut out, None, wall_ms()).await?;
-                        }
+                    // intake: the idle flush judges as of the last moment the intake was
+                    // caught up. (Judged as of the tick, a stall of the bridge itself, a slow
+                    // disk or a producer replaced under load, made active sensors look idle
+                    // for as long as it lasted: their windows closed early and the rest of
+                    // their readings counted late.) Unconstrained: with tokio's task budget
+                    // spent, an ordinary poll could say "nothing ready" during a backlog.
+                    let ready = tokio::task::unconstrained(source.next()).now_or_never();
+                    let mut intake = Intake { pipeline: &mut pipeline, outbox: &mut outbox, stats: &stats, rejections: &mut rejections, out: &mut out, caught_up_ms: &mut caught_up_ms };
+                    match ready {
+                        Some(msg) => intake.take(msg?, &mut source).await?,
+                        None => *intake.caught_up_ms = wall_ms(),
                     }
+                    pipeline.flush_idle(caught_up_ms, &mut out);
+                    submit_all(&mut outbox, &stats, &mut out, None, wall_ms()).await?;
                     let w = pipeline.windower();
                     stats.open_windows.store(w.open_windows() as u64, Relaxed);
                     stats.sensors.store(w.sensors() as u64, Relaxed);
@@ -182,7 +203,7 @@ impl Bridge {
                     }
                 }
                 msg = source.next() => {
-                    let mut intake = Intake { pipeline: &mut pipeline, outbox: &mut outbox, stats: &stats, rejections: &mut rejections, out: &mut out };
+                    let mut intake = Intake { pipeline: &mut pipeline, outbox: &mut outbox, stats: &stats, rejections: &mut rejections, out: &mut out, caught_up_ms: &mut caught_up_ms };
                     intake.take(msg?, &mut source).await?;
                 }
             }
@@ -200,6 +221,9 @@ impl Bridge {
         if lost > 0 {
             warn!(lost, "Records lost at shutdown");
         }
+        if !tasks.stop(TASKS_STOP_WAIT).await {
+            debug!(running = tasks.running(), "Background tasks still ending");
+        }
         Ok(())
     }
 }
@@ -211,6 +235,8 @@ struct Intake<'a> {
     stats: &'a Stats,
     rejections: &'a mut RateLimitedWarn,
     out: &'a mut Vec<Routed>,
+    /// Wall-clock ms when the intake was last found empty: idleness is judged as of then.
+    caught_up_ms: &'a mut i64,
 }
 
 impl Intake<'_> {
@@ -240,6 +266,9 @@ impl Intake<'_> {
             handled += 1;
             if handled < PUBLISHES_PER_TURN {
                 next = source.try_next();
+                if next.is_none() {
+                    *self.caught_up_ms = wall_ms();
+                }
             }
         }
         Ok(())
@@ -248,7 +277,7 @@ impl Intake<'_> {
 
 /// Creates missing topics. At the edge the uplink may be down at start: then the bridge
 /// starts anyway (records wait, in the spool if need be) and keeps trying in the background.
-async fn create_topics(admin: TopicAdmin, config: &Config) -> anyhow::Result<()> {
+async fn create_topics(admin: TopicAdmin, config: &Config, tasks: &Tasks) -> anyhow::Result<()> {
     const WAIT: Duration = Duration::from_secs(5);
     match tokio::time::timeout(WAIT, admin.create_topics(&config.kafka)).await {
         Ok(Ok(())) => return Ok(()),
@@ -259,7 +288,7 @@ async fn create_topics(admin: TopicAdmin, config: &Config) -> anyhow::Result<()>
         Err(_) => warn!(brokers = config.kafka.brokers, "The Kafka brokers did not answer within {WAIT:?}; starting anyway and creating the topics in the background"),
     }
     let kafka = config.kafka.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
             match admin.create_topics(&kafka).await {

@@ -18,6 +18,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::stats::Stats;
+use crate::tasks::Tasks;
 
 /// History kept for the page's sparklines: one point every `SAMPLE`, `POINTS` of them.
 const SAMPLE: Duration = Duration::from_secs(2);
@@ -48,12 +49,13 @@ struct Point {
     upstream_bytes_per_s: f64,
 }
 
-/// Binds `addr` and serves until the process ends. Binding errors are returned at once, so a
+/// Binds `addr` and serves in `tasks` until they stop. Binding errors are returned at once, so a
 /// port in use stops the bridge at start with a clear message.
 pub async fn serve(
     addr: SocketAddr,
     stats: Arc<Stats>,
     readiness: Readiness,
+    tasks: &Tasks,
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!("cannot listen on http.listen {addr}: {e}; choose another address, or \"\" to turn the endpoint off")
@@ -65,7 +67,7 @@ pub async fn serve(
         readiness,
         history: Arc::default(),
     };
-    tokio::spawn(sample_history(state.stats.clone(), state.history.clone()));
+    tasks.spawn(sample_history(state.stats.clone(), state.history.clone()));
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -74,7 +76,7 @@ pub async fn serve(
         .route("/status.json", get(status_json))
         .with_state(state);
     info!(%local, "HTTP endpoint: /metrics /healthz /readyz /status");
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             warn!(error = %e, "HTTP endpoint stopped");
         }

@@ -20,5 +20,6 @@ pub mod sink;
 pub mod spool;
 pub mod state;
 pub mod stats;
+pub mod tasks;
 
 pub use config::Config;

@@ -127,6 +127,9 @@ pub fn main(config: Config) -> ExitCode {
     };
     let stats = Arc::new(Stats::default());
     let result = runtime.block_on(crate::bridge::run(config, stats.clone(), shutdown_signal()));
+    // The bridge has stopped its tasks; a broker probe blocked in librdkafka (up to 5 s) is
+    // not waited for: the process is ending.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     let summary = stats.snapshot();
     // The summary goes to stdout: it is the run's result, not a log line.
     println!("{summary}");

@@ -22,6 +22,7 @@ use tokio_rustls::rustls::ServerConfig;
 use tracing::{error, info, warn};
 
 use crate::stats::Stats;
+use crate::tasks::Tasks;
 
 use super::gate::Gate;
 use super::priority::BROKER_NICE_INCREMENT;
@@ -101,14 +102,18 @@ fn check_free(key: &str, addr: SocketAddr) -> Result<(), MqttError> {
 }
 
 /// Where to connect to reach a listener bound to `addr`: its own address, or loopback for a
-/// wildcard one.
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    let ip = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, addr.port())
+/// wildcard one. For `[::]`, IPv6 loopback and then IPv4's: a dual-stack listener takes both,
+/// and a container without IPv6 networking has no `::1`.
+fn reachable(addr: SocketAddr) -> Vec<SocketAddr> {
+    let port = addr.port();
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => vec![(Ipv4Addr::LOCALHOST, port).into()],
+        IpAddr::V6(ip) if ip.is_unspecified() => vec![
+            (Ipv6Addr::LOCALHOST, port).into(),
+            (Ipv4Addr::LOCALHOST, port).into(),
+        ],
+        _ => vec![addr],
+    }
 }
 
 /// Waits until rumqttd accepts TCP connections on every one of `listeners`, so that the bridge
@@ -120,9 +125,10 @@ async fn wait_accepting(
 ) -> Result<(), MqttError> {
     let deadline = tokio::time::Instant::now() + LISTEN_DEADLINE;
     for &(addr, key) in listeners {
-        let target = reachable(addr);
+        let targets = reachable(addr);
         loop {
-            let attempt = tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(target));
+            let attempt =
+                tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(&targets[..]));
             match attempt.await {
                 Ok(Ok(_probe)) => break,
                 Ok(Err(_)) if broker.is_finished() => {
@@ -176,6 +182,7 @@ impl Embedded {
         security: Security,
         filter: &str,
         stats: Arc<Stats>,
+        tasks: &Tasks,
     ) -> Result<Self, MqttError> {
         let mut config = load_config(config_file)?;
         let mut v4 = config
@@ -242,7 +249,7 @@ impl Embedded {
                 listener
                     .set_nonblocking(true)
                     .and_then(|()| tokio::net::TcpListener::from_std(listener))
-                    .map(|l| gate.spawn(l, tls.then(|| security.tls.clone()).flatten()))
+                    .map(|l| gate.spawn(l, tls.then(|| security.tls.clone()).flatten(), tasks))
                     .map_err(|e| MqttError::Embedded(format!("listener {addr}: {e}")))?;
             }
             info!(plaintext_v4 = ?listeners.v4, plaintext_v5 = ?listeners.v5, tls = ?listeners.tls, passwords = gate.users.as_ref().map_or(0, |u| u.len()), "Embedded MQTT broker secured");
@@ -265,6 +272,11 @@ impl Embedded {
                 }
                 _ => None,
             };
+            // A broker configuration without a [v5.*] server opens no MQTT 5 listener.
+            if config.v5.is_none() && listeners.v5.is_some() {
+                warn!(listen_v5 = ?listeners.v5, "The broker configuration (mqtt.broker_config) has no [v5.*] server: no MQTT 5 listener; add one, or set mqtt.listen_v5 to \"\"");
+                rumqttd_listeners.retain(|(_, key)| *key != "mqtt.listen_v5");
+            }
         }
 
         let mut broker = Broker::new(config);

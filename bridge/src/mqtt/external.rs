@@ -22,6 +22,7 @@ use url::Url;
 
 use super::{Inbound, MqttError};
 use crate::stats::Stats;
+use crate::tasks::Tasks;
 
 /// MQTT protocol version towards the external broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +90,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 impl External {
-    pub fn start(o: ExternalOptions) -> Result<Self, MqttError> {
+    /// Connects in the background: the client loop runs in `tasks`.
+    pub fn start(o: ExternalOptions, tasks: &Tasks) -> Result<Self, MqttError> {
         let host = o
             .url
             .host_str()
@@ -136,7 +138,7 @@ impl External {
                     opts.set_transport(t);
                 }
                 let (client, eventloop) = rumqttc::AsyncClient::new(opts, 64);
-                tokio::spawn(run(V4(eventloop, client.clone()), o.clone(), tx));
+                tasks.spawn(run(V4(eventloop, client.clone()), o.clone(), tx));
                 Client::V4(client)
             }
             Protocol::V5 => {
@@ -153,7 +155,7 @@ impl External {
                     opts.set_transport(t);
                 }
                 let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, 64);
-                tokio::spawn(run(V5(eventloop, client.clone()), o.clone(), tx));
+                tasks.spawn(run(V5(eventloop, client.clone()), o.clone(), tx));
                 Client::V5(client)
             }
         };

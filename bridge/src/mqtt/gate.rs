@@ -31,6 +31,7 @@ use tracing::{debug, warn};
 use super::tls::explain_handshake_error;
 use super::users::Users;
 use crate::stats::{MqttRefusal, Stats};
+use crate::tasks::Tasks;
 
 /// Time a client has for the TLS handshake and for sending CONNECT, each.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -69,11 +70,18 @@ impl Gate {
         })
     }
 
-    /// Serves `listener` until the process ends; with `tls`, every client must handshake first.
-    pub fn spawn(self: &Arc<Self>, listener: TcpListener, tls: Option<Arc<ServerConfig>>) {
+    /// Serves `listener` in `tasks` until they stop; with `tls`, every client must handshake
+    /// first.
+    pub fn spawn(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        tls: Option<Arc<ServerConfig>>,
+        tasks: &Tasks,
+    ) {
         let gate = self.clone();
         let acceptor = tls.map(TlsAcceptor::from);
-        tokio::spawn(async move {
+        let connections = tasks.clone();
+        tasks.spawn(async move {
             loop {
                 let (stream, peer) = match listener.accept().await {
                     Ok(s) => s,
@@ -95,7 +103,7 @@ impl Gate {
                 };
                 let gate = gate.clone();
                 let acceptor = acceptor.clone();
-                tokio::spawn(async move { gate.serve(stream, peer, acceptor, permit).await });
+                connections.spawn(async move { gate.serve(stream, peer, acceptor, permit).await });
             }
         });
     }
@@ -124,15 +132,17 @@ impl Gate {
                 let mut buf = BytesMut::new();
                 let read = tokio::time::timeout(DEADLINE, read_connect(&mut stream, &mut buf));
                 if let Ok(Ok(connect)) = read.await {
-                    let _ = stream
-                        .write_all(&connack(connect.level, NOT_AUTHORIZED))
-                        .await;
+                    // Counted before the client is told, so that the metric already shows a
+                    // refusal its client has seen.
                     self.refuse(
                         MqttRefusal::PlaintextOnTls,
                         peer,
                         &connect.client_id,
                         "plaintext MQTT on the TLS port; the client must use TLS (mqtts://) or the plaintext port",
                     );
+                    let _ = stream
+                        .write_all(&connack(connect.level, NOT_AUTHORIZED))
+                        .await;
                     return;
                 }
                 return self.refuse(
@@ -201,11 +211,13 @@ impl Gate {
                 }
             };
             if let Some((code, why)) = refusal {
-                let _ = client.write_all(&connack(connect.level, code)).await;
-                let _ = client.shutdown().await;
+                // Counted before the client is told (see above).
                 let user = connect.login.as_ref().map_or("", |(u, _)| u.as_str());
                 let who = format!("{} (user {user:?})", connect.client_id);
-                return self.refuse(MqttRefusal::Credentials, peer, &who, why);
+                self.refuse(MqttRefusal::Credentials, peer, &who, why);
+                let _ = client.write_all(&connack(connect.level, code)).await;
+                let _ = client.shutdown().await;
+                return;
             }
         }
         let broker = if connect.level == 5 {

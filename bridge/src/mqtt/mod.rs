@@ -18,6 +18,7 @@ use bytestring::ByteString;
 
 use crate::config::{optional, Config, MqttSource as SourceConfig};
 use crate::stats::Stats;
+use crate::tasks::Tasks;
 use embedded::{Embedded, Listeners, Security};
 use external::{External, ExternalOptions, Protocol};
 
@@ -139,7 +140,11 @@ pub fn file_problems(config: &Config) -> Vec<String> {
 /// Starts the MQTT side the configuration asks for: certificates and password files are read
 /// here, so a bad one stops the start with an error naming its key. With the embedded broker,
 /// returns once it accepts connections.
-pub async fn start(config: &Config, stats: &Arc<Stats>) -> anyhow::Result<MqttSource> {
+pub async fn start(
+    config: &Config,
+    stats: &Arc<Stats>,
+    tasks: &Tasks,
+) -> anyhow::Result<MqttSource> {
     let m = &config.mqtt;
     Ok(match config.mqtt_source().map_err(anyhow::Error::msg)? {
         SourceConfig::Embedded(v4) => {
@@ -167,7 +172,7 @@ pub async fn start(config: &Config, stats: &Arc<Stats>) -> anyhow::Result<MqttSo
             };
             let file = optional(&m.broker_config).map(Path::new);
             MqttSource::Embedded(
-                Embedded::start(file, &listeners, security, &m.topic, stats.clone()).await?,
+                Embedded::start(file, &listeners, security, &m.topic, stats.clone(), tasks).await?,
             )
         }
         SourceConfig::External(url) => {
@@ -180,21 +185,24 @@ pub async fn start(config: &Config, stats: &Arc<Stats>) -> anyhow::Result<MqttSo
             } else {
                 None
             };
-            MqttSource::External(External::start(ExternalOptions {
-                url,
-                credentials: optional(&m.username).map(|u| (u.to_owned(), m.password.clone())),
-                tls,
-                client_id: m.client_id.clone(),
-                filter: m.topic.clone(),
-                qos: m.qos,
-                protocol: if m.protocol == "5" {
-                    Protocol::V5
-                } else {
-                    Protocol::V311
+            MqttSource::External(External::start(
+                ExternalOptions {
+                    url,
+                    credentials: optional(&m.username).map(|u| (u.to_owned(), m.password.clone())),
+                    tls,
+                    client_id: m.client_id.clone(),
+                    filter: m.topic.clone(),
+                    qos: m.qos,
+                    protocol: if m.protocol == "5" {
+                        Protocol::V5
+                    } else {
+                        Protocol::V311
+                    },
+                    keep_alive: m.keep_alive,
+                    stats: stats.clone(),
                 },
-                keep_alive: m.keep_alive,
-                stats: stats.clone(),
-            })?)
+                tasks,
+            )?)
         }
     })
 }

@@ -46,6 +46,7 @@ use crate::sink::{
 use crate::spool::fs::DiskFs;
 use crate::spool::{Handed, Lane, Spool, SpoolOptions};
 use crate::stats::Stats;
+use crate::tasks::Tasks;
 use mode::{Action, Machine};
 
 /// Spooled records handed to librdkafka at most at once: enough to fill the uplink, few
@@ -114,11 +115,11 @@ pub struct Outbox<S: Sink = KafkaSink> {
 
 impl Outbox<KafkaSink> {
     /// The producer, and the spool under `state_dir/spool` if enabled (opening it recovers
-    /// what a previous run left there). Starts the broker probe: call within a Tokio runtime.
-    pub fn open(config: &Config, stats: Arc<Stats>) -> anyhow::Result<Self> {
+    /// what a previous run left there). Starts the broker probe in `tasks`.
+    pub fn open(config: &Config, stats: Arc<Stats>, tasks: &Tasks) -> anyhow::Result<Self> {
         let (sink, events) = KafkaSink::new(&config.kafka, stats.clone())?;
         // Whether the brokers answer: for /readyz, and to notice the uplink back.
-        let probe = spawn_probe(sink.admin_handle(), stats.clone());
+        let probe = spawn_probe(sink.admin_handle(), stats.clone(), tasks);
         let spool = if config.spool.enabled {
             Some(open_spool(config, &stats)?)
         } else {

@@ -16,6 +16,7 @@ use super::client::{describe, Topics};
 use super::SinkError;
 use crate::config::KafkaConfig;
 use crate::stats::Stats;
+use crate::tasks::Tasks;
 
 /// Creates the bridge's topics.
 #[derive(Clone)]
@@ -79,12 +80,12 @@ pub struct ProbeLink {
     pub probe_ok_ms: watch::Receiver<i64>,
 }
 
-/// Starts the broker probe on the current tokio runtime; it ends when the returned link is
+/// Starts the broker probe in `tasks`; it ends with them, or when the returned link is
 /// dropped.
-pub fn spawn_probe(admin: TopicAdmin, stats: Arc<Stats>) -> ProbeLink {
+pub fn spawn_probe(admin: TopicAdmin, stats: Arc<Stats>, tasks: &Tasks) -> ProbeLink {
     let (uplink_down, down_rx) = watch::channel(false);
     let (ok_tx, probe_ok_ms) = watch::channel(0);
-    tokio::spawn(probe_brokers(admin, stats, down_rx, ok_tx));
+    tasks.spawn(probe_brokers(admin, stats, down_rx, ok_tx));
     ProbeLink {
         uplink_down,
         probe_ok_ms,

@@ -317,7 +317,7 @@ impl Sink for KafkaSink {
     }
 
     /// Takes every record back from the producer: each comes back as a failed delivery report
-    /// (class retry), so the caller can spool it. Waits up to `timeout` for those reports.
+    /// (class [`ErrorClass::TakenBack`]), so the caller can spool it. Waits up to `timeout` for those reports.
     async fn purge(&self, timeout: Duration) -> bool {
         self.producer
             .purge(PurgeConfig::default().queue().inflight());

@@ -36,24 +36,41 @@ mod ports {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     const LOWEST: u32 = 10_000;
 
-    /// The first port of the kernel's ephemeral range.
-    fn ephemeral_start() -> u32 {
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(32_768)
+    /// The kernel's ephemeral range, first and last port.
+    fn ephemeral_range() -> (u32, u32) {
+        let text =
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+        let mut ports = text.split_whitespace().filter_map(|p| p.parse().ok());
+        match (ports.next(), ports.next()) {
+            (Some(lo), Some(hi)) => (lo, hi),
+            _ => (32_768, 60_999),
+        }
+    }
+
+    /// Ports outside the ephemeral range: below it, or else above it.
+    fn outside_ephemeral() -> (u32, u32) {
+        let (lo, hi) = ephemeral_range();
+        if lo >= LOWEST + 1_000 {
+            (LOWEST, lo)
+        } else if hi + 1_000 <= 65_535 {
+            (hi + 1, 65_536)
+        } else {
+            panic!("the ephemeral port range {lo}-{hi} leaves no room for test servers; narrow net.ipv4.ip_local_port_range")
+        }
     }
 
     pub fn reserve() -> u16 {
-        let top = ephemeral_start().max(LOWEST + 1_000);
-        let span = top - LOWEST;
+        let (bottom, top) = outside_ephemeral();
+        let span = top - bottom;
         // Processes start at different places, so they rarely contend for the same locks.
         let start = std::process::id().wrapping_mul(7_919) % span;
         let _ = NEXT.compare_exchange(0, start + 1, Relaxed, Relaxed);
-        let dir = std::env::temp_dir().join("edge-bridge-test-ports");
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        let dir = std::env::temp_dir().join(format!("edge-bridge-test-ports-{uid}"));
         std::fs::create_dir_all(&dir).expect("creating the test port lock directory");
         for _ in 0..span {
-            let port = (LOWEST + NEXT.fetch_add(1, Relaxed) % span) as u16;
+            let port = (bottom + NEXT.fetch_add(1, Relaxed) % span) as u16;
             let lock = File::options()
                 .create(true)
                 .truncate(false)
@@ -77,7 +94,7 @@ mod ports {
             HELD.lock().unwrap().push(lock);
             return port;
         }
-        panic!("no free local port between {LOWEST} and {top}");
+        panic!("no free local port between {bottom} and {top}");
     }
 }
 
