@@ -108,38 +108,68 @@ def info(msg):
 
 # --- What the bridge exports, from bridge/src/metrics.rs --------------------------------------
 def exported_series():
-    """{series name: set of its labels}, as the exposition names them."""
+    """{series name: set of its labels}, as the exposition names them.
+
+    Reads the two ways bridge/src/metrics.rs has named metrics: a helper call with the name
+    after the encoder (`counter(e, "NAME", help, v)`, `gauge(..)`, `labelled(e, "NAME", help,
+    "LABEL", ..)`), or a table row with the kind after the name (`("NAME", help, Counter(..))`,
+    `Gauge(..)`, `Labelled("LABEL", ..)`, or a closure of the file whose body makes one of
+    those); and a histogram encoded directly (`encode_descriptor("NAME", .., VAR.metric_type())`
+    with VAR a field of Stats whose type is a Histogram or a newtype of one). Any other
+    `"edge_bridge_..."` literal is an error: the check must learn it rather than guess."""
     src = open("bridge/src/metrics.rs").read().split("#[cfg(test)]")[0]
     stats = open("bridge/src/stats.rs").read()
-    series, classified = {}, set()
-    for m in re.finditer(r'\b(counter|gauge)\(\s*e,\s*"([^"]+)"', src):
-        kind, name = m.groups()
-        series[name + "_total" if kind == "counter" else name] = set()
-        classified.add(name)
-    for m in re.finditer(r'\blabelled\(\s*e,\s*"([^"]+)",\s*"(?:[^"\\]|\\.)*",\s*"([^"]+)"', src):
-        series[m.group(1) + "_total"] = {m.group(2)}
-        classified.add(m.group(1))
-    # Metrics encoded directly: `let VAR = &st.FIELD...; VAR.encode(e.encode_descriptor("NAME",
-    # ..., VAR.metric_type())`. The type is FIELD's in stats.rs (a Histogram, or a newtype of one).
-    for m in re.finditer(r'encode_descriptor\(\s*"([^"]+)".*?(\w+)\.metric_type\(\)', src, re.S):
-        name, var = m.groups()
-        field = re.search(r"let %s = &st\.(\w+)" % re.escape(var), src)
-        ty = field and re.search(r"pub %s: (\w+)" % field.group(1), stats)
-        ty = ty and ty.group(1)
-        if ty and ty != "Histogram":
-            inner = re.search(r"pub struct %s\(pub (\w+)\)" % ty, stats)
-            ty = inner.group(1) if inner else ty
-        if ty == "Histogram":
+    help_ = r'"(?:[^"\\]|\\.)*"'
+    # Closures of the file that make a labelled counter, a counter or a gauge.
+    closures = {}
+    for m in re.finditer(r"let (\w+) = (?:move )?\|[^|]*\|", src):
+        body = src[m.end():m.end() + 600]
+        k = re.search(r'\b(Labelled)\(\s*"(\w+)"|\b(Counter|Gauge)\(', body)
+        if k:
+            closures[m.group(1)] = ("Labelled", k.group(2)) if k.group(1) else (k.group(3), None)
+    series = {}
+
+    def add(name, kind, label=None):
+        if kind == "counter":
+            series[name + "_total"] = {label} if label else set()
+        elif kind == "gauge":
+            series[name] = set()
+        elif kind == "histogram":
             series[name + "_bucket"] = {"le"}
             series[name + "_sum"] = set()
             series[name + "_count"] = set()
-            classified.add(name)
-        else:
-            fail(f"cannot tell the type of {name} from bridge/src/metrics.rs and stats.rs "
-                 f"(found {ty!r}); teach scripts/check-ops.sh")
-    for name in set(re.findall(r'"(edge_bridge_[a-z0-9_]*)"', src)) - classified:
-        fail(f"bridge/src/metrics.rs names the metric {name} in a way this check does not "
-             "read (not counter(), gauge(), labelled() or a histogram); teach scripts/check-ops.sh")
+
+    for m in re.finditer(r'"(edge_bridge_[a-z0-9_]*)"', src):
+        name, before, after = m.group(1), src[:m.start()], src[m.end():]
+        old = re.search(r"\b(counter|gauge|labelled)\(\s*e,\s*$", before)
+        if old:
+            label = re.match(r",\s*%s,\s*\"(\w+)\"" % help_, after) if old.group(1) == "labelled" else None
+            add(name, "gauge" if old.group(1) == "gauge" else "counter", label and label.group(1))
+            continue
+        if re.search(r"encode_descriptor\(\s*$", before):
+            var = re.match(r"[^;]*?(\w+)\.metric_type\(\)", after, re.S)
+            field = var and re.search(r"let %s = &st\.(\w+)" % re.escape(var.group(1)), src)
+            ty = field and re.search(r"pub %s: (\w+)" % field.group(1), stats)
+            ty = ty and ty.group(1)
+            if ty and ty != "Histogram":
+                inner = re.search(r"pub struct %s\(pub (\w+)\)" % ty, stats)
+                ty = inner.group(1) if inner else ty
+            if ty == "Histogram":
+                add(name, "histogram")
+            else:
+                fail(f"cannot tell the type of {name} from bridge/src/metrics.rs and stats.rs "
+                     f"(found {ty!r}); teach scripts/check-ops.sh")
+            continue
+        row = re.match(r",\s*%s,\s*(?:Value::)?(\w+)\(\s*(?:\"(\w+)\")?" % help_, after)
+        kind = row and row.group(1)
+        label = row and row.group(2)
+        if kind in closures:
+            kind, label = closures[kind]
+        if kind in ("Counter", "Gauge", "Labelled"):
+            add(name, "gauge" if kind == "Gauge" else "counter", label if kind == "Labelled" else None)
+            continue
+        fail(f"bridge/src/metrics.rs names the metric {name} in a way this check does not read "
+             f"(see exported_series in scripts/check-ops.sh); teach it")
     return series
 
 
@@ -483,8 +513,6 @@ def cmd_dockerfile(binary):
     # What is copied out of the build stage is what that build makes.
     made = {f"{build['workdir'].rstrip('/')}/target/{profile}/{b}"
             for p in pkgs for b in bins.get(p, [])}
-    if "--bins" not in flags and "--bin" not in " ".join(flags):
-        pass
     installed = set()
     for c in final["copy"]:
         m = re.match(r"--from=(\S+)\s+(.*)", c)
@@ -516,12 +544,16 @@ def cmd_dockerfile(binary):
     # Ports and variables against the configuration.
     cfg = tomllib.load(open("bridge/default-config.toml", "rb"))
     ports = {cfg["mqtt"]["listen"].rsplit(":", 1)[1], cfg["mqtt"]["listen_v5"].rsplit(":", 1)[1]}
+    # The HTTP endpoint is loopback by default; an image that moves it (ENV
+    # EDGE_BRIDGE_HTTP_LISTEN) must expose its port, and one that does not must not.
+    http = final["env"].get("EDGE_BRIDGE_HTTP_LISTEN", cfg["http"]["listen"])
+    if http and not http.startswith("127.") and not http.startswith("[::1]"):
+        ports.add(http.rsplit(":", 1)[1])
     exposed = {p.split("/")[0] for w, r in ins if w == "EXPOSE" for p in r.split()}
     if exposed != ports:
-        fail(f"EXPOSE {sorted(exposed)}, the default MQTT listeners are on {sorted(ports)}")
+        fail(f"EXPOSE {sorted(exposed)}, the default listeners (MQTT, and HTTP on {http}) are on {sorted(ports)}")
     else:
-        info(f"EXPOSE {sorted(exposed)}: the default MQTT listeners (mqtt.listen, mqtt.listen_v5)")
-    info(f"not exposed: the HTTP endpoint (http.listen = {cfg['http']['listen']}, loopback by default)")
+        info(f"EXPOSE {sorted(exposed)}: the default MQTT listeners and the HTTP endpoint ({http})")
     check_env("deploy/Dockerfile ENV", list(final["env"]))
 
     # Shared libraries of the built binary against what the runtime stage has.

@@ -73,197 +73,71 @@ fn per_stream(s: &Summary, f: impl Fn(&StreamSummary) -> u64) -> Vec<(&'static s
     .collect()
 }
 
+/// One metric family's value(s) at scrape time.
+enum Value {
+    Counter(u64),
+    Gauge(f64),
+    /// A counter with one label: one series per `(label value, count)`.
+    Labelled(&'static str, Vec<(&'static str, u64)>),
+}
+
+/// Every family but the latency histogram, as `(name, help, value)`: the table is the list of
+/// what `/metrics` exports, in order.
+fn families(st: &Stats, s: &Summary) -> Vec<(&'static str, &'static str, Value)> {
+    use Value::{Counter, Gauge, Labelled};
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+    let by_reason = |reasons: &[&'static str], counts: &[std::sync::atomic::AtomicU64]| {
+        let series = reasons.iter().zip(counts).map(|(r, n)| (*r, load(n)));
+        Labelled("reason", series.collect())
+    };
+    let by_stream = |f: fn(&StreamSummary) -> u64| Labelled("stream", per_stream(s, f));
+    let mqtt_refused = MqttRefusal::ALL
+        .iter()
+        .map(|r| (r.as_str(), load(&st.mqtt_refused[*r as usize])))
+        .collect();
+    vec![
+        ("edge_bridge_readings_received", "MQTT publishes received on the subscription.", Counter(s.readings_in)),
+        ("edge_bridge_received_bytes", "MQTT payload bytes received.", Counter(s.bytes_in)),
+        ("edge_bridge_readings_decoded", "Readings decoded (aggregated, late or refused).", Counter(s.aggregated + s.late + s.refused)),
+        ("edge_bridge_readings_late", "Readings whose window had closed: raw only.", Counter(s.late)),
+        ("edge_bridge_readings_rejected", "Undecodable payloads, sent to the dead-letter topic, by reason.", by_reason(&DecodeError::REASONS, &st.rejected_by_reason)),
+        ("edge_bridge_readings_refused", "Readings left out of the aggregates by a memory bound, by reason (still in the raw topic).", by_reason(&Refusal::REASONS, &st.refused_by_reason)),
+        ("edge_bridge_readings_broker_dropped", "Readings the embedded broker accepted but deleted before the bridge read them.", Counter(s.broker_dropped)),
+        ("edge_bridge_windows_open", "Open windows over all sensors.", Gauge(load(&st.open_windows) as f64)),
+        ("edge_bridge_sensors", "Sensors tracked.", Gauge(load(&st.sensors) as f64)),
+        ("edge_bridge_aggregates_emitted", "Windows closed and their aggregates handed on.", Counter(s.windows_emitted)),
+        ("edge_bridge_records_produced", "Records handed to the Kafka producer, by stream.", by_stream(|c| c.produced)),
+        ("edge_bridge_records_delivered", "Records confirmed by a delivery report, by stream.", by_stream(|c| c.delivered)),
+        ("edge_bridge_records_delivered_from_spool", "Of the delivered records, those replayed from the spool, by stream.", by_stream(|c| c.delivered_from_spool)),
+        ("edge_bridge_records_failed", "Records the broker refused for good, by stream.", by_stream(|c| c.failed)),
+        ("edge_bridge_records_spooled", "Records written to the spool, by stream.", by_stream(|c| c.spooled)),
+        ("edge_bridge_records_dropped", "Records given up (full spool, failed spool write), by stream.", by_stream(|c| c.dropped)),
+        ("edge_bridge_sent_bytes", "Key and value bytes of delivered records (before compression), by stream.", by_stream(|c| c.bytes_delivered)),
+        ("edge_bridge_bandwidth_reduction_ratio", "MQTT payload bytes received per aggregate byte sent (0 before the first aggregate).", Gauge(s.reduction_factor().unwrap_or(0.0))),
+        ("edge_bridge_spool_records", "Records in the spool waiting for delivery.", Gauge(s.spool_records as f64)),
+        ("edge_bridge_spool_bytes", "Size of the spool on disk.", Gauge(s.spool_bytes as f64)),
+        ("edge_bridge_spool_damaged_records", "Damaged spool records skipped (torn or corrupted).", Counter(s.spool_damaged)),
+        ("edge_bridge_producer_queue_records", "Records in the Kafka producer awaiting a delivery report.", Gauge(load(&st.producer_queue) as f64)),
+        ("edge_bridge_mqtt_connected", "1 while connected to the MQTT broker.", Gauge(load(&st.mqtt_connected) as f64)),
+        ("edge_bridge_mqtt_subscribed", "1 while the subscription is in place.", Gauge(load(&st.mqtt_subscribed) as f64)),
+        ("edge_bridge_mqtt_reconnects", "MQTT connections lost or refused since start.", Counter(load(&st.mqtt_reconnects))),
+        ("edge_bridge_mqtt_connections_refused", "Connections the embedded broker refused: failed TLS handshake, plaintext on the TLS port, bad credentials, no CONNECT.", Labelled("reason", mqtt_refused)),
+        ("edge_bridge_kafka_reachable", "1 if the Kafka brokers answered the last metadata probe.", Gauge(load(&st.kafka_reachable) as f64)),
+        ("edge_bridge_uplink_down", "1 while records wait in the spool because the brokers stopped confirming them.", Gauge(load(&st.uplink_down) as f64)),
+    ]
+}
+
 impl Collector for BridgeCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let st = &self.stats;
-        let s = st.snapshot();
         let e = &mut e;
-        counter(
-            e,
-            "edge_bridge_readings_received",
-            "MQTT publishes received on the subscription.",
-            s.readings_in,
-        )?;
-        counter(
-            e,
-            "edge_bridge_received_bytes",
-            "MQTT payload bytes received.",
-            s.bytes_in,
-        )?;
-        counter(
-            e,
-            "edge_bridge_readings_decoded",
-            "Readings decoded (aggregated, late or refused).",
-            s.aggregated + s.late + s.refused,
-        )?;
-        counter(
-            e,
-            "edge_bridge_readings_late",
-            "Readings whose window had closed: raw only.",
-            s.late,
-        )?;
-        let rejected: Vec<(&str, u64)> = DecodeError::REASONS
-            .iter()
-            .zip(&st.rejected_by_reason)
-            .map(|(r, n)| (*r, n.load(Relaxed)))
-            .collect();
-        labelled(
-            e,
-            "edge_bridge_readings_rejected",
-            "Undecodable payloads, sent to the dead-letter topic, by reason.",
-            "reason",
-            &rejected,
-        )?;
-        let refused: Vec<(&str, u64)> = Refusal::REASONS
-            .iter()
-            .zip(&st.refused_by_reason)
-            .map(|(r, n)| (*r, n.load(Relaxed)))
-            .collect();
-        labelled(e, "edge_bridge_readings_refused", "Readings left out of the aggregates by a memory bound, by reason (still in the raw topic).", "reason", &refused)?;
-        counter(
-            e,
-            "edge_bridge_readings_broker_dropped",
-            "Readings the embedded broker accepted but deleted before the bridge read them.",
-            s.broker_dropped,
-        )?;
-        gauge(
-            e,
-            "edge_bridge_windows_open",
-            "Open windows over all sensors.",
-            st.open_windows.load(Relaxed) as f64,
-        )?;
-        gauge(
-            e,
-            "edge_bridge_sensors",
-            "Sensors tracked.",
-            st.sensors.load(Relaxed) as f64,
-        )?;
-        counter(
-            e,
-            "edge_bridge_aggregates_emitted",
-            "Windows closed and their aggregates handed on.",
-            s.windows_emitted,
-        )?;
-        labelled(
-            e,
-            "edge_bridge_records_produced",
-            "Records handed to the Kafka producer, by stream.",
-            "stream",
-            &per_stream(&s, |c| c.produced),
-        )?;
-        labelled(
-            e,
-            "edge_bridge_records_delivered",
-            "Records confirmed by a delivery report, by stream.",
-            "stream",
-            &per_stream(&s, |c| c.delivered),
-        )?;
-        labelled(
-            e,
-            "edge_bridge_records_delivered_from_spool",
-            "Of the delivered records, those replayed from the spool, by stream.",
-            "stream",
-            &per_stream(&s, |c| c.delivered_from_spool),
-        )?;
-        labelled(
-            e,
-            "edge_bridge_records_failed",
-            "Records the broker refused for good, by stream.",
-            "stream",
-            &per_stream(&s, |c| c.failed),
-        )?;
-        labelled(
-            e,
-            "edge_bridge_records_spooled",
-            "Records written to the spool, by stream.",
-            "stream",
-            &per_stream(&s, |c| c.spooled),
-        )?;
-        labelled(
-            e,
-            "edge_bridge_records_dropped",
-            "Records given up (full spool, failed spool write), by stream.",
-            "stream",
-            &per_stream(&s, |c| c.dropped),
-        )?;
-        labelled(
-            e,
-            "edge_bridge_sent_bytes",
-            "Key and value bytes of delivered records (before compression), by stream.",
-            "stream",
-            &per_stream(&s, |c| c.bytes_delivered),
-        )?;
-        gauge(
-            e,
-            "edge_bridge_bandwidth_reduction_ratio",
-            "MQTT payload bytes received per aggregate byte sent (0 before the first aggregate).",
-            s.reduction_factor().unwrap_or(0.0),
-        )?;
-        gauge(
-            e,
-            "edge_bridge_spool_records",
-            "Records in the spool waiting for delivery.",
-            s.spool_records as f64,
-        )?;
-        gauge(
-            e,
-            "edge_bridge_spool_bytes",
-            "Size of the spool on disk.",
-            s.spool_bytes as f64,
-        )?;
-        counter(
-            e,
-            "edge_bridge_spool_damaged_records",
-            "Damaged spool records skipped (torn or corrupted).",
-            s.spool_damaged,
-        )?;
-        gauge(
-            e,
-            "edge_bridge_producer_queue_records",
-            "Records in the Kafka producer awaiting a delivery report.",
-            st.producer_queue.load(Relaxed) as f64,
-        )?;
-        gauge(
-            e,
-            "edge_bridge_mqtt_connected",
-            "1 while connected to the MQTT broker.",
-            st.mqtt_connected.load(Relaxed) as f64,
-        )?;
-        gauge(
-            e,
-            "edge_bridge_mqtt_subscribed",
-            "1 while the subscription is in place.",
-            st.mqtt_subscribed.load(Relaxed) as f64,
-        )?;
-        counter(
-            e,
-            "edge_bridge_mqtt_reconnects",
-            "MQTT connections lost or refused since start.",
-            st.mqtt_reconnects.load(Relaxed),
-        )?;
-        let refused: Vec<(&str, u64)> = MqttRefusal::ALL
-            .iter()
-            .map(|r| (r.as_str(), st.mqtt_refused[*r as usize].load(Relaxed)))
-            .collect();
-        labelled(
-            e,
-            "edge_bridge_mqtt_connections_refused",
-            "Connections the embedded broker refused: failed TLS handshake, plaintext on the TLS port, bad credentials, no CONNECT.",
-            "reason",
-            &refused,
-        )?;
-        gauge(
-            e,
-            "edge_bridge_kafka_reachable",
-            "1 if the Kafka brokers answered the last metadata probe.",
-            st.kafka_reachable.load(Relaxed) as f64,
-        )?;
-        gauge(
-            e,
-            "edge_bridge_uplink_down",
-            "1 while records wait in the spool because the brokers stopped confirming them.",
-            st.uplink_down.load(Relaxed) as f64,
-        )?;
+        for (name, help, value) in families(st, &st.snapshot()) {
+            match value {
+                Value::Counter(v) => counter(e, name, help, v)?,
+                Value::Gauge(v) => gauge(e, name, help, v)?,
+                Value::Labelled(label, series) => labelled(e, name, help, label, &series)?,
+            }
+        }
         let h = &st.aggregate_latency.0;
         h.encode(e.encode_descriptor(
             "edge_bridge_aggregate_delivery_latency_seconds",

@@ -48,8 +48,9 @@ pub fn init_logging(config: &Config) {
 ///   benchmark's runs that print it deliver every reading. Left in, an operator would read an
 ///   ERROR for every sensor that disconnects.
 /// - "Error while handling MQTT connect packet" when the connection closed before any byte of
-///   a CONNECT (rumqttd reports that as `ConnectionReset`): a TCP port check, such as a load
-///   balancer's or a script's, not a sensor. Other connect errors (a TLS client on the
+///   a CONNECT (rumqttd reports a reset as `ConnectionReset`, a clean close as "connection
+///   closed by peer"): a TCP port check, such as a load balancer's, a script's or the bridge's
+///   own readiness probe at start, not a sensor. Other connect errors (a TLS client on the
 ///   plaintext port, a malformed CONNECT) still pass.
 /// - "router-drop" with `Recv(Disconnected)`: the connection's task noticing that the router has
 ///   already removed a client that disconnected, an ordinary disconnect.
@@ -77,7 +78,8 @@ impl<S> tracing_subscriber::layer::Filter<S> for BrokerNoise {
         event.record(&mut fields);
         let stale_notice = fields.message.ends_with("is already gone");
         let port_check = fields.message == "Error while handling MQTT connect packet"
-            && fields.error.contains("ConnectionReset");
+            && (fields.error.contains("ConnectionReset")
+                || fields.error.contains("connection closed by peer"));
         let disconnected = fields.message == "router-drop" && fields.error == "Recv(Disconnected)";
         !(stale_notice || port_check || disconnected)
     }
@@ -180,6 +182,11 @@ mod tests {
             tracing::error!(target: "edge_bridge::bridge", "ours is already gone");
             let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
             tracing::error!(target: "rumqttd::server::broker", error = ?reset, "Error while handling MQTT connect packet");
+            let closed = std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "connection closed by peer",
+            );
+            tracing::error!(target: "rumqttd::server::broker", error = ?closed, "Error while handling MQTT connect packet");
             let tls = std::io::Error::new(std::io::ErrorKind::InvalidData, "tls on plaintext");
             tracing::error!(target: "rumqttd::server::broker", error = ?tls, "Error while handling MQTT connect packet");
             #[derive(Debug)]
@@ -200,6 +207,7 @@ mod tests {
         assert!(text.contains("ours is already gone"), "{text}");
         assert!(!text.contains("incoming_payload"), "{text}");
         assert!(!text.contains("ConnectionReset"), "{text}");
+        assert!(!text.contains("closed by peer"), "{text}");
         assert!(text.contains("InvalidData"), "{text}");
         assert!(!text.contains("Recv(Disconnected)"), "{text}");
         assert!(!text.contains("sensor-9"), "no broker span: {text}");

@@ -1,4 +1,7 @@
+use super::typed::parse_sensor_id;
+use super::validate::check_topic_name;
 use super::*;
+use edge_bridge_core::decode::SensorIdSource;
 
 #[test]
 fn documented_default_file_is_the_default() {

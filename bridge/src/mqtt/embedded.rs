@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 use futures_util::FutureExt;
-use rumqttd::{Broker, Notification};
+use rumqttd::{Broker, Notification, ServerSettings};
 use tokio_rustls::rustls::ServerConfig;
 use tracing::{error, info, warn};
 
@@ -185,118 +185,22 @@ impl Embedded {
         tasks: &Tasks,
     ) -> Result<Self, MqttError> {
         let mut config = load_config(config_file)?;
-        let mut v4 = config
-            .v4
-            .take()
-            .and_then(|m| m.into_values().next())
-            .ok_or_else(|| {
-                MqttError::Embedded("the broker configuration has no [v4.*] server".into())
-            })?;
-        let mut v5 = config.v5.take().and_then(|m| m.into_values().next());
-        // The console and exporter would open ports the operator did not ask for.
-        config.console = None;
-        config.prometheus = None;
-
-        let gated = security.tls.is_some() || security.users.is_some();
-        // What rumqttd itself binds, for the readiness wait.
-        let mut rumqttd_listeners: Vec<(SocketAddr, &str)> = Vec::new();
         if listeners.tls.is_some() && security.tls.is_none() {
             return Err(MqttError::Embedded(
                 "a TLS listener needs a certificate (mqtt.tls_cert, mqtt.tls_key)".into(),
             ));
         }
-        if gated {
-            // The broker listens on loopback only; the gate faces the sensors.
-            let public: Vec<(SocketAddr, bool, &str)> = [
-                (listeners.v4, false, "mqtt.listen"),
-                (listeners.v5, false, "mqtt.listen_v5"),
-                (listeners.tls, true, "mqtt.tls_listen"),
-            ]
-            .into_iter()
-            .filter_map(|(a, tls, key)| a.map(|a| (a, tls, key)))
-            .collect();
-            let bound = public
-                .iter()
-                .map(|(a, _, key)| bind(key, *a))
-                .collect::<Result<Vec<_>, _>>()?;
-            let (inner_v4, inner_v5) = loopback_ports()?;
-            rumqttd_listeners = vec![
-                (inner_v4, "the gate's loopback MQTT 3.1.1 listener"),
-                (inner_v5, "the gate's loopback MQTT 5 listener"),
-            ];
-            let mut inner5 = v5.take().unwrap_or_else(|| v4.clone());
-            v4.listen = inner_v4;
-            inner5.listen = inner_v5;
-            if let Some(users) = &security.users {
-                // The loopback listeners check passwords too: local processes reach them
-                // without passing the gate.
-                for server in [&mut v4, &mut inner5] {
-                    let users = users.clone();
-                    server.set_auth_handler(move |_client, user: String, pass: String| {
-                        std::future::ready(users.verify(&user, pass.as_bytes()))
-                    });
-                }
-                for (addr, tls, key) in &public {
-                    if !tls && !addr.ip().is_loopback() {
-                        warn!(%addr, "Passwords cross the network in clear on this plaintext listener; use mqtt.tls_listen and bind {key} to 127.0.0.1, or leave it empty");
-                    }
-                }
-            }
-            config.v4 = Some([("gate-v4".to_owned(), v4)].into());
-            config.v5 = Some([("gate-v5".to_owned(), inner5)].into());
-            let gate = Gate::new(security.users, inner_v4, inner_v5, stats.clone());
-            for (listener, (addr, tls, _)) in bound.into_iter().zip(&public) {
-                listener
-                    .set_nonblocking(true)
-                    .and_then(|()| tokio::net::TcpListener::from_std(listener))
-                    .map(|l| gate.spawn(l, tls.then(|| security.tls.clone()).flatten(), tasks))
-                    .map_err(|e| MqttError::Embedded(format!("listener {addr}: {e}")))?;
-            }
-            info!(plaintext_v4 = ?listeners.v4, plaintext_v5 = ?listeners.v5, tls = ?listeners.tls, passwords = gate.users.as_ref().map_or(0, |u| u.len()), "Embedded MQTT broker secured");
+        // What rumqttd itself binds, for the readiness wait.
+        let rumqttd_listeners = if security.tls.is_some() || security.users.is_some() {
+            behind_gate(&mut config, listeners, security, &stats, tasks)?
         } else {
-            let addr = listeners.v4.ok_or_else(|| {
-                MqttError::Embedded("no listener: set mqtt.listen or mqtt.tls_listen".into())
-            })?;
-            check_free("mqtt.listen", addr)?;
-            rumqttd_listeners.push((addr, "mqtt.listen"));
-            if let Some(a) = listeners.v5 {
-                check_free("mqtt.listen_v5", a)?;
-                rumqttd_listeners.push((a, "mqtt.listen_v5"));
-            }
-            v4.listen = addr;
-            config.v4 = Some([("v4-1".to_owned(), v4)].into());
-            config.v5 = match (listeners.v5, v5.take()) {
-                (Some(a), Some(mut s)) => {
-                    s.listen = a;
-                    Some([("v5-1".to_owned(), s)].into())
-                }
-                _ => None,
-            };
-            // A broker configuration without a [v5.*] server opens no MQTT 5 listener.
-            if config.v5.is_none() && listeners.v5.is_some() {
-                warn!(listen_v5 = ?listeners.v5, "The broker configuration (mqtt.broker_config) has no [v5.*] server: no MQTT 5 listener; add one, or set mqtt.listen_v5 to \"\"");
-                rumqttd_listeners.retain(|(_, key)| *key != "mqtt.listen_v5");
-            }
-        }
-
-        let mut broker = Broker::new(config);
+            direct(&mut config, listeners)?
+        };
+        let broker = Broker::new(config);
         let (mut tx, rx) = broker
             .link("edge-bridge")
             .map_err(|e| MqttError::Embedded(format!("cannot link to the broker: {e}")))?;
-        let broker_thread = std::thread::Builder::new()
-            .name("mqtt-broker".into())
-            .spawn(move || {
-                // rumqttd spawns its network threads from this one: they inherit the lower
-                // priority, so under a CPU-bound flood the sensors are slowed before the
-                // pipeline is starved (see `priority`). Its router thread already runs.
-                if let Err(e) = super::priority::lower_this_thread(BROKER_NICE_INCREMENT) {
-                    warn!(error = %e, "Cannot lower the embedded broker's network threads' CPU priority; under a flood they compete with the pipeline");
-                }
-                if let Err(e) = broker.start() {
-                    tracing::error!(error = %e, "Embedded MQTT broker stopped");
-                }
-            })
-            .map_err(|e| MqttError::Embedded(e.to_string()))?;
+        let broker_thread = spawn_broker(broker)?;
         tx.subscribe(filter)
             .map_err(|e| MqttError::Embedded(format!("cannot subscribe to {filter}: {e}")))?;
         wait_accepting(&rumqttd_listeners, &broker_thread).await?;
@@ -387,6 +291,130 @@ impl Embedded {
         }
         Ok(())
     }
+}
+
+/// The broker configuration's first `[v4.*]` and `[v5.*]` servers, taken out of it to be
+/// placed; the console and exporter go too: they would open ports the operator did not ask
+/// for.
+fn take_servers(
+    config: &mut rumqttd::Config,
+) -> Result<(ServerSettings, Option<ServerSettings>), MqttError> {
+    let v4 = config
+        .v4
+        .take()
+        .and_then(|m| m.into_values().next())
+        .ok_or_else(|| {
+            MqttError::Embedded("the broker configuration has no [v4.*] server".into())
+        })?;
+    let v5 = config.v5.take().and_then(|m| m.into_values().next());
+    config.console = None;
+    config.prometheus = None;
+    Ok((v4, v5))
+}
+
+/// With TLS or passwords: the gate binds the public listeners and faces the sensors; rumqttd
+/// listens on loopback only. Returns rumqttd's listeners.
+fn behind_gate(
+    config: &mut rumqttd::Config,
+    listeners: &Listeners,
+    security: Security,
+    stats: &Arc<Stats>,
+    tasks: &Tasks,
+) -> Result<Vec<(SocketAddr, &'static str)>, MqttError> {
+    let (mut v4, v5) = take_servers(config)?;
+    let public: Vec<(SocketAddr, bool, &str)> = [
+        (listeners.v4, false, "mqtt.listen"),
+        (listeners.v5, false, "mqtt.listen_v5"),
+        (listeners.tls, true, "mqtt.tls_listen"),
+    ]
+    .into_iter()
+    .filter_map(|(a, tls, key)| a.map(|a| (a, tls, key)))
+    .collect();
+    let bound = public
+        .iter()
+        .map(|(a, _, key)| bind(key, *a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (inner_v4, inner_v5) = loopback_ports()?;
+    let mut inner5 = v5.unwrap_or_else(|| v4.clone());
+    v4.listen = inner_v4;
+    inner5.listen = inner_v5;
+    if let Some(users) = &security.users {
+        // The loopback listeners check passwords too: local processes reach them without
+        // passing the gate.
+        for server in [&mut v4, &mut inner5] {
+            let users = users.clone();
+            server.set_auth_handler(move |_client, user: String, pass: String| {
+                std::future::ready(users.verify(&user, pass.as_bytes()))
+            });
+        }
+        for (addr, tls, key) in &public {
+            if !tls && !addr.ip().is_loopback() {
+                warn!(%addr, "Passwords cross the network in clear on this plaintext listener; use mqtt.tls_listen and bind {key} to 127.0.0.1, or leave it empty");
+            }
+        }
+    }
+    config.v4 = Some([("gate-v4".to_owned(), v4)].into());
+    config.v5 = Some([("gate-v5".to_owned(), inner5)].into());
+    let gate = Gate::new(security.users, inner_v4, inner_v5, stats.clone());
+    for (listener, (addr, tls, _)) in bound.into_iter().zip(&public) {
+        listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(listener))
+            .map(|l| gate.spawn(l, tls.then(|| security.tls.clone()).flatten(), tasks))
+            .map_err(|e| MqttError::Embedded(format!("listener {addr}: {e}")))?;
+    }
+    info!(plaintext_v4 = ?listeners.v4, plaintext_v5 = ?listeners.v5, tls = ?listeners.tls, passwords = gate.users.as_ref().map_or(0, |u| u.len()), "Embedded MQTT broker secured");
+    Ok(vec![
+        (inner_v4, "the gate's loopback MQTT 3.1.1 listener"),
+        (inner_v5, "the gate's loopback MQTT 5 listener"),
+    ])
+}
+
+/// Without TLS or passwords: rumqttd binds the listeners itself. Returns them.
+fn direct(
+    config: &mut rumqttd::Config,
+    listeners: &Listeners,
+) -> Result<Vec<(SocketAddr, &'static str)>, MqttError> {
+    let (mut v4, v5) = take_servers(config)?;
+    let addr = listeners.v4.ok_or_else(|| {
+        MqttError::Embedded("no listener: set mqtt.listen or mqtt.tls_listen".into())
+    })?;
+    check_free("mqtt.listen", addr)?;
+    let mut rumqttd_listeners = vec![(addr, "mqtt.listen")];
+    v4.listen = addr;
+    config.v4 = Some([("v4-1".to_owned(), v4)].into());
+    config.v5 = match (listeners.v5, v5) {
+        (Some(a), Some(mut s)) => {
+            check_free("mqtt.listen_v5", a)?;
+            rumqttd_listeners.push((a, "mqtt.listen_v5"));
+            s.listen = a;
+            Some([("v5-1".to_owned(), s)].into())
+        }
+        (Some(a), None) => {
+            warn!(listen_v5 = %a, "The broker configuration (mqtt.broker_config) has no [v5.*] server: no MQTT 5 listener; add one, or set mqtt.listen_v5 to \"\"");
+            None
+        }
+        (None, _) => None,
+    };
+    Ok(rumqttd_listeners)
+}
+
+/// Runs the broker on a thread of its own (rumqttd's `start` blocks).
+fn spawn_broker(mut broker: Broker) -> Result<std::thread::JoinHandle<()>, MqttError> {
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            // rumqttd spawns its network threads from this one: they inherit the lower
+            // priority, so under a CPU-bound flood the sensors are slowed before the pipeline
+            // is starved (see `priority`). Its router thread already runs.
+            if let Err(e) = super::priority::lower_this_thread(BROKER_NICE_INCREMENT) {
+                warn!(error = %e, "Cannot lower the embedded broker's network threads' CPU priority; under a flood they compete with the pipeline");
+            }
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "Embedded MQTT broker stopped");
+            }
+        })
+        .map_err(|e| MqttError::Embedded(e.to_string()))
 }
 
 /// Publishes read ahead from the link at most: about five of the router's batches.

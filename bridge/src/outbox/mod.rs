@@ -397,52 +397,12 @@ impl<S: Sink> Outbox<S> {
                     error,
                     record,
                 } => {
-                    // (A fatal class here may come from a producer already replaced: whether
-                    // the current one is broken is asked of it, in `pump`.)
-                    let carrier = match tag.origin {
-                        Origin::Carrier(seq) => Some(seq),
-                        _ => None,
-                    };
-                    let taken_back = class == ErrorClass::TakenBack;
-                    match (class, tag.origin) {
-                        (ErrorClass::Permanent, Origin::Spooled(lane, seq)) => {
-                            if let Some(s) = self.spool.as_mut() {
-                                s.ack(lane, seq);
-                            }
-                            self.permanent_failure(tag.stream, &error, None);
-                        }
-                        (ErrorClass::Permanent, _) => {
-                            self.permanent_failure(tag.stream, &error, carrier)
-                        }
-                        // Still in the spool: hand it out again.
-                        (_, Origin::Spooled(..)) => {
-                            if !taken_back {
-                                if self.drops.admit("", Instant::now()).is_some() {
-                                    warn!(%error, stream = tag.stream.as_str(), "A record replayed from the spool was not delivered; it stays in the spool and goes again");
-                                }
-                                undelivered = true;
-                            }
-                            self.rewind = true;
-                        }
-                        (_, _) if self.spool.is_some() => {
-                            if !taken_back {
-                                warn!(%error, stream = tag.stream.as_str(), "A record was not delivered; it goes to the spool and is sent again");
-                                undelivered = true;
-                            }
-                            let routed = Routed {
-                                stream: tag.stream,
-                                record,
-                            };
-                            rescued.push((tag.seq, routed, carrier, tag.made_ms));
-                        }
-                        (_, _) => {
-                            self.stats.stream(tag.stream).failed.fetch_add(1, Relaxed);
-                            error!(stream = tag.stream.as_str(), %error, "Record not delivered and lost (the spool is off)");
-                            if let Some(seq) = carrier {
-                                self.acks.done(seq);
-                            }
-                        }
+                    if let Some(r) = self.on_failed(tag, class, &error, record) {
+                        rescued.push(r);
                     }
+                    undelivered |= class != ErrorClass::TakenBack
+                        && class != ErrorClass::Permanent
+                        && self.spool.is_some();
                 }
             }
         }
@@ -465,6 +425,58 @@ impl<S: Sink> Outbox<S> {
                 self.rewind = true;
             }
         }
+    }
+
+    /// Acts on one failed delivery report; returns the record if it must be rescued into the
+    /// spool: `(seq, record, ack carrier, made_ms)`.
+    fn on_failed(
+        &mut self,
+        tag: crate::sink::Tag,
+        class: ErrorClass,
+        error: &str,
+        record: edge_bridge_core::OutRecord,
+    ) -> Option<(u64, Routed, Option<u64>, i64)> {
+        // (A fatal class here may come from a producer already replaced: whether the current
+        // one is broken is asked of it, in `pump`.)
+        let carrier = match tag.origin {
+            Origin::Carrier(seq) => Some(seq),
+            _ => None,
+        };
+        let taken_back = class == ErrorClass::TakenBack;
+        match (class, tag.origin) {
+            (ErrorClass::Permanent, Origin::Spooled(lane, seq)) => {
+                if let Some(s) = self.spool.as_mut() {
+                    s.ack(lane, seq);
+                }
+                self.permanent_failure(tag.stream, error, None);
+            }
+            (ErrorClass::Permanent, _) => self.permanent_failure(tag.stream, error, carrier),
+            // Still in the spool: hand it out again.
+            (_, Origin::Spooled(..)) => {
+                if !taken_back && self.drops.admit("", Instant::now()).is_some() {
+                    warn!(%error, stream = tag.stream.as_str(), "A record replayed from the spool was not delivered; it stays in the spool and goes again");
+                }
+                self.rewind = true;
+            }
+            (_, _) if self.spool.is_some() => {
+                if !taken_back {
+                    warn!(%error, stream = tag.stream.as_str(), "A record was not delivered; it goes to the spool and is sent again");
+                }
+                let routed = Routed {
+                    stream: tag.stream,
+                    record,
+                };
+                return Some((tag.seq, routed, carrier, tag.made_ms));
+            }
+            (_, _) => {
+                self.stats.stream(tag.stream).failed.fetch_add(1, Relaxed);
+                error!(stream = tag.stream.as_str(), %error, "Record not delivered and lost (the spool is off)");
+                if let Some(seq) = carrier {
+                    self.acks.done(seq);
+                }
+            }
+        }
+        None
     }
 
     fn permanent_failure(&mut self, stream: Stream, error: &str, carrier: Option<u64>) {

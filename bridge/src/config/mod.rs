@@ -1,0 +1,387 @@
+//! The configuration: one TOML file, every key documented in `default-config.toml`, each
+//! overridable by an `EDGE_BRIDGE_...` environment variable and the common ones by flags.
+//!
+//! The structs here are the schema (serde, unknown keys refused); [`crate::load`] layers the
+//! sources. Beside them: `validate` checks everything at once so an operator sees every
+//! problem in one run; `typed` reads the strings and numbers into what the core and the MQTT
+//! side take; `redact` is what may be printed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use edge_bridge_core::timestamp::EpochUnit;
+use serde::{Deserialize, Serialize};
+
+/// The documented default configuration, printed by `print-default-config`. A test proves it
+/// parses to [`Config::default`] and names every key.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../default-config.toml");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for state that must outlive the process.
+    pub state_dir: PathBuf,
+    pub mqtt: MqttConfig,
+    pub decode: DecodeConfig,
+    pub window: WindowConfig,
+    pub kafka: KafkaConfig,
+    pub spool: SpoolConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/edge-bridge"),
+            mqtt: MqttConfig::default(),
+            decode: DecodeConfig::default(),
+            window: WindowConfig::default(),
+            kafka: KafkaConfig::default(),
+            spool: SpoolConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Address of the embedded MQTT broker. Used when `url` is empty.
+    #[serde(deserialize_with = "text")]
+    pub listen: String,
+    /// External broker (`mqtt://host:port` or `mqtts://host:port`); when set, no embedded
+    /// broker is started.
+    #[serde(deserialize_with = "text")]
+    pub url: String,
+    /// MQTT 5 listener of the embedded broker: an address, or `:PORT` for that port on
+    /// `listen`'s host (see [`Config::listen_v5_addr`]); empty turns it off.
+    #[serde(deserialize_with = "text")]
+    pub listen_v5: String,
+    /// rumqttd configuration file for the embedded broker; empty uses the built-in one.
+    #[serde(deserialize_with = "text")]
+    pub broker_config: String,
+    /// Protocol towards an external broker: "3.1.1" or "5".
+    #[serde(deserialize_with = "text")]
+    pub protocol: String,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Subscription filter; the sensor id defaults to its `+` levels.
+    #[serde(deserialize_with = "text")]
+    pub topic: String,
+    /// Subscription QoS (0, 1 or 2).
+    pub qos: u8,
+    /// Client id towards an external broker; stable so the broker keeps the session.
+    #[serde(deserialize_with = "text")]
+    pub client_id: String,
+    /// Embedded broker: TLS listener (MQTT 3.1.1 and 5); empty turns it off.
+    #[serde(deserialize_with = "text")]
+    pub tls_listen: String,
+    /// Embedded broker: its certificate chain and private key (PEM files).
+    #[serde(deserialize_with = "text")]
+    pub tls_cert: String,
+    #[serde(deserialize_with = "text")]
+    pub tls_key: String,
+    /// Embedded broker: CA (PEM) that must have signed every TLS client's certificate; empty:
+    /// no client certificates asked for.
+    #[serde(deserialize_with = "text")]
+    pub tls_client_ca: String,
+    /// Embedded broker: Mosquitto password file (`mosquitto_passwd`); empty: no passwords.
+    #[serde(deserialize_with = "text")]
+    pub passwords: String,
+    /// External broker: credentials (they may also be given in `url`).
+    #[serde(deserialize_with = "text")]
+    pub username: String,
+    #[serde(deserialize_with = "text")]
+    pub password: String,
+    /// External `mqtts://` broker: CA (PEM) that signed its certificate; empty: system CAs.
+    #[serde(deserialize_with = "text")]
+    pub broker_ca: String,
+    /// External `mqtts://` broker: the bridge's client certificate and key (PEM), for brokers
+    /// that require one.
+    #[serde(deserialize_with = "text")]
+    pub client_cert: String,
+    #[serde(deserialize_with = "text")]
+    pub client_key: String,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:1883".into(),
+            listen_v5: ":1884".into(),
+            broker_config: String::new(),
+            url: String::new(),
+            protocol: "3.1.1".into(),
+            keep_alive: Duration::from_secs(30),
+            topic: "sensors/+/temperature".into(),
+            qos: 1,
+            client_id: "edge-bridge".into(),
+            tls_listen: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_client_ca: String::new(),
+            passwords: String::new(),
+            username: String::new(),
+            password: String::new(),
+            broker_ca: String::new(),
+            client_cert: String::new(),
+            client_key: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// `topic` (the `+` levels of the filter), `topic-level:N` (level N, from 0), or
+    /// `field:NAME` (a payload field).
+    #[serde(deserialize_with = "text")]
+    pub sensor_id: String,
+    #[serde(deserialize_with = "text")]
+    pub ts_field: String,
+    #[serde(deserialize_with = "text")]
+    pub value_field: String,
+    /// How numeric timestamps are read: auto, seconds, millis, micros, nanos.
+    pub epoch_unit: EpochUnit,
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    pub max_sensor_id_bytes: usize,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        Self {
+            sensor_id: "topic".into(),
+            ts_field: "ts".into(),
+            value_field: "value".into(),
+            epoch_unit: EpochUnit::Auto,
+            max_future_skew: Duration::from_secs(3600),
+            max_sensor_id_bytes: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowConfig {
+    #[serde(with = "humantime_serde")]
+    pub size: Duration,
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub max_sensors: usize,
+    pub max_open_windows: usize,
+    /// Name of the statistics object in aggregate records.
+    #[serde(deserialize_with = "text")]
+    pub measurement: String,
+    /// How often open windows are saved to the state directory (also at every clean stop);
+    /// 0s saves only at a clean stop.
+    #[serde(with = "humantime_serde")]
+    pub save_interval: Duration,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            size: Duration::from_secs(10),
+            grace: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(30),
+            max_sensors: 100_000,
+            max_open_windows: 1_000_000,
+            measurement: "temperature".into(),
+            save_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated `host:port`.
+    #[serde(deserialize_with = "text")]
+    pub brokers: String,
+    #[serde(deserialize_with = "text")]
+    pub raw_topic: String,
+    #[serde(deserialize_with = "text")]
+    pub agg_topic: String,
+    #[serde(deserialize_with = "text")]
+    pub dead_letter_topic: String,
+    /// Empty: late readings go to the raw topic only.
+    #[serde(deserialize_with = "text")]
+    pub late_topic: String,
+    pub create_topics: bool,
+    /// Partitions for topics the bridge creates.
+    pub topic_partitions: i32,
+    #[serde(deserialize_with = "text")]
+    pub compression: String,
+    /// Passed to librdkafka as is, after the bridge's own settings, so it can override them.
+    #[serde(deserialize_with = "option_texts")]
+    pub options: BTreeMap<String, String>,
+    /// At a clean stop, how long to wait for delivery reports before spooling the rest.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// plaintext, ssl, sasl_plaintext or sasl_ssl.
+    #[serde(deserialize_with = "text")]
+    pub security_protocol: String,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a sasl_* protocol).
+    #[serde(deserialize_with = "text")]
+    pub sasl_mechanism: String,
+    #[serde(deserialize_with = "text")]
+    pub sasl_username: String,
+    /// Secret: redacted in everything printed.
+    #[serde(deserialize_with = "text")]
+    pub sasl_password: String,
+    /// CA certificate file (PEM) to verify the brokers; empty: the system's CAs.
+    #[serde(deserialize_with = "text")]
+    pub ssl_ca_location: String,
+    /// Client certificate and key files (PEM) for mutual TLS.
+    #[serde(deserialize_with = "text")]
+    pub ssl_certificate_location: String,
+    #[serde(deserialize_with = "text")]
+    pub ssl_key_location: String,
+    /// Secret: the client key's passphrase, if it has one.
+    #[serde(deserialize_with = "text")]
+    pub ssl_key_password: String,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            raw_topic: "raw-temperature".into(),
+            agg_topic: "agg-temperature".into(),
+            dead_letter_topic: "edge-bridge-dead-letter".into(),
+            late_topic: String::new(),
+            create_topics: true,
+            topic_partitions: 1,
+            compression: "zstd".into(),
+            options: BTreeMap::new(),
+            shutdown_timeout: Duration::from_secs(10),
+            security_protocol: "plaintext".into(),
+            sasl_mechanism: "SCRAM-SHA-256".into(),
+            sasl_username: String::new(),
+            sasl_password: String::new(),
+            ssl_ca_location: String::new(),
+            ssl_certificate_location: String::new(),
+            ssl_key_location: String::new(),
+            ssl_key_password: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Off: records wait in memory only, and are lost if the process stops before delivery.
+    pub enabled: bool,
+    /// Cap on the spool's disk use, in MiB.
+    pub max_mib: u64,
+    /// How often spooled records are made durable (fsync); 0s after every batch.
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+    /// How long records may wait on the uplink in memory before new ones go to the spool.
+    #[serde(with = "humantime_serde")]
+    pub spill_after: Duration,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_mib: 128,
+            fsync_interval: Duration::from_secs(1),
+            spill_after: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP endpoint (/metrics, /healthz, /readyz, /status); empty: off.
+    #[serde(deserialize_with = "text")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `edge_bridge=debug,info`, ...
+    #[serde(deserialize_with = "text")]
+    pub level: String,
+    /// `human` or `json`.
+    #[serde(deserialize_with = "text")]
+    pub format: String,
+    /// Period of the one-line INFO summary; 0s turns it off.
+    #[serde(with = "humantime_serde")]
+    pub summary_interval: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info,rumqttd=warn".into(),
+            format: "human".into(),
+            summary_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Deserializes a string field, also accepting a number or boolean as its text: environment
+/// variables carry no types, so `EDGE_BRIDGE_MQTT_CLIENT_ID=1234` must still be a string.
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+        B(bool),
+    }
+    Ok(match Text::deserialize(d)? {
+        Text::S(s) => s,
+        Text::I(n) => n.to_string(),
+        Text::U(n) => n.to_string(),
+        Text::F(n) => n.to_string(),
+        Text::B(b) => b.to_string(),
+    })
+}
+
+/// librdkafka option values: written as strings, but `linger.ms = 50` or `enable.idempotence =
+/// true` in the file are accepted too.
+fn option_texts<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "text")] String);
+    let map = BTreeMap::<String, Wrapped>::deserialize(d)?;
+    Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+mod redact;
+mod typed;
+mod validate;
+
+pub use redact::{redact_url, REDACTED};
+pub use typed::MqttSource;
+
+#[cfg(test)]
+mod tests;
+
+/// An empty setting means "not given".
+pub(crate) fn optional(value: &str) -> Option<&str> {
+    (!value.is_empty()).then_some(value)
+}

@@ -1,0 +1,296 @@
+//! Checking a configuration: every key at once, each problem naming its key, so that an
+//! operator sees every problem in one run. (The files it names are read by their users:
+//! [`crate::mqtt::file_problems`].)
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use edge_bridge_core::decode::Decoder;
+use edge_bridge_core::window::Windower;
+
+use super::Config;
+
+impl Config {
+    /// Checks every key; returns all problems, each naming its key.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.mqtt_source() {
+            errors.push(e);
+        }
+        if self.mqtt.qos > 2 {
+            errors.push(format!("mqtt.qos: {} is not 0, 1 or 2", self.mqtt.qos));
+        }
+        if !["3.1.1", "5"].contains(&self.mqtt.protocol.as_str()) {
+            errors.push(format!(
+                "mqtt.protocol: {:?} is not \"3.1.1\" or \"5\"",
+                self.mqtt.protocol
+            ));
+        }
+        if let Err(e) = self.listen_v5_addr() {
+            errors.push(e);
+        }
+        if self.mqtt.keep_alive < Duration::from_secs(5) {
+            errors.push("mqtt.keep_alive: must be at least 5s".into());
+        }
+        if self.mqtt.client_id.is_empty() {
+            errors.push("mqtt.client_id: must not be empty".into());
+        }
+        errors.extend(self.mqtt_security_problems());
+        match self.decode_options() {
+            Ok(opts) => {
+                if let Err(e) = Decoder::new(opts) {
+                    errors.push(format!("decode / mqtt.topic: {e}"));
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+        match self.window_options() {
+            Ok(opts) => {
+                if let Err(e) = Windower::new(opts) {
+                    errors.push(format!("window: {e}"));
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+        if self.window.measurement.is_empty() {
+            errors.push("window.measurement: must not be empty".into());
+        }
+        errors.extend(self.kafka_problems());
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn kafka_problems(&self) -> Vec<String> {
+        let k = &self.kafka;
+        let mut errors = Vec::new();
+        if k.brokers.split(',').all(|b| b.trim().is_empty()) {
+            errors.push("kafka.brokers: name at least one host:port".into());
+        }
+        let mut topics = vec![
+            ("kafka.raw_topic", &k.raw_topic),
+            ("kafka.agg_topic", &k.agg_topic),
+            ("kafka.dead_letter_topic", &k.dead_letter_topic),
+        ];
+        if !k.late_topic.is_empty() {
+            topics.push(("kafka.late_topic", &k.late_topic));
+        }
+        for (i, (key, name)) in topics.iter().enumerate() {
+            if let Err(why) = check_topic_name(name) {
+                errors.push(format!("{key}: {name:?} {why}"));
+            }
+            if let Some((other, _)) = topics[..i].iter().find(|(_, n)| n == name) {
+                errors.push(format!("{key}: {name:?} is already used by {other}"));
+            }
+        }
+        if k.topic_partitions < 1 {
+            errors.push("kafka.topic_partitions: must be at least 1".into());
+        }
+        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&k.compression.as_str()) {
+            errors.push(format!(
+                "kafka.compression: {:?} is not one of none, gzip, snappy, lz4, zstd",
+                k.compression
+            ));
+        }
+        errors.extend(self.kafka_security_problems());
+        if self.spool.enabled && self.spool.max_mib < 1 {
+            errors.push("spool.max_mib: must be at least 1".into());
+        }
+        if self.spool.spill_after < Duration::from_millis(100) {
+            errors.push("spool.spill_after: must be at least 100ms".into());
+        }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
+            errors.push(format!(
+                "http.listen: {:?} is not an address like 127.0.0.1:9464 (empty turns it off)",
+                self.http.listen
+            ));
+        }
+        if !["human", "json"].contains(&self.log.format.as_str()) {
+            errors.push(format!(
+                "log.format: {:?} is not human or json",
+                self.log.format
+            ));
+        }
+        errors
+    }
+
+    fn kafka_security_problems(&self) -> Vec<String> {
+        let k = &self.kafka;
+        let mut errors = Vec::new();
+        let protocols = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
+        if !protocols.contains(&k.security_protocol.to_ascii_lowercase().as_str()) {
+            errors.push(format!(
+                "kafka.security_protocol: {:?} is not one of {}",
+                k.security_protocol,
+                protocols.join(", ")
+            ));
+        }
+        if k.security_protocol.to_ascii_lowercase().starts_with("sasl") {
+            let mechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+            if !mechanisms.contains(&k.sasl_mechanism.as_str()) {
+                errors.push(format!(
+                    "kafka.sasl_mechanism: {:?} is not one of {}",
+                    k.sasl_mechanism,
+                    mechanisms.join(", ")
+                ));
+            }
+            if k.sasl_username.is_empty() || k.sasl_password.is_empty() {
+                errors.push(format!(
+                    "kafka.sasl_username and kafka.sasl_password: both are needed with security_protocol = {:?} (the password can come from EDGE_BRIDGE_KAFKA_SASL_PASSWORD or a file named by EDGE_BRIDGE_KAFKA_SASL_PASSWORD_FILE)",
+                    k.security_protocol
+                ));
+            }
+        }
+        for (key, path) in [
+            ("kafka.ssl_ca_location", &k.ssl_ca_location),
+            (
+                "kafka.ssl_certificate_location",
+                &k.ssl_certificate_location,
+            ),
+            ("kafka.ssl_key_location", &k.ssl_key_location),
+        ] {
+            if !path.is_empty() && std::fs::File::open(path).is_err() {
+                errors.push(format!("{key}: {path} does not exist or is not readable"));
+            }
+        }
+        if k.ssl_certificate_location.is_empty() != k.ssl_key_location.is_empty() {
+            errors.push("kafka.ssl_certificate_location and kafka.ssl_key_location: give both (mutual TLS) or neither".into());
+        }
+        errors
+    }
+
+    fn mqtt_security_problems(&self) -> Vec<String> {
+        let m = &self.mqtt;
+        let mut errors = Vec::new();
+        let files = [
+            ("mqtt.tls_cert", &m.tls_cert),
+            ("mqtt.tls_key", &m.tls_key),
+            ("mqtt.tls_client_ca", &m.tls_client_ca),
+            ("mqtt.passwords", &m.passwords),
+            ("mqtt.broker_ca", &m.broker_ca),
+            ("mqtt.client_cert", &m.client_cert),
+            ("mqtt.client_key", &m.client_key),
+        ];
+        // Whether their contents are usable is checked by `crate::mqtt::file_problems`, which
+        // reads them the way the start does.
+        for (key, path) in files {
+            if !path.is_empty() && std::fs::File::open(path).is_err() {
+                errors.push(format!("{key}: {path} does not exist or is not readable"));
+            }
+        }
+        if m.url.is_empty() {
+            errors.extend(set_where_unused(
+                &[
+                    ("mqtt.username", &m.username),
+                    ("mqtt.password", &m.password),
+                    ("mqtt.broker_ca", &m.broker_ca),
+                    ("mqtt.client_cert", &m.client_cert),
+                    ("mqtt.client_key", &m.client_key),
+                ],
+                "only used towards an external broker, and mqtt.url is empty (the embedded broker's keys are tls_listen, tls_cert, tls_key, tls_client_ca and passwords)",
+            ));
+            if !m.tls_listen.is_empty() {
+                if m.tls_listen.parse::<SocketAddr>().is_err() {
+                    errors.push(format!(
+                        "mqtt.tls_listen: {:?} is not an address like 0.0.0.0:8883",
+                        m.tls_listen
+                    ));
+                }
+                if m.tls_cert.is_empty() || m.tls_key.is_empty() {
+                    errors.push(
+                        "mqtt.tls_cert and mqtt.tls_key: both are needed for mqtt.tls_listen"
+                            .into(),
+                    );
+                }
+            } else {
+                errors.extend(set_where_unused(
+                    &[
+                        ("mqtt.tls_cert", &m.tls_cert),
+                        ("mqtt.tls_key", &m.tls_key),
+                        ("mqtt.tls_client_ca", &m.tls_client_ca),
+                    ],
+                    "set mqtt.tls_listen too, or the TLS listener stays off",
+                ));
+                if m.listen.is_empty() {
+                    errors.push(
+                        "mqtt.listen: empty, and no mqtt.tls_listen either: sensors could not connect"
+                            .into(),
+                    );
+                }
+            }
+            if !m.tls_client_ca.is_empty() && m.passwords.is_empty() {
+                let v5 = self.listen_v5_addr().ok().flatten();
+                for (key, addr) in [
+                    ("mqtt.listen", m.listen.parse().ok()),
+                    ("mqtt.listen_v5", v5),
+                ] {
+                    if let Some(addr) = addr.filter(|a: &SocketAddr| !a.ip().is_loopback()) {
+                        errors.push(format!(
+                            "mqtt.tls_client_ca: sensors without a certificate could still connect on the plaintext listener {key} ({addr}); bind it to 127.0.0.1, empty it, or set mqtt.passwords"
+                        ));
+                    }
+                }
+            }
+        } else {
+            errors.extend(set_where_unused(
+                &[
+                    ("mqtt.tls_listen", &m.tls_listen),
+                    ("mqtt.tls_cert", &m.tls_cert),
+                    ("mqtt.tls_key", &m.tls_key),
+                    ("mqtt.tls_client_ca", &m.tls_client_ca),
+                    ("mqtt.passwords", &m.passwords),
+                ],
+                "only used by the embedded broker, and mqtt.url names an external one (towards it: username, password, broker_ca, client_cert, client_key)",
+            ));
+            if !m.url.starts_with("mqtts://") {
+                errors.extend(set_where_unused(
+                    &[
+                        ("mqtt.broker_ca", &m.broker_ca),
+                        ("mqtt.client_cert", &m.client_cert),
+                        ("mqtt.client_key", &m.client_key),
+                    ],
+                    "TLS settings, but mqtt.url is not mqtts://",
+                ));
+            }
+            if m.client_cert.is_empty() != m.client_key.is_empty() {
+                errors.push("mqtt.client_cert and mqtt.client_key: give both or neither".into());
+            }
+            if !m.password.is_empty() && m.username.is_empty() {
+                errors.push("mqtt.password: set mqtt.username too".into());
+            }
+        }
+        errors
+    }
+}
+
+/// The keys among `keys` that are set, as one problem saying `why` they do not apply.
+fn set_where_unused(keys: &[(&str, &String)], why: &str) -> Option<String> {
+    let set: Vec<&str> = keys
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, _)| *k)
+        .collect();
+    (!set.is_empty()).then(|| format!("{}: {why}", set.join(", ")))
+}
+
+/// Kafka's topic name rule: 1 to 249 of `[a-zA-Z0-9._-]`, and not `.` or `..`.
+pub(super) fn check_topic_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("is empty");
+    }
+    if name.len() > 249 {
+        return Err("is longer than 249 characters");
+    }
+    if name == "." || name == ".." {
+        return Err("is not a valid topic name");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err("may only contain letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
