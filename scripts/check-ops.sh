@@ -37,22 +37,9 @@ UNIT=deploy/edge-bridge.service
 mkdir -p "$EDGE_TOOLS_DIR"
 
 # --- Tools, once ---------------------------------------------------------------------------
-missing=()
-command -v promtool >/dev/null || missing+=(prometheus)
-command -v systemd-analyze >/dev/null || missing+=(systemd)
-python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "check-ops: installing Debian packages: ${missing[*]}" >&2
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # On a host run by systemd, Debian starts a system-wide Prometheus on :9090 when it installs
-  # the package; these checks need only promtool (scripts/prometheus-e2e.sh starts its own).
-  if [[ " ${missing[*]} " == *" prometheus "* ]]; then
-    $SUDO service prometheus stop >/dev/null 2>&1 || true
-  fi
-fi
+packages=(prometheus systemd python3-venv)
+. scripts/lib/debian.sh
+debian_install check-ops "${packages[@]}"
 if ! "$VENV/bin/check-jsonschema" --version 2>/dev/null | grep -qF "$CHECK_JSONSCHEMA_VERSION"; then
   echo "check-ops: installing check-jsonschema $CHECK_JSONSCHEMA_VERSION into $VENV" >&2
   python3 -m venv "$VENV"

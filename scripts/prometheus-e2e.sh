@@ -19,15 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$EPOCHREALTIME
 . scripts/tools.sh
-if ! command -v prometheus >/dev/null; then
-  echo "prometheus-e2e: installing the Debian package prometheus" >&2
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  # Debian may start a system-wide Prometheus on :9090; this test runs its own on a free port.
-  $SUDO service prometheus stop >/dev/null 2>&1 || true
-fi
+. scripts/lib/debian.sh
+debian_install prometheus-e2e prometheus
 
 DEADLINE="${E2E_DEADLINE:-90}"
 CUT="${E2E_CUT:-kill}"
@@ -62,7 +55,26 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Free ports below the kernel's ephemeral range: a port picked by binding port 0 and closing can
+# be handed to an outgoing connection (the bridge's Kafka client, Prometheus' scrapes) before
+# the server that was meant to have it binds it.
+free_ports() {
+  python3 - "$1" <<'PY'
+import random, socket, sys
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+ports = []
+for port in random.sample(range(10000, max(lo, 11000)), 200):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+    ports.append(port)
+    if len(ports) == int(sys.argv[1]):
+        break
+print(*ports)
+PY
+}
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):.1f}')" "$EPOCHREALTIME" "$1"; }
 alive() { kill -0 "$1" 2>/dev/null || { echo "prometheus-e2e: $2 (pid $1) exited" >&2; exit 1; }; }
 # wait_until DESCRIPTION COMMAND...: polls COMMAND until it succeeds, for at most $DEADLINE s.
@@ -87,7 +99,7 @@ cp "$BRIDGE_SRC" "$WORK/edge-bridge"
 SIM=""
 if [ -x "$SIM_SRC" ]; then cp "$SIM_SRC" "$WORK/edge-sim"; SIM="$WORK/edge-sim"; fi
 
-KAFKA=$(free_port); MQTT=$(free_port); HTTP=$(free_port); PROM=$(free_port)
+read -r KAFKA MQTT HTTP PROM < <(free_ports 4)
 API="http://127.0.0.1:$PROM/api/v1"
 PROM_PID=""; BRIDGE=""
 
