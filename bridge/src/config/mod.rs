@@ -3,8 +3,9 @@
 //!
 //! The structs here are the schema (serde, unknown keys refused); [`crate::load`] layers the
 //! sources. Beside them: `validate` checks everything at once so an operator sees every
-//! problem in one run; `typed` reads the strings and numbers into what the core and the MQTT
-//! side take; `redact` is what may be printed.
+//! problem in one run; `broker` reads `[mqtt]` into the embedded or the external broker, each
+//! with only its own settings; `typed` reads the rest into what the core takes; `redact` is
+//! what may be printed.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -57,7 +58,7 @@ pub struct MqttConfig {
     #[serde(deserialize_with = "text")]
     pub url: String,
     /// MQTT 5 listener of the embedded broker: an address, or `:PORT` for that port on
-    /// `listen`'s host (see [`Config::listen_v5_addr`]); empty turns it off.
+    /// `listen`'s host (see [`listen_v5_addr`]); empty turns it off.
     #[serde(deserialize_with = "text")]
     pub listen_v5: String,
     /// rumqttd configuration file for the embedded broker; empty uses the built-in one.
@@ -371,12 +372,15 @@ fn option_texts<'de, D: serde::Deserializer<'de>>(
     Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
+mod broker;
 mod redact;
 mod typed;
 mod validate;
 
+pub use broker::{
+    listen_v5_addr, Broker, ClientTls, EmbeddedBroker, ExternalBroker, Protocol, Qos, TlsListener,
+};
 pub use redact::{redact_url, REDACTED};
-pub use typed::MqttSource;
 
 #[cfg(test)]
 mod tests;

@@ -65,21 +65,54 @@ fn sensor_id_forms() {
 }
 
 #[test]
-fn mqtt_source_embedded_or_external() {
+fn broker_embedded_or_external_each_with_its_own_settings() {
     let mut c = Config::default();
-    assert_eq!(
-        c.mqtt_source(),
-        Ok(MqttSource::Embedded(Some("0.0.0.0:1883".parse().unwrap())))
-    );
+    let Ok(Broker::Embedded(e)) = c.broker() else {
+        panic!("{:?}", c.broker())
+    };
+    assert_eq!(e.listen, Some("0.0.0.0:1883".parse().unwrap()));
+    assert_eq!(e.listen_v5, Some("0.0.0.0:1884".parse().unwrap()));
+    assert_eq!((e.tls, e.passwords, e.broker_config), (None, None, None));
     c.mqtt.url = "mqtts://broker.local:8883".into();
-    assert!(matches!(c.mqtt_source(), Ok(MqttSource::External(u)) if u.port() == Some(8883)));
+    c.mqtt.protocol = "5".into();
+    c.mqtt.qos = 2;
+    c.mqtt.username = "edge".into();
+    c.mqtt.password = "pw".into();
+    let Ok(Broker::External(x)) = c.broker() else {
+        panic!("{:?}", c.broker())
+    };
+    assert_eq!(x.url.port(), Some(8883));
+    assert_eq!((x.protocol, x.qos), (Protocol::V5, Qos::ExactlyOnce));
+    assert_eq!(x.credentials, Some(("edge".into(), "pw".into())));
+    assert_eq!(
+        x.tls,
+        Some(ClientTls {
+            broker_ca: None,
+            client: None
+        })
+    );
+    c.mqtt.url = "mqtt://broker.local".into();
+    assert!(matches!(c.broker(), Ok(Broker::External(x)) if x.tls.is_none()));
+    let first_error = |c: &Config| c.broker().unwrap_err().join("\n");
     c.mqtt.url = "http://x".into();
-    assert!(c.mqtt_source().unwrap_err().contains("scheme"));
+    assert!(first_error(&c).contains("scheme"));
     c.mqtt.url = "not a url".into();
-    assert!(c.mqtt_source().unwrap_err().contains("mqtt.url"));
+    assert!(first_error(&c).contains("mqtt.url"));
     c.mqtt.url = String::new();
+    c.mqtt.username.clear();
+    c.mqtt.password.clear();
     c.mqtt.listen = "localhost".into();
-    assert!(c.mqtt_source().unwrap_err().contains("mqtt.listen"));
+    assert!(first_error(&c).contains("mqtt.listen"));
+    // Value checks of the external broker's keys apply to both, as their defaults do.
+    c.mqtt.listen = "0.0.0.0:1883".into();
+    c.mqtt.protocol = "4".into();
+    c.mqtt.qos = 3;
+    let e = first_error(&c);
+    assert!(
+        e.contains(r#"mqtt.protocol: "4" is not "3.1.1" or "5""#),
+        "{e}"
+    );
+    assert!(e.contains("mqtt.qos: 3 is not 0, 1 or 2"), "{e}");
 }
 
 #[test]
@@ -163,7 +196,7 @@ fn mqtt_security_keys_belong_to_their_side() {
     c.mqtt.username.clear();
     c.mqtt.listen.clear();
     assert_eq!(c.validate(), Ok(()), "TLS only, plaintext off");
-    assert_eq!(c.mqtt_source(), Ok(MqttSource::Embedded(None)));
+    assert!(matches!(c.broker(), Ok(Broker::Embedded(e)) if e.listen.is_none()));
     c.mqtt.tls_listen.clear();
     let e = c.validate().unwrap_err().join("\n");
     assert!(e.contains("set mqtt.tls_listen too"), "{e}");
@@ -274,11 +307,15 @@ fn mqtt5_listener_follows_the_plaintext_listener_s_host_unless_given_an_address(
             c.mqtt.listen_v5 = l.into();
         }
         let want = want.map(|a| a.parse().unwrap());
-        assert_eq!(c.listen_v5_addr(), Ok(want), "{listen:?} {listen_v5:?}");
+        assert_eq!(
+            listen_v5_addr(&c.mqtt),
+            Ok(want),
+            "{listen:?} {listen_v5:?}"
+        );
     }
     for bad in [":", ":port", ":70000", "1884", "localhost:1884"] {
         c.mqtt.listen_v5 = bad.into();
-        let e = c.listen_v5_addr().unwrap_err();
+        let e = listen_v5_addr(&c.mqtt).unwrap_err();
         assert!(
             e.starts_with("mqtt.listen_v5:") && e.contains(":1884 for that port"),
             "{e}"

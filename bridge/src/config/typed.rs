@@ -1,88 +1,14 @@
 //! What the pure core and the MQTT side are given: the configuration's strings and numbers
 //! read into their types, each error naming its key.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use edge_bridge_core::decode::{DecodeOptions, SensorIdSource};
 use edge_bridge_core::window::WindowOptions;
 
-use super::{redact_url, Config};
-
-/// Where the bridge reads MQTT from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MqttSource {
-    /// The embedded broker, with its plaintext MQTT 3.1.1 listener (if any).
-    Embedded(Option<SocketAddr>),
-    External(url::Url),
-}
+use super::Config;
 
 impl Config {
-    /// The embedded broker's MQTT 5 listener, `None` when `mqtt.listen_v5` is empty. A bare
-    /// `:PORT` (the default, `:1884`) is that port on `mqtt.listen`'s host (0.0.0.0 when
-    /// `mqtt.listen` is empty), so that `--mqtt-listen 127.0.0.1:1883` does not leave an MQTT 5
-    /// port open to the network.
-    pub fn listen_v5_addr(&self) -> Result<Option<SocketAddr>, String> {
-        let value = &self.mqtt.listen_v5;
-        if value.is_empty() {
-            return Ok(None);
-        }
-        let bad = || {
-            format!(
-                "mqtt.listen_v5: {value:?} is not an address like 0.0.0.0:1884, or :1884 for that port on mqtt.listen's host (empty turns it off)"
-            )
-        };
-        match value.strip_prefix(':') {
-            Some(port) => {
-                let port: u16 = port.parse().map_err(|_| bad())?;
-                let host = self
-                    .mqtt
-                    .listen
-                    .parse::<SocketAddr>()
-                    .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
-                Ok(Some(SocketAddr::new(host, port)))
-            }
-            None => value.parse().map(Some).map_err(|_| bad()),
-        }
-    }
-
-    /// The MQTT source: an external broker when `mqtt.url` is set, else the embedded one
-    /// (with no plaintext listener when `mqtt.listen` is empty).
-    pub fn mqtt_source(&self) -> Result<MqttSource, String> {
-        if self.mqtt.url.is_empty() {
-            if self.mqtt.listen.is_empty() {
-                return Ok(MqttSource::Embedded(None));
-            }
-            return self
-                .mqtt
-                .listen
-                .parse()
-                .map(|a| MqttSource::Embedded(Some(a)))
-                .map_err(|e| {
-                    format!(
-                        "mqtt.listen: {:?} is not an address like 0.0.0.0:1883 ({e})",
-                        self.mqtt.listen
-                    )
-                });
-        }
-        let url = url::Url::parse(&self.mqtt.url).map_err(|e| {
-            format!(
-                "mqtt.url: {} is not a URL ({e})",
-                redact_url(&self.mqtt.url)
-            )
-        })?;
-        if !["mqtt", "mqtts"].contains(&url.scheme()) {
-            return Err(format!(
-                "mqtt.url: scheme {:?} is not mqtt or mqtts",
-                url.scheme()
-            ));
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err("mqtt.url: names no host".into());
-        }
-        Ok(MqttSource::External(url))
-    }
-
     /// The decoder's options, from `mqtt.topic` and `[decode]`.
     pub fn decode_options(&self) -> Result<DecodeOptions, String> {
         let d = &self.decode;

@@ -14,28 +14,9 @@ impl Config {
     /// Checks every key; returns all problems, each naming its key.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
-        if let Err(e) = self.mqtt_source() {
-            errors.push(e);
+        if let Err(e) = self.broker() {
+            errors.extend(e);
         }
-        if self.mqtt.qos > 2 {
-            errors.push(format!("mqtt.qos: {} is not 0, 1 or 2", self.mqtt.qos));
-        }
-        if !["3.1.1", "5"].contains(&self.mqtt.protocol.as_str()) {
-            errors.push(format!(
-                "mqtt.protocol: {:?} is not \"3.1.1\" or \"5\"",
-                self.mqtt.protocol
-            ));
-        }
-        if let Err(e) = self.listen_v5_addr() {
-            errors.push(e);
-        }
-        if self.mqtt.keep_alive < Duration::from_secs(5) {
-            errors.push("mqtt.keep_alive: must be at least 5s".into());
-        }
-        if self.mqtt.client_id.is_empty() {
-            errors.push("mqtt.client_id: must not be empty".into());
-        }
-        errors.extend(self.mqtt_security_problems());
         match self.decode_options() {
             Ok(opts) => {
                 if let Err(e) = Decoder::new(opts) {
@@ -160,119 +141,6 @@ impl Config {
         }
         errors
     }
-
-    fn mqtt_security_problems(&self) -> Vec<String> {
-        let m = &self.mqtt;
-        let mut errors = Vec::new();
-        let files = [
-            ("mqtt.tls_cert", &m.tls_cert),
-            ("mqtt.tls_key", &m.tls_key),
-            ("mqtt.tls_client_ca", &m.tls_client_ca),
-            ("mqtt.passwords", &m.passwords),
-            ("mqtt.broker_ca", &m.broker_ca),
-            ("mqtt.client_cert", &m.client_cert),
-            ("mqtt.client_key", &m.client_key),
-        ];
-        // Whether their contents are usable is checked by `crate::mqtt::file_problems`, which
-        // reads them the way the start does.
-        for (key, path) in files {
-            if !path.is_empty() && std::fs::File::open(path).is_err() {
-                errors.push(format!("{key}: {path} does not exist or is not readable"));
-            }
-        }
-        if m.url.is_empty() {
-            errors.extend(set_where_unused(
-                &[
-                    ("mqtt.username", &m.username),
-                    ("mqtt.password", &m.password),
-                    ("mqtt.broker_ca", &m.broker_ca),
-                    ("mqtt.client_cert", &m.client_cert),
-                    ("mqtt.client_key", &m.client_key),
-                ],
-                "only used towards an external broker, and mqtt.url is empty (the embedded broker's keys are tls_listen, tls_cert, tls_key, tls_client_ca and passwords)",
-            ));
-            if !m.tls_listen.is_empty() {
-                if m.tls_listen.parse::<SocketAddr>().is_err() {
-                    errors.push(format!(
-                        "mqtt.tls_listen: {:?} is not an address like 0.0.0.0:8883",
-                        m.tls_listen
-                    ));
-                }
-                if m.tls_cert.is_empty() || m.tls_key.is_empty() {
-                    errors.push(
-                        "mqtt.tls_cert and mqtt.tls_key: both are needed for mqtt.tls_listen"
-                            .into(),
-                    );
-                }
-            } else {
-                errors.extend(set_where_unused(
-                    &[
-                        ("mqtt.tls_cert", &m.tls_cert),
-                        ("mqtt.tls_key", &m.tls_key),
-                        ("mqtt.tls_client_ca", &m.tls_client_ca),
-                    ],
-                    "set mqtt.tls_listen too, or the TLS listener stays off",
-                ));
-                if m.listen.is_empty() {
-                    errors.push(
-                        "mqtt.listen: empty, and no mqtt.tls_listen either: sensors could not connect"
-                            .into(),
-                    );
-                }
-            }
-            if !m.tls_client_ca.is_empty() && m.passwords.is_empty() {
-                let v5 = self.listen_v5_addr().ok().flatten();
-                for (key, addr) in [
-                    ("mqtt.listen", m.listen.parse().ok()),
-                    ("mqtt.listen_v5", v5),
-                ] {
-                    if let Some(addr) = addr.filter(|a: &SocketAddr| !a.ip().is_loopback()) {
-                        errors.push(format!(
-                            "mqtt.tls_client_ca: sensors without a certificate could still connect on the plaintext listener {key} ({addr}); bind it to 127.0.0.1, empty it, or set mqtt.passwords"
-                        ));
-                    }
-                }
-            }
-        } else {
-            errors.extend(set_where_unused(
-                &[
-                    ("mqtt.tls_listen", &m.tls_listen),
-                    ("mqtt.tls_cert", &m.tls_cert),
-                    ("mqtt.tls_key", &m.tls_key),
-                    ("mqtt.tls_client_ca", &m.tls_client_ca),
-                    ("mqtt.passwords", &m.passwords),
-                ],
-                "only used by the embedded broker, and mqtt.url names an external one (towards it: username, password, broker_ca, client_cert, client_key)",
-            ));
-            if !m.url.starts_with("mqtts://") {
-                errors.extend(set_where_unused(
-                    &[
-                        ("mqtt.broker_ca", &m.broker_ca),
-                        ("mqtt.client_cert", &m.client_cert),
-                        ("mqtt.client_key", &m.client_key),
-                    ],
-                    "TLS settings, but mqtt.url is not mqtts://",
-                ));
-            }
-            if m.client_cert.is_empty() != m.client_key.is_empty() {
-                errors.push("mqtt.client_cert and mqtt.client_key: give both or neither".into());
-            }
-            if !m.password.is_empty() && m.username.is_empty() {
-                errors.push("mqtt.password: set mqtt.username too".into());
-            }
-        }
-        errors
-    }
-}
-
-/// The keys among `keys` that are set, as one problem saying `why` they do not apply.
-fn set_where_unused(keys: &[(&str, &String)], why: &str) -> Option<String> {
-    let set: Vec<&str> = keys
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, _)| *k)
-        .collect();
-    (!set.is_empty()).then(|| format!("{}: {why}", set.join(", ")))
 }
 
 /// Kafka's topic name rule: 1 to 249 of `[a-zA-Z0-9._-]`, and not `.` or `..`.

@@ -21,15 +21,9 @@ use tracing::{debug, error, info, warn};
 use url::Url;
 
 use super::{Inbound, MqttError};
+use crate::config::{Protocol, Qos};
 use crate::stats::Stats;
 use crate::tasks::Tasks;
-
-/// MQTT protocol version towards the external broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    V311,
-    V5,
-}
 
 /// Hands a QoS 1 publish back for acknowledgement.
 #[derive(Debug, Clone)]
@@ -62,7 +56,7 @@ pub struct ExternalOptions {
     pub tls: Option<Arc<ClientConfig>>,
     pub client_id: String,
     pub filter: String,
-    pub qos: u8,
+    pub qos: Qos,
     pub protocol: Protocol,
     pub keep_alive: Duration,
     /// Where the connection state and reconnections are counted.
@@ -225,20 +219,20 @@ impl External {
     }
 }
 
-fn qos_v4(q: u8) -> rumqttc::QoS {
+fn qos_v4(q: Qos) -> rumqttc::QoS {
     match q {
-        0 => rumqttc::QoS::AtMostOnce,
-        1 => rumqttc::QoS::AtLeastOnce,
-        _ => rumqttc::QoS::ExactlyOnce,
+        Qos::AtMostOnce => rumqttc::QoS::AtMostOnce,
+        Qos::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+        Qos::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
     }
 }
 
-fn qos_v5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
+fn qos_v5(q: Qos) -> rumqttc::v5::mqttbytes::QoS {
     use rumqttc::v5::mqttbytes::QoS;
     match q {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
+        Qos::AtMostOnce => QoS::AtMostOnce,
+        Qos::AtLeastOnce => QoS::AtLeastOnce,
+        Qos::ExactlyOnce => QoS::ExactlyOnce,
     }
 }
 
@@ -328,7 +322,7 @@ trait Session: Send {
     const VERSION: &'static str;
     fn poll(&mut self) -> impl std::future::Future<Output = Polled> + Send;
     /// Queues the subscription without waiting for the request queue.
-    fn try_subscribe(&self, filter: &str, qos: u8) -> Result<(), String>;
+    fn try_subscribe(&self, filter: &str, qos: Qos) -> Result<(), String>;
 }
 
 struct V4(rumqttc::EventLoop, rumqttc::AsyncClient);
@@ -360,7 +354,7 @@ impl Session for V4 {
         }
     }
 
-    fn try_subscribe(&self, filter: &str, qos: u8) -> Result<(), String> {
+    fn try_subscribe(&self, filter: &str, qos: Qos) -> Result<(), String> {
         self.1
             .try_subscribe(filter, qos_v4(qos))
             .map_err(|e| e.to_string())
@@ -407,7 +401,7 @@ impl Session for V5 {
         }
     }
 
-    fn try_subscribe(&self, filter: &str, qos: u8) -> Result<(), String> {
+    fn try_subscribe(&self, filter: &str, qos: Qos) -> Result<(), String> {
         self.1
             .try_subscribe(filter, qos_v5(qos))
             .map_err(|e| e.to_string())

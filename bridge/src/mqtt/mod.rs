@@ -8,19 +8,17 @@ pub mod priority;
 pub mod tls;
 pub mod users;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context;
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use crate::config::{optional, Config, MqttSource as SourceConfig};
+use crate::config::{Broker, ClientTls, Config, TlsListener};
 use crate::stats::Stats;
 use crate::tasks::Tasks;
 use embedded::{Embedded, Listeners, Security};
-use external::{External, ExternalOptions, Protocol};
+use external::{External, ExternalOptions};
 
 /// One publish received on the subscription.
 #[derive(Debug, Clone)]
@@ -85,54 +83,39 @@ impl MqttSource {
     }
 }
 
-fn optional_addr(key: &str, value: &str) -> anyhow::Result<Option<SocketAddr>> {
-    if value.is_empty() {
-        return Ok(None);
-    }
-    value
-        .parse()
-        .map(Some)
-        .with_context(|| format!("{key}: {value:?} is not an address like 0.0.0.0:1883"))
+/// The embedded broker's TLS listener's server configuration, from its files.
+fn tls_server(tls: &TlsListener) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, String> {
+    tls::server_config(&tls.cert, &tls.key, tls.client_ca.as_deref())
+}
+
+/// The TLS client configuration towards an `mqtts://` broker, from its files.
+fn tls_client(tls: &ClientTls) -> Result<Arc<tokio_rustls::rustls::ClientConfig>, String> {
+    let client = tls.client.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
+    tls::client_config(tls.broker_ca.as_deref(), client)
 }
 
 /// Reads the password file and the TLS files the way the start does, so that check-config (the
 /// systemd unit's ExecStartPre) refuses a bad file instead of the start failing over and over.
-/// Files that cannot be opened are left to [`Config::validate`], which names them.
+/// A configuration with other problems is left to [`Config::validate`], which names them.
 pub fn file_problems(config: &Config) -> Vec<String> {
-    let m = &config.mqtt;
-    let paths = [
-        &m.tls_cert,
-        &m.tls_key,
-        &m.tls_client_ca,
-        &m.passwords,
-        &m.broker_ca,
-        &m.client_cert,
-        &m.client_key,
-    ];
-    if paths
-        .iter()
-        .any(|p| !p.is_empty() && std::fs::File::open(p).is_err())
-    {
-        return Vec::new();
-    }
     let mut errors = Vec::new();
-    if m.url.is_empty() {
-        if !m.passwords.is_empty() {
-            if let Err(e) = users::Users::load(Path::new(&m.passwords)) {
-                errors.push(format!("mqtt.passwords: {e}"));
+    match config.broker() {
+        Ok(Broker::Embedded(e)) => {
+            if let Some(path) = &e.passwords {
+                if let Err(why) = users::Users::load(Path::new(path)) {
+                    errors.push(format!("mqtt.passwords: {why}"));
+                }
+            }
+            if let Some(Err(why)) = e.tls.as_ref().map(tls_server) {
+                errors.push(why);
             }
         }
-        if !m.tls_listen.is_empty() && !m.tls_cert.is_empty() && !m.tls_key.is_empty() {
-            let ca = optional(&m.tls_client_ca);
-            if let Err(e) = tls::server_config(&m.tls_cert, &m.tls_key, ca) {
-                errors.push(e);
+        Ok(Broker::External(x)) => {
+            if let Some(Err(why)) = x.tls.as_ref().map(tls_client) {
+                errors.push(why);
             }
         }
-    } else if m.url.starts_with("mqtts://") && m.client_cert.is_empty() == m.client_key.is_empty() {
-        let client = optional(&m.client_cert).zip(optional(&m.client_key));
-        if let Err(e) = tls::client_config(optional(&m.broker_ca), client) {
-            errors.push(e);
-        }
+        Err(_) => {}
     }
     errors
 }
@@ -145,60 +128,53 @@ pub async fn start(
     stats: &Arc<Stats>,
     tasks: &Tasks,
 ) -> anyhow::Result<MqttSource> {
-    let m = &config.mqtt;
-    Ok(match config.mqtt_source().map_err(anyhow::Error::msg)? {
-        SourceConfig::Embedded(v4) => {
+    let broker = config
+        .broker()
+        .map_err(|errors| anyhow::anyhow!(errors.join("; ")))?;
+    let topic = &config.mqtt.topic;
+    Ok(match broker {
+        Broker::Embedded(e) => {
             let listeners = Listeners {
-                v4,
-                v5: config.listen_v5_addr().map_err(anyhow::Error::msg)?,
-                tls: optional_addr("mqtt.tls_listen", &m.tls_listen)?,
+                v4: e.listen,
+                v5: e.listen_v5,
+                tls: e.tls.as_ref().map(|t| t.listen),
             };
             let security = Security {
-                tls: match listeners.tls {
-                    Some(_) => Some(
-                        tls::server_config(&m.tls_cert, &m.tls_key, optional(&m.tls_client_ca))
-                            .map_err(anyhow::Error::msg)?,
-                    ),
-                    None => None,
-                },
-                users: match optional(&m.passwords) {
-                    Some(path) => Some(
-                        users::Users::load(Path::new(path))
-                            .map(Arc::new)
-                            .map_err(|e| anyhow::anyhow!("mqtt.passwords: {e}"))?,
-                    ),
-                    None => None,
-                },
+                tls: e
+                    .tls
+                    .as_ref()
+                    .map(tls_server)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
+                users: e
+                    .passwords
+                    .as_deref()
+                    .map(|path| users::Users::load(Path::new(path)).map(Arc::new))
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("mqtt.passwords: {e}"))?,
             };
-            let file = optional(&m.broker_config).map(Path::new);
+            let file = e.broker_config.as_deref().map(Path::new);
             MqttSource::Embedded(
-                Embedded::start(file, &listeners, security, &m.topic, stats.clone(), tasks).await?,
+                Embedded::start(file, &listeners, security, topic, stats.clone(), tasks).await?,
             )
         }
-        SourceConfig::External(url) => {
-            let tls = if url.scheme() == "mqtts" {
-                let client = optional(&m.client_cert).zip(optional(&m.client_key));
-                Some(
-                    tls::client_config(optional(&m.broker_ca), client)
-                        .map_err(anyhow::Error::msg)?,
-                )
-            } else {
-                None
-            };
+        Broker::External(x) => {
+            let tls = x
+                .tls
+                .as_ref()
+                .map(tls_client)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
             MqttSource::External(External::start(
                 ExternalOptions {
-                    url,
-                    credentials: optional(&m.username).map(|u| (u.to_owned(), m.password.clone())),
+                    url: x.url,
+                    credentials: x.credentials,
                     tls,
-                    client_id: m.client_id.clone(),
-                    filter: m.topic.clone(),
-                    qos: m.qos,
-                    protocol: if m.protocol == "5" {
-                        Protocol::V5
-                    } else {
-                        Protocol::V311
-                    },
-                    keep_alive: m.keep_alive,
+                    client_id: x.client_id,
+                    filter: topic.clone(),
+                    qos: x.qos,
+                    protocol: x.protocol,
+                    keep_alive: x.keep_alive,
                     stats: stats.clone(),
                 },
                 tasks,

@@ -37,7 +37,7 @@ use tracing::{error, info, warn};
 
 use crate::acks::AckQueue;
 use crate::clock::wall_ms;
-use crate::config::{Config, MqttSource};
+use crate::config::{Broker, Config};
 use crate::log_throttle::LogThrottle;
 use crate::mqtt::external::AckToken;
 use crate::sink::{
@@ -78,10 +78,8 @@ impl Timing {
     pub fn from_config(config: &Config) -> Self {
         Self {
             spill_after: config.spool.spill_after,
-            queue_full_wait: match config.mqtt_source() {
-                Ok(MqttSource::Embedded(_)) => {
-                    config.spool.spill_after.min(EMBEDDED_QUEUE_FULL_WAIT)
-                }
+            queue_full_wait: match config.broker() {
+                Ok(Broker::Embedded(_)) => config.spool.spill_after.min(EMBEDDED_QUEUE_FULL_WAIT),
                 _ => config.spool.spill_after,
             },
             fsync_every: config.spool.fsync_interval,
