@@ -9,7 +9,8 @@
 # nice BENCH_SIM_NICE (19 by default) so that it takes the CPU the bridge and the Kafka-API
 # broker leave instead of competing with them for the two cores. BENCH_SIM_NICE=0 measures the
 # simulator as an equal competitor.
-# BENCH_PROFILE=NAME measures the binaries of another Cargo profile (default: release).
+# BENCH_PROFILE=NAME measures the binaries of another Cargo profile (default: release);
+# BENCH_BIN_DIR=DIR measures the edge-bridge and edge-sim binaries in DIR instead (no build).
 # Prints readings/s, the bridge's peak RSS, CPU seconds per million readings, and bytes sent
 # upstream per reading (raw and aggregate).
 set -euo pipefail
@@ -21,10 +22,15 @@ N="${BENCH_READINGS:-1000000}"
 SENSORS="${BENCH_SENSORS:-10000}"
 PEERS="${PEERS_DIR:-$(cd .. && pwd)/shared/peers}"
 PROFILE="${BENCH_PROFILE:-release}"
-cargo build --profile "$PROFILE" --quiet -p edge-bridge -p edge-sim --bins
-BIN="${CARGO_TARGET_DIR:-target}/$PROFILE"
+if [ -n "${BENCH_BIN_DIR:-}" ]; then
+  # Binaries built elsewhere (an older commit, say), to compare two builds in one session.
+  BIN="$BENCH_BIN_DIR"
+else
+  cargo build --profile "$PROFILE" --quiet -p edge-bridge -p edge-sim --bins
+  BIN="${CARGO_TARGET_DIR:-target}/$PROFILE"
+fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/lib/ports.sh
 wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 WORK=$(mktemp -d)
 pids=()
@@ -41,7 +47,7 @@ start_tansu() {
 
 if [ -n "${BENCH_RATE:-}" ]; then pace=(--rate "$BENCH_RATE"); else pace=(--flood --rate 4); fi
 echo "== edge-bridge: $N readings from $SENSORS sensors, edge-sim ${pace[*]} (nice ${BENCH_SIM_NICE:-19}) -> embedded broker -> bridge -> tansu"
-KAFKA=$(free_port); MQTT=$(free_port)
+read -r KAFKA MQTT < <(free_ports 2)
 start_tansu "$KAFKA"
 EDGE_BRIDGE_LOG_SUMMARY_INTERVAL=1s EDGE_BRIDGE_WINDOW_MAX_SENSORS=$((SENSORS * 2)) \
   /usr/bin/time -v -o "$WORK/bridge.time" "$BIN/edge-bridge" --mqtt-listen "127.0.0.1:$MQTT" \
@@ -98,7 +104,7 @@ if [ "${BENCH_QUIX:-1}" = "1" ]; then
     "$VENV/bin/pip" install -q quixstreams confluent-kafka
   fi
   echo "== Quix Streams (the tutorial's pipeline): $N readings from $SENSORS sensors, tansu"
-  KAFKA2=$(free_port)
+  KAFKA2=$(free_ports 1)
   start_tansu "$KAFKA2"
   (cd "$PEERS" && "$VENV/bin/python" produce_readings.py "127.0.0.1:$KAFKA2" raw-temperature "$N" "$SENSORS")
   (cd "$PEERS" && /usr/bin/time -v -o "$WORK/quix.time" "$VENV/bin/python" quix_seed_processor.py "127.0.0.1:$KAFKA2" 5) | tee "$WORK/quix.txt"

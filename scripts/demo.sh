@@ -12,10 +12,8 @@ echo "demo: building (release)..." >&2
 cargo build --release --quiet -p edge-bridge -p edge-sim --bins --example tail
 BIN="${CARGO_TARGET_DIR:-target}/release"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-KAFKA_PORT=$(free_port)
-MQTT_PORT=$(free_port)
-HTTP_PORT=$(free_port)
+. scripts/lib/ports.sh
+read -r KAFKA_PORT MQTT_PORT HTTP_PORT < <(free_ports 3)
 WORK=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }

@@ -55,26 +55,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Free ports below the kernel's ephemeral range: a port picked by binding port 0 and closing can
-# be handed to an outgoing connection (the bridge's Kafka client, Prometheus' scrapes) before
-# the server that was meant to have it binds it.
-free_ports() {
-  python3 - "$1" <<'PY'
-import random, socket, sys
-lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-ports = []
-for port in random.sample(range(10000, max(lo, 11000)), 200):
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-    ports.append(port)
-    if len(ports) == int(sys.argv[1]):
-        break
-print(*ports)
-PY
-}
+. scripts/lib/ports.sh
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):.1f}')" "$EPOCHREALTIME" "$1"; }
 alive() { kill -0 "$1" 2>/dev/null || { echo "prometheus-e2e: $2 (pid $1) exited" >&2; exit 1; }; }
 # wait_until DESCRIPTION COMMAND...: polls COMMAND until it succeeds, for at most $DEADLINE s.

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::sink::Tag;
+use crate::spool::SpoolOptions;
 
 /// What the fake sink holds: records handed over and not yet reported on.
 #[derive(Default)]

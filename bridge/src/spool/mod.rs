@@ -8,7 +8,8 @@
 //! - `raw`: raw readings, late copies and dead letters.
 //!
 //! Order: rescue-aggregate, aggregate, rescue-raw, raw: after an outage the aggregates go
-//! first, and per sensor each stream stays in order. When the size cap is reached, whole raw
+//! first, and per sensor each stream stays in order. (This policy is in [`lanes`]; the rest
+//! of this module is the storage engine that applies it.) When the size cap is reached, whole raw
 //! segments are dropped, oldest first (rescue-raw before raw); aggregates only ever when no
 //! raw record is left to drop, and then the new one is refused.
 //!
@@ -23,9 +24,17 @@
 //! loses none of them) and the disk at every [`Spool::sync`] (a power cut loses at most what was
 //! appended since). Damaged records (a torn tail after a power cut, flipped bits) are skipped and
 //! counted, never fatal; see [`frame`] for how the count is kept exact.
+//!
+//! The engine stays one file (about 650 lines): appending, flushing, syncing, handing out and
+//! acknowledging all keep the same per-lane invariants (what is durable, what is handed out,
+//! where a restart resumes), and spread over files they would be harder to check together.
+//! What is apart: the lane policy ([`lanes`]), the record format ([`frame`]), recovery at
+//! open (`recover`), the filesystem seam ([`fs`]).
 
 mod frame;
 pub mod fs;
+pub mod lanes;
+mod recover;
 #[cfg(test)]
 mod tests;
 
@@ -33,59 +42,13 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use edge_bridge_core::{Routed, Stream};
+use edge_bridge_core::Routed;
+
+pub use self::lanes::Lane;
 
 use self::frame::{Item, Scanner};
 use self::fs::Fs;
 use crate::stats::index as stream_slot;
-
-/// A spool lane; see the module documentation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Lane {
-    RescueAggregate,
-    Aggregate,
-    RescueRaw,
-    Raw,
-}
-
-impl Lane {
-    /// In replay order.
-    pub const ALL: [Lane; 4] = [
-        Lane::RescueAggregate,
-        Lane::Aggregate,
-        Lane::RescueRaw,
-        Lane::Raw,
-    ];
-
-    /// The lane a new record of `stream` is spooled to.
-    pub fn for_stream(stream: Stream) -> Lane {
-        match stream {
-            Stream::Aggregate => Lane::Aggregate,
-            Stream::Raw | Stream::Late | Stream::DeadLetter => Lane::Raw,
-        }
-    }
-
-    /// The lane a record of `stream` taken back from the producer is spooled to.
-    pub fn rescue_for(stream: Stream) -> Lane {
-        match stream {
-            Stream::Aggregate => Lane::RescueAggregate,
-            Stream::Raw | Stream::Late | Stream::DeadLetter => Lane::RescueRaw,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lane::RescueAggregate => "rescue-aggregate",
-            Lane::Aggregate => "aggregate",
-            Lane::RescueRaw => "rescue-raw",
-            Lane::Raw => "raw",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// Counts per output stream, indexed like [`crate::stats::index`].
 pub type PerStream = [u64; 4];
@@ -241,7 +204,7 @@ impl<F: Fs> Spool<F> {
         for lane in Lane::ALL {
             let lane_dir = dir.join(lane.as_str());
             fs.create_dir_all(&lane_dir)?;
-            let state = open_lane(&fs, lane_dir, &mut recovery)?;
+            let state = recover::open_lane(&fs, lane_dir, &mut recovery)?;
             lanes.push(state);
         }
         let spool = Self {
@@ -300,7 +263,7 @@ impl<F: Fs> Spool<F> {
     /// Drops the oldest raw segment (rescue-raw lane first) that holds no record being
     /// delivered. False when there is none.
     fn drop_oldest_raw(&mut self, dropped: &mut PerStream) -> bool {
-        for lane in [Lane::RescueRaw, Lane::Raw] {
+        for lane in lanes::DROP_ORDER {
             let st = &mut self.lanes[lane.index()];
             let writing = st
                 .writer
@@ -333,7 +296,7 @@ impl<F: Fs> Spool<F> {
         }
         // Only segments being written are left: seal them so they can go next time.
         let mut sealed = false;
-        for lane in [Lane::RescueRaw, Lane::Raw] {
+        for lane in lanes::DROP_ORDER {
             let st = &mut self.lanes[lane.index()];
             let has_records = st
                 .segments
@@ -717,131 +680,4 @@ fn read_lane<F: Fs>(
         }
     }
     Ok(damaged)
-}
-
-fn open_lane<F: Fs>(
-    fs: &F,
-    dir: PathBuf,
-    recovery: &mut Recovery,
-) -> io::Result<LaneState<F::Appender>> {
-    let mut firsts: Vec<u64> = fs
-        .list(&dir)?
-        .iter()
-        .filter_map(|n| n.strip_suffix(SEGMENT_SUFFIX)?.parse().ok())
-        .collect();
-    firsts.sort_unstable();
-    let cursor = match fs.read_from(&dir.join(CURSOR), 0) {
-        Ok(b) => match Pos::decode(&b) {
-            Some(p) => Some(p),
-            None => {
-                tracing::warn!(
-                    lane = %dir.display(),
-                    "Spool read position is damaged; resending the lane from its oldest record (duplicates possible)"
-                );
-                None
-            }
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    };
-    // Segments wholly before the cursor were delivered; a crash may have left them behind.
-    if let Some(c) = cursor {
-        for first in firsts.iter().filter(|f| **f < c.segment) {
-            fs.remove(&segment_path(&dir, *first))?;
-        }
-        firsts.retain(|f| *f >= c.segment);
-    }
-    let mut read = match (cursor, firsts.first()) {
-        (Some(c), Some(&f)) if f == c.segment => c,
-        (_, Some(&f)) => Pos {
-            segment: f,
-            offset: 0,
-            seq: f,
-        },
-        (Some(c), None) => c,
-        (None, None) => Pos {
-            segment: 0,
-            offset: 0,
-            seq: 0,
-        },
-    };
-    let mut segments = VecDeque::new();
-    let mut unread = 0;
-    let mut next_seq = read.seq;
-    for first in firsts {
-        let from = if first == read.segment {
-            read.offset
-        } else {
-            0
-        };
-        let data = fs.read_from(&segment_path(&dir, first), from)?;
-        let mut seg = Segment {
-            first_seq: first,
-            bytes: from + data.len() as u64,
-            records: [0; 4],
-            counted_to: u64::MAX,
-        };
-        let expected = if first == read.segment {
-            read.seq
-        } else {
-            first
-        };
-        // End of the last intact record, and whether damage runs to the end of the file.
-        let mut good_end = 0;
-        let mut torn_tail = false;
-        for item in Scanner::new(&data, 0, Some(expected)) {
-            match item {
-                Item::Record {
-                    seq, routed, end, ..
-                } => {
-                    seg.records[stream_slot(routed.stream)] += 1;
-                    next_seq = next_seq.max(seq + 1);
-                    good_end = end;
-                    torn_tail = false;
-                }
-                Item::Damaged { count, end } => {
-                    recovery.damaged += count;
-                    torn_tail = end == data.len();
-                }
-            }
-        }
-        if torn_tail {
-            // Cut a torn tail off (as a write-ahead log does after a crash), so that the
-            // next start neither finds nor counts it again.
-            fs.truncate(&segment_path(&dir, first), from + good_end as u64)?;
-            seg.bytes = from + good_end as u64;
-        }
-        // What the previous run wrote may not have reached the disk yet (it crashed between
-        // syncs): make it durable now, before new records are appended after it.
-        fs.sync_path(&segment_path(&dir, first))?;
-        next_seq = next_seq.max(first + 1);
-        for (r, n) in recovery.records.iter_mut().zip(seg.records) {
-            *r += n;
-        }
-        unread += seg.records.iter().sum::<u64>();
-        recovery.bytes += seg.bytes;
-        segments.push_back(seg);
-    }
-    if segments.is_empty() {
-        read = Pos {
-            segment: next_seq,
-            offset: 0,
-            seq: next_seq,
-        };
-    }
-    Ok(LaneState {
-        dir,
-        segments,
-        writer: None,
-        pending: Vec::new(),
-        pending_records: [0; 4],
-        unsynced: false,
-        needs_sync: Vec::new(),
-        next_seq,
-        read,
-        in_flight: VecDeque::new(),
-        cache: None,
-        unread,
-        persisted: cursor,
-    })
 }

@@ -1,0 +1,21 @@
+# Sourced by the scripts that start servers: `free_ports N` prints N free local ports.
+# They come from below the kernel's ephemeral range: a port picked by binding port 0 and
+# closing can be handed to an outgoing connection (a Kafka client, a scrape) before the
+# server meant to have it binds it.
+free_ports() {
+  python3 - "$1" <<'PY'
+import random, socket, sys
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+ports = []
+for port in random.sample(range(10000, max(lo, 11000)), 200):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+    ports.append(port)
+    if len(ports) == int(sys.argv[1]):
+        break
+print(*ports)
+PY
+}
