@@ -116,6 +116,7 @@ fn families(st: &Stats, s: &Summary) -> Vec<(&'static str, &'static str, Value)>
         ("edge_bridge_bandwidth_reduction_ratio", "MQTT payload bytes received per aggregate byte sent (0 before the first aggregate).", Gauge(s.reduction_factor().unwrap_or(0.0))),
         ("edge_bridge_spool_records", "Records in the spool waiting for delivery.", Gauge(s.spool_records as f64)),
         ("edge_bridge_spool_bytes", "Size of the spool on disk.", Gauge(s.spool_bytes as f64)),
+        ("edge_bridge_spool_capacity_bytes", "The spool's cap (spool.max_mib); 0 when the spool is off.", Gauge(load(&st.spool_capacity_bytes) as f64)),
         ("edge_bridge_spool_damaged_records", "Damaged spool records skipped (torn or corrupted).", Counter(s.spool_damaged)),
         ("edge_bridge_producer_queue_records", "Records in the Kafka producer awaiting a delivery report.", Gauge(load(&st.producer_queue) as f64)),
         ("edge_bridge_mqtt_connected", "1 while connected to the MQTT broker.", Gauge(load(&st.mqtt_connected) as f64)),

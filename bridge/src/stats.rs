@@ -96,6 +96,8 @@ pub struct Stats {
     pub kafka_reachable: AtomicU64,
     /// 1 while the outbox considers the uplink down (records go to the spool).
     pub uplink_down: AtomicU64,
+    /// The spool's cap in bytes (`spool.max_mib`); 0 while the spool is off.
+    pub spool_capacity_bytes: AtomicU64,
     /// Seconds from a window's close to its aggregate's delivery report.
     pub aggregate_latency: Latency,
     /// Wall-clock ms of the first and the latest publish: the busy period for rates.

@@ -44,6 +44,7 @@ pub(super) fn open_spool(config: &Config, stats: &Stats) -> anyhow::Result<Spool
         );
     }
     stats.spool_damaged.fetch_add(rec.damaged, Relaxed);
+    stats.spool_capacity_bytes.store(spool.capacity(), Relaxed);
     Ok(spool)
 }
 

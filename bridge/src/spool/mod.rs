@@ -463,6 +463,11 @@ impl<F: Fs> Spool<F> {
         self.lanes.iter().map(|st| st.in_flight.len()).sum()
     }
 
+    /// The cap on the spool's files, all lanes together.
+    pub fn capacity(&self) -> u64 {
+        self.opts.max_bytes
+    }
+
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
