@@ -47,7 +47,8 @@ start_tansu() {
 
 if [ -n "${BENCH_RATE:-}" ]; then pace=(--rate "$BENCH_RATE"); else pace=(--flood --rate 4); fi
 echo "== edge-bridge: $N readings from $SENSORS sensors, edge-sim ${pace[*]} (nice ${BENCH_SIM_NICE:-19}) -> embedded broker -> bridge -> tansu"
-read -r KAFKA MQTT < <(free_ports 2)
+ports=$(free_ports 2)
+read -r KAFKA MQTT <<<"$ports"
 start_tansu "$KAFKA"
 EDGE_BRIDGE_LOG_SUMMARY_INTERVAL=1s EDGE_BRIDGE_WINDOW_MAX_SENSORS=$((SENSORS * 2)) \
   /usr/bin/time -v -o "$WORK/bridge.time" "$BIN/edge-bridge" --mqtt-listen "127.0.0.1:$MQTT" \

@@ -13,7 +13,8 @@ cargo build --release --quiet -p edge-bridge -p edge-sim --bins --example tail
 BIN="${CARGO_TARGET_DIR:-target}/release"
 
 . scripts/lib/ports.sh
-read -r KAFKA_PORT MQTT_PORT HTTP_PORT < <(free_ports 3)
+ports=$(free_ports 3)
+read -r KAFKA_PORT MQTT_PORT HTTP_PORT <<<"$ports"
 WORK=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }

@@ -38,7 +38,7 @@ pids=()   # everything started here, in start order
 stopped_pid=""
 cleanup() {
   local rc=$? i p
-  [ -n "$stopped_pid" ] && kill -CONT "$stopped_pid" 2>/dev/null
+  if [ -n "$stopped_pid" ]; then kill -CONT "$stopped_pid" 2>/dev/null || true; fi
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
   for p in "${pids[@]}"; do
     # The bridge spools what is unconfirmed and exits within kafka.shutdown_timeout (1 s here).
@@ -80,7 +80,8 @@ cp "$BRIDGE_SRC" "$WORK/edge-bridge"
 SIM=""
 if [ -x "$SIM_SRC" ]; then cp "$SIM_SRC" "$WORK/edge-sim"; SIM="$WORK/edge-sim"; fi
 
-read -r KAFKA MQTT HTTP PROM < <(free_ports 4)
+ports=$(free_ports 4)
+read -r KAFKA MQTT HTTP PROM <<<"$ports"
 API="http://127.0.0.1:$PROM/api/v1"
 PROM_PID=""; BRIDGE=""
 
@@ -219,7 +220,7 @@ echo "prometheus-e2e: EdgeBridgeKafkaUnreachable firing after $(elapsed "$cut_at
 after=$(alerts)
 echo "prometheus-e2e: active alerts now:"
 echo "$after" | sed 's/^/  /'
-if echo "$after" | grep -q '^EdgeBridgeDown '; then
+if grep -q '^EdgeBridgeDown ' <<<"$after"; then
   echo "prometheus-e2e: FAILED: EdgeBridgeDown active, the bridge should still be scraped" >&2
   exit 1
 fi

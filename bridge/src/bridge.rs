@@ -59,6 +59,8 @@ pub struct Bridge {
     http: Option<SocketAddr>,
     /// Every background task, stopped when the bridge stops.
     tasks: Tasks,
+    /// Stops them too if the bridge is dropped without running.
+    _stop_on_drop: tokio_util::sync::DropGuard,
 }
 
 /// How long the background tasks may take to end once the bridge stops (they end at their
@@ -132,6 +134,7 @@ impl Bridge {
             outbox,
             source,
             http,
+            _stop_on_drop: tasks.stop_on_drop(),
             tasks,
         })
     }
@@ -144,6 +147,17 @@ impl Bridge {
     /// Runs until `shutdown` resolves or a fatal error; then saves the open windows, waits for
     /// delivery reports, spools what is unconfirmed, and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let tasks = self.tasks.clone();
+        let result = self.run_loop(shutdown).await;
+        // Also after an error: no task (HTTP port, gate listeners, an external client holding
+        // the session's client id) outlives the bridge.
+        if !tasks.stop(TASKS_STOP_WAIT).await {
+            debug!(running = tasks.running(), "Background tasks still ending");
+        }
+        result
+    }
+
+    async fn run_loop(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Self {
             config,
             stats,
@@ -151,7 +165,8 @@ impl Bridge {
             mut outbox,
             mut source,
             http: _,
-            tasks,
+            tasks: _,
+            _stop_on_drop,
         } = self;
         let mut out: Vec<Routed> = Vec::new();
         let mut rejections = RateLimitedWarn::new(Duration::from_secs(10));
@@ -184,11 +199,14 @@ impl Bridge {
                     // for as long as it lasted: their windows closed early and the rest of
                     // their readings counted late.) Unconstrained: with tokio's task budget
                     // spent, an ordinary poll could say "nothing ready" during a backlog.
+                    // A link the router paused holds a backlog even when nothing is ready yet.
+                    let paused = source.backlogged();
                     let ready = tokio::task::unconstrained(source.next()).now_or_never();
                     let mut intake = Intake { pipeline: &mut pipeline, outbox: &mut outbox, stats: &stats, rejections: &mut rejections, out: &mut out, caught_up_ms: &mut caught_up_ms };
                     match ready {
                         Some(msg) => intake.take(msg?, &mut source).await?,
-                        None => *intake.caught_up_ms = wall_ms(),
+                        None if !paused => *intake.caught_up_ms = wall_ms(),
+                        None => {}
                     }
                     pipeline.flush_idle(caught_up_ms, &mut out);
                     submit_all(&mut outbox, &stats, &mut out, None, wall_ms()).await?;
@@ -220,9 +238,6 @@ impl Bridge {
         source.close().await;
         if lost > 0 {
             warn!(lost, "Records lost at shutdown");
-        }
-        if !tasks.stop(TASKS_STOP_WAIT).await {
-            debug!(running = tasks.running(), "Background tasks still ending");
         }
         Ok(())
     }
@@ -266,7 +281,7 @@ impl Intake<'_> {
             handled += 1;
             if handled < PUBLISHES_PER_TURN {
                 next = source.try_next();
-                if next.is_none() {
+                if next.is_none() && !source.backlogged() {
                     *self.caught_up_ms = wall_ms();
                 }
             }

@@ -76,8 +76,12 @@ pub async fn serve(
         .route("/status.json", get(status_json))
         .with_state(state);
     info!(%local, "HTTP endpoint: /metrics /healthz /readyz /status");
-    tasks.spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+    // Gracefully: the server's per-connection tasks are its own, and end when it does.
+    tasks.spawn_graceful(|stopping| async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopping)
+            .await
+        {
             warn!(error = %e, "HTTP endpoint stopped");
         }
     });

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 /// A handle on the tree; clones share it.
@@ -40,6 +40,21 @@ impl Tasks {
                 () = task => {}
             }
         });
+    }
+
+    /// Spawns `task`, which is given the signal to stop and ends on its own terms (the HTTP
+    /// server finishing the requests in hand); [`Self::stop`] waits for it like the others.
+    pub fn spawn_graceful<F>(&self, task: impl FnOnce(WaitForCancellationFutureOwned) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker
+            .spawn(task(self.cancel.clone().cancelled_owned()));
+    }
+
+    /// Stops the tree when dropped: for an owner that may be dropped without stopping it.
+    pub fn stop_on_drop(&self) -> DropGuard {
+        self.cancel.clone().drop_guard()
     }
 
     /// Stops every task and waits up to `timeout` for them to end; false if some did not.

@@ -135,3 +135,33 @@ async fn no_task_outlives_the_bridge() {
         }
     }
 }
+
+/// A bridge started and dropped without running (a caller that gave up) stops its tasks too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_dropped_unrun_leaves_no_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = edge_bridge::Config::default();
+    c.kafka.brokers = format!("127.0.0.1:{}", free_port());
+    c.kafka.create_topics = false;
+    c.state_dir = dir.path().to_owned();
+    c.http.listen = format!("127.0.0.1:{}", free_port());
+    c.mqtt.listen = format!("127.0.0.1:{}", free_port());
+    c.mqtt.listen_v5 = String::new();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let stats = std::sync::Arc::new(edge_bridge::stats::Stats::default());
+    let bridge = edge_bridge::bridge::Bridge::start(c, stats)
+        .await
+        .expect("the bridge starts");
+    assert!(metrics.num_alive_tasks() > before, "the bridge runs tasks");
+    drop(bridge);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metrics.num_alive_tasks() > before {
+        assert!(
+            Instant::now() < deadline,
+            "{} tasks outlived the dropped bridge",
+            metrics.num_alive_tasks() - before
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

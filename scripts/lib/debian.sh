@@ -16,7 +16,7 @@ debian_install() {
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   for p in "${missing[@]}"; do
     case "$p" in
       mosquitto | prometheus) $sudo service "$p" stop >/dev/null 2>&1 || true ;;

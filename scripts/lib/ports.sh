@@ -1,13 +1,16 @@
-# Sourced by the scripts that start servers: `free_ports N` prints N free local ports.
-# They come from below the kernel's ephemeral range: a port picked by binding port 0 and
+# Sourced by the scripts that start servers: `free_ports N` prints N free local ports, or fails.
+# They come from below the kernel's ephemeral range (from 10000 on; a range that starts below
+# 11000 leaves no room and is refused): a port picked by binding port 0 and
 # closing can be handed to an outgoing connection (a Kafka client, a scrape) before the
 # server meant to have it binds it.
 free_ports() {
   python3 - "$1" <<'PY'
 import random, socket, sys
 lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+if lo < 11000:
+    sys.exit(f"free_ports: the ephemeral port range starts at {lo}, leaving no room below it")
 ports = []
-for port in random.sample(range(10000, max(lo, 11000)), 200):
+for port in random.sample(range(10000, lo), 200):
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -16,6 +19,8 @@ for port in random.sample(range(10000, max(lo, 11000)), 200):
     ports.append(port)
     if len(ports) == int(sys.argv[1]):
         break
+else:
+    sys.exit(f"free_ports: found only {len(ports)} free ports")
 print(*ports)
 PY
 }

@@ -275,7 +275,8 @@ fn external(
     if let Err(e) = listen_v5_addr(m) {
         errors.push(e);
     }
-    let mqtts = m.url.starts_with("mqtts://");
+    // As the URL parser reads it: the scheme is case-insensitive.
+    let mqtts = m.url.to_ascii_lowercase().starts_with("mqtts://");
     if !mqtts {
         errors.extend(set_where_unused(
             &[

@@ -93,6 +93,9 @@ fn broker_embedded_or_external_each_with_its_own_settings() {
     );
     c.mqtt.url = "mqtt://broker.local".into();
     assert!(matches!(c.broker(), Ok(Broker::External(x)) if x.tls.is_none()));
+    // Schemes are case-insensitive, as the URL parser (and so the client) reads them.
+    c.mqtt.url = "MQTTS://broker.local".into();
+    assert!(matches!(c.broker(), Ok(Broker::External(x)) if x.tls.is_some()));
     let first_error = |c: &Config| c.broker().unwrap_err().join("\n");
     c.mqtt.url = "http://x".into();
     assert!(first_error(&c).contains("scheme"));

@@ -249,6 +249,12 @@ impl Embedded {
         }
     }
 
+    /// Publishes wait: read ahead, or held by the router, which paused the link because its
+    /// buffer filled (resumed by the next [`Self::next`]).
+    pub fn backlogged(&self) -> bool {
+        self.wake_owed || !self.pending.is_empty()
+    }
+
     /// A publish already read ahead, if there is one, without waiting. None while the router
     /// waits to be resumed: [`Self::next`] does that first.
     pub fn try_next(&mut self) -> Option<Inbound> {

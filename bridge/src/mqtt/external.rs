@@ -160,6 +160,11 @@ impl External {
         })
     }
 
+    /// Publishes wait in the channel from the client loop.
+    pub fn backlogged(&self) -> bool {
+        !self.rx.is_empty()
+    }
+
     /// A publish already received, if there is one, without waiting.
     pub fn try_next(&mut self) -> Option<Inbound> {
         self.flush_acks();

@@ -58,6 +58,15 @@ impl MqttSource {
         }
     }
 
+    /// Publishes wait to be read: the intake is behind. (False does not promise that none
+    /// arrives the next moment; true means the bridge is not caught up.)
+    pub fn backlogged(&self) -> bool {
+        match self {
+            MqttSource::Embedded(e) => e.backlogged(),
+            MqttSource::External(e) => e.backlogged(),
+        }
+    }
+
     /// A publish that can be had without waiting, if any: lets the main loop take a run of
     /// publishes per turn instead of polling its timers between each two.
     pub fn try_next(&mut self) -> Option<Inbound> {
