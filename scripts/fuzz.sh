@@ -38,7 +38,7 @@ for t in "${targets[@]}"; do
   log="${TMPDIR:-/tmp}/fuzz-$t.log"
   status=0
   (cd fuzz && cargo fuzz run "$t" "corpus/$t" -- "${limit[@]}" -print_final_stats=1) >"$log" 2>&1 || status=$?
-  grep -E '^(stat::number_of_executed_units|stat::new_units_added|.*(ERROR|panicked|SUMMARY)|Done)' "$log" || true
+  grep -a -E '^(stat::number_of_executed_units|stat::new_units_added|.*(ERROR|panicked|SUMMARY)|Done)' "$log" || true
   echo "fuzz $t: corpus $(find "fuzz/corpus/$t" -type f | wc -l) inputs; log $log"
   if [ "$status" -ne 0 ]; then
     echo "fuzz $t: FAILED (exit $status); the crashing input is in fuzz/artifacts/$t/" >&2
