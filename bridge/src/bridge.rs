@@ -10,7 +10,6 @@
 //! on with the same windows; see [`crate::state`].
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,8 +54,6 @@ pub struct Bridge {
     pipeline: Pipeline,
     outbox: Outbox,
     source: MqttSource,
-    /// Where the HTTP endpoint listens, as bound (so `http.listen` may name port 0).
-    http: Option<SocketAddr>,
     /// Every background task, stopped when the bridge stops.
     tasks: Tasks,
     /// Stops them too if the bridge is dropped without running.
@@ -97,9 +94,7 @@ impl Bridge {
             )
         })?;
         let mut outbox = Outbox::open(&config, stats.clone(), &tasks)?;
-        let http = if config.http.listen.is_empty() {
-            None
-        } else {
+        if !config.http.listen.is_empty() {
             let addr = config
                 .http
                 .listen
@@ -109,8 +104,8 @@ impl Bridge {
                 spool_enabled: config.spool.enabled,
                 spool_max_bytes: config.spool.max_mib.saturating_mul(1 << 20),
             };
-            Some(http::serve(addr, stats.clone(), readiness, &tasks).await?)
-        };
+            http::serve(addr, stats.clone(), readiness, &tasks).await?;
+        }
         if config.kafka.create_topics {
             create_topics(outbox.sink().admin_handle(), &config, &tasks).await?;
         }
@@ -133,15 +128,9 @@ impl Bridge {
             pipeline,
             outbox,
             source,
-            http,
             _stop_on_drop: tasks.stop_on_drop(),
             tasks,
         })
-    }
-
-    /// Where the HTTP endpoint listens, if it is on.
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http
     }
 
     /// Runs until `shutdown` resolves or a fatal error; then saves the open windows, waits for
@@ -164,7 +153,6 @@ impl Bridge {
             mut pipeline,
             mut outbox,
             mut source,
-            http: _,
             tasks: _,
             _stop_on_drop,
         } = self;
@@ -282,7 +270,7 @@ impl Intake<'_> {
             if handled < PUBLISHES_PER_TURN {
                 next = source.try_next();
                 if next.is_none() && !source.backlogged() {
-                    *self.caught_up_ms = wall_ms();
+                    *self.caught_up_ms = now;
                 }
             }
         }

@@ -123,16 +123,22 @@ async fn no_task_outlives_the_bridge() {
         );
         stop.send(()).unwrap();
         bridge.await.unwrap().expect("the bridge ran without error");
-        // Counted until each has been dropped; none may be left running for good.
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while metrics.num_alive_tasks() > before {
-            assert!(
-                Instant::now() < deadline,
-                "external broker {external}: {} tasks outlived the bridge",
-                metrics.num_alive_tasks() - before
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_tasks_back_to(before, &format!("external broker {external}: the bridge")).await;
+    }
+}
+
+/// Waits until the runtime has no more live tasks than `before`: a task is counted until it
+/// has been dropped, and none may be left running for good. Fails naming `what` they outlived.
+async fn wait_tasks_back_to(before: usize, what: &str) {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metrics.num_alive_tasks() > before {
+        assert!(
+            Instant::now() < deadline,
+            "{} tasks outlived {what}",
+            metrics.num_alive_tasks() - before
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -155,13 +161,5 @@ async fn a_bridge_dropped_unrun_leaves_no_task() {
         .expect("the bridge starts");
     assert!(metrics.num_alive_tasks() > before, "the bridge runs tasks");
     drop(bridge);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while metrics.num_alive_tasks() > before {
-        assert!(
-            Instant::now() < deadline,
-            "{} tasks outlived the dropped bridge",
-            metrics.num_alive_tasks() - before
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_tasks_back_to(before, "the dropped bridge").await;
 }

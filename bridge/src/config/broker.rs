@@ -6,7 +6,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use super::{optional, redact_url, Config, MqttConfig};
+use super::{redact_url, Config, MqttConfig};
 
 /// The MQTT side as the configuration describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,6 +323,11 @@ fn broker_url(raw: &str) -> Result<url::Url, String> {
         return Err("mqtt.url: names no host".into());
     }
     Ok(url)
+}
+
+/// An empty setting means "not given".
+fn optional(value: &str) -> Option<&str> {
+    (!value.is_empty()).then_some(value)
 }
 
 /// The keys among `keys` that are set, as one problem saying `why` they do not apply.

@@ -384,8 +384,3 @@ pub use redact::{redact_url, REDACTED};
 
 #[cfg(test)]
 mod tests;
-
-/// An empty setting means "not given".
-pub(crate) fn optional(value: &str) -> Option<&str> {
-    (!value.is_empty()).then_some(value)
-}

@@ -71,6 +71,10 @@ pub struct Embedded {
     wake_owed: bool,
 }
 
+/// The listeners rumqttd binds itself, each with the setting that names it (for errors): what
+/// the readiness wait probes.
+type OwnListeners = Vec<(SocketAddr, &'static str)>;
+
 /// How long rumqttd may take to open its listeners once started.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -190,11 +194,12 @@ impl Embedded {
                 "a TLS listener needs a certificate (mqtt.tls_cert, mqtt.tls_key)".into(),
             ));
         }
-        // What rumqttd itself binds, for the readiness wait.
-        let rumqttd_listeners = if security.tls.is_some() || security.users.is_some() {
-            behind_gate(&mut config, listeners, security, &stats, tasks)?
+        // What rumqttd itself binds, for the readiness wait; and the gate, if there is one.
+        let (rumqttd_listeners, gate) = if security.tls.is_some() || security.users.is_some() {
+            let (inner, gate) = behind_gate(&mut config, listeners, security, &stats)?;
+            (inner, Some(gate))
         } else {
-            direct(&mut config, listeners)?
+            (direct(&mut config, listeners)?, None)
         };
         let broker = Broker::new(config);
         let (mut tx, rx) = broker
@@ -204,6 +209,9 @@ impl Embedded {
         tx.subscribe(filter)
             .map_err(|e| MqttError::Embedded(format!("cannot subscribe to {filter}: {e}")))?;
         wait_accepting(&rumqttd_listeners, &broker_thread).await?;
+        if let Some(gate) = gate {
+            gate.open(tasks);
+        }
         info!(v4 = ?listeners.v4, v5 = ?listeners.v5, tls = ?listeners.tls, filter, "Embedded MQTT broker listening");
         // The in-process link is connected and subscribed for as long as the process runs.
         stats.mqtt_connected.store(1, Relaxed);
@@ -318,15 +326,31 @@ fn take_servers(
     Ok((v4, v5))
 }
 
+/// The gate, its public listeners bound but not yet accepting: it opens once rumqttd accepts
+/// on its loopback listeners, so that a sensor admitted by the gate always has a broker to be
+/// forwarded to. (Sensors connecting meanwhile wait in the listeners' backlog.)
+struct GateOpening {
+    gate: Arc<Gate>,
+    listeners: Vec<(tokio::net::TcpListener, Option<Arc<ServerConfig>>)>,
+}
+
+impl GateOpening {
+    fn open(self, tasks: &Tasks) {
+        for (listener, tls) in self.listeners {
+            self.gate.spawn(listener, tls, tasks);
+        }
+    }
+}
+
 /// With TLS or passwords: the gate binds the public listeners and faces the sensors; rumqttd
-/// listens on loopback only. Returns rumqttd's listeners.
+/// listens on loopback only. Returns rumqttd's listeners, and the gate to open once they
+/// accept.
 fn behind_gate(
     config: &mut rumqttd::Config,
     listeners: &Listeners,
     security: Security,
     stats: &Arc<Stats>,
-    tasks: &Tasks,
-) -> Result<Vec<(SocketAddr, &'static str)>, MqttError> {
+) -> Result<(OwnListeners, GateOpening), MqttError> {
     let (mut v4, v5) = take_servers(config)?;
     let public: Vec<(SocketAddr, bool, &str)> = [
         (listeners.v4, false, "mqtt.listen"),
@@ -362,25 +386,33 @@ fn behind_gate(
     config.v4 = Some([("gate-v4".to_owned(), v4)].into());
     config.v5 = Some([("gate-v5".to_owned(), inner5)].into());
     let gate = Gate::new(security.users, inner_v4, inner_v5, stats.clone());
-    for (listener, (addr, tls, _)) in bound.into_iter().zip(&public) {
-        listener
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpListener::from_std(listener))
-            .map(|l| gate.spawn(l, tls.then(|| security.tls.clone()).flatten(), tasks))
-            .map_err(|e| MqttError::Embedded(format!("listener {addr}: {e}")))?;
-    }
+    let listening = bound
+        .into_iter()
+        .zip(&public)
+        .map(|(listener, (addr, tls, _))| {
+            listener
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(listener))
+                .map(|l| (l, tls.then(|| security.tls.clone()).flatten()))
+                .map_err(|e| MqttError::Embedded(format!("listener {addr}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     info!(plaintext_v4 = ?listeners.v4, plaintext_v5 = ?listeners.v5, tls = ?listeners.tls, passwords = gate.users.as_ref().map_or(0, |u| u.len()), "Embedded MQTT broker secured");
-    Ok(vec![
+    let inner = vec![
         (inner_v4, "the gate's loopback MQTT 3.1.1 listener"),
         (inner_v5, "the gate's loopback MQTT 5 listener"),
-    ])
+    ];
+    Ok((
+        inner,
+        GateOpening {
+            gate,
+            listeners: listening,
+        },
+    ))
 }
 
 /// Without TLS or passwords: rumqttd binds the listeners itself. Returns them.
-fn direct(
-    config: &mut rumqttd::Config,
-    listeners: &Listeners,
-) -> Result<Vec<(SocketAddr, &'static str)>, MqttError> {
+fn direct(config: &mut rumqttd::Config, listeners: &Listeners) -> Result<OwnListeners, MqttError> {
     let (mut v4, v5) = take_servers(config)?;
     let addr = listeners.v4.ok_or_else(|| {
         MqttError::Embedded("no listener: set mqtt.listen or mqtt.tls_listen".into())

@@ -21,7 +21,7 @@ use tracing::{debug, error, info, warn};
 use url::Url;
 
 use super::{Inbound, MqttError};
-use crate::config::{Protocol, Qos};
+use crate::config::{ExternalBroker, Protocol, Qos};
 use crate::stats::Stats;
 use crate::tasks::Tasks;
 
@@ -49,16 +49,13 @@ pub struct External {
 /// Everything needed to connect.
 #[derive(Clone)]
 pub struct ExternalOptions {
-    pub url: Url,
-    /// Username and password; when `None`, those in the URL (if any) are used.
-    pub credentials: Option<(String, String)>,
-    /// TLS for `mqtts://`: the CA to trust and an optional client certificate.
+    /// The broker as configured: URL, credentials (when `None`, those in the URL, if any),
+    /// client id, QoS, protocol, keep-alive.
+    pub broker: ExternalBroker,
+    /// TLS for `mqtts://`, built from the broker's files: the CA to trust and an optional
+    /// client certificate.
     pub tls: Option<Arc<ClientConfig>>,
-    pub client_id: String,
     pub filter: String,
-    pub qos: Qos,
-    pub protocol: Protocol,
-    pub keep_alive: Duration,
     /// Where the connection state and reconnections are counted.
     pub stats: Arc<Stats>,
 }
@@ -66,13 +63,14 @@ pub struct ExternalOptions {
 // By hand: the derived one would print the password.
 impl std::fmt::Debug for ExternalOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = &self.broker;
         f.debug_struct("ExternalOptions")
-            .field("url", &redacted(&self.url))
-            .field("username", &self.credentials.as_ref().map(|(u, _)| u))
+            .field("url", &redacted(&b.url))
+            .field("username", &b.credentials.as_ref().map(|(u, _)| u))
             .field("tls", &self.tls.is_some())
-            .field("client_id", &self.client_id)
+            .field("client_id", &b.client_id)
             .field("filter", &self.filter)
-            .field("protocol", &self.protocol)
+            .field("protocol", &b.protocol)
             .finish_non_exhaustive()
     }
 }
@@ -86,20 +84,21 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 impl External {
     /// Connects in the background: the client loop runs in `tasks`.
     pub fn start(o: ExternalOptions, tasks: &Tasks) -> Result<Self, MqttError> {
-        let host = o
+        let b = &o.broker;
+        let host = b
             .url
             .host_str()
             .ok_or_else(|| MqttError::External("mqtt.url names no host".into()))?
             .to_owned();
-        let tls = o.url.scheme() == "mqtts";
-        let port = o.url.port().unwrap_or(if tls { 8883 } else { 1883 });
-        let (user, pass) = match &o.credentials {
+        let tls = b.url.scheme() == "mqtts";
+        let port = b.url.port().unwrap_or(if tls { 8883 } else { 1883 });
+        let (user, pass) = match &b.credentials {
             Some((u, p)) => (u.clone(), Some(p.clone())),
             None => (
-                percent_encoding::percent_decode_str(o.url.username())
+                percent_encoding::percent_decode_str(b.url.username())
                     .decode_utf8_lossy()
                     .into_owned(),
-                o.url.password().map(|p| {
+                b.url.password().map(|p| {
                     percent_encoding::percent_decode_str(p)
                         .decode_utf8_lossy()
                         .into_owned()
@@ -118,10 +117,10 @@ impl External {
             _ => None,
         };
         let (tx, rx) = mpsc::channel(CHANNEL);
-        let client = match o.protocol {
+        let client = match b.protocol {
             Protocol::V311 => {
-                let mut opts = rumqttc::MqttOptions::new(&o.client_id, host, port);
-                opts.set_keep_alive(o.keep_alive)
+                let mut opts = rumqttc::MqttOptions::new(&b.client_id, host, port);
+                opts.set_keep_alive(b.keep_alive)
                     .set_clean_session(false)
                     .set_manual_acks(true)
                     .set_max_packet_size(1 << 20, 1 << 20);
@@ -136,8 +135,8 @@ impl External {
                 Client::V4(client)
             }
             Protocol::V5 => {
-                let mut opts = rumqttc::v5::MqttOptions::new(&o.client_id, host, port);
-                opts.set_keep_alive(o.keep_alive)
+                let mut opts = rumqttc::v5::MqttOptions::new(&b.client_id, host, port);
+                opts.set_keep_alive(b.keep_alive)
                     .set_clean_start(false)
                     // Keep the session (and queued QoS 1 messages) for a week of absence.
                     .set_session_expiry_interval(Some(7 * 24 * 3600))
@@ -425,7 +424,7 @@ async fn run<S: Session>(mut session: S, o: ExternalOptions, tx: mpsc::Sender<In
     loop {
         // Never await the client's request queue here: only this task drains it.
         if resubscribe {
-            match session.try_subscribe(&o.filter, o.qos) {
+            match session.try_subscribe(&o.filter, o.broker.qos) {
                 Ok(()) => resubscribe = false,
                 Err(e) => debug!(error = %e, "Subscribe request queued behind acks; retrying"),
             }
@@ -433,7 +432,7 @@ async fn run<S: Session>(mut session: S, o: ExternalOptions, tx: mpsc::Sender<In
         match session.poll().await {
             Polled::Connected { session_present } => {
                 backoff = BACKOFF_MIN;
-                info!(url = %redacted(&o.url), session_present, "Connected to MQTT broker ({})", S::VERSION);
+                info!(url = %redacted(&o.broker.url), session_present, "Connected to MQTT broker ({})", S::VERSION);
                 // The broker lost (or never had) the session: subscribe again.
                 resubscribe |= !session_present;
                 o.stats.mqtt_connected.store(1, Relaxed);

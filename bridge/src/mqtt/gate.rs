@@ -225,7 +225,8 @@ impl Gate {
         } else {
             self.broker_v4
         };
-        let mut upstream = match connect_broker(broker).await {
+        // The gate opens only once the broker accepts on these (see `embedded::GateOpening`).
+        let mut upstream = match TcpStream::connect(broker).await {
             Ok(s) => s,
             Err(e) => {
                 warn!(%peer, %broker, error = %e, "Cannot reach the embedded broker's own listener; MQTT client dropped");
@@ -260,21 +261,6 @@ impl Gate {
         warn!(%peer, client, reason = reason.as_str(), similar_since_last = *skipped, "MQTT connection refused: {why}");
         *last = Some(now);
         *skipped = 0;
-    }
-}
-
-/// Connects to the broker's loopback listener; right after start, the broker's thread may not
-/// have bound it yet, so a refused connection is retried for a moment.
-async fn connect_broker(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let mut tries = 0;
-    loop {
-        match TcpStream::connect(addr).await {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && tries < 40 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            r => return r,
-        }
     }
 }
 

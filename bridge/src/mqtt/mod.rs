@@ -176,14 +176,9 @@ pub async fn start(
                 .map_err(anyhow::Error::msg)?;
             MqttSource::External(External::start(
                 ExternalOptions {
-                    url: x.url,
-                    credentials: x.credentials,
+                    broker: x,
                     tls,
-                    client_id: x.client_id,
                     filter: topic.clone(),
-                    qos: x.qos,
-                    protocol: x.protocol,
-                    keep_alive: x.keep_alive,
                     stats: stats.clone(),
                 },
                 tasks,

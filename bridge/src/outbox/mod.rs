@@ -41,7 +41,7 @@ use tracing::{error, info, warn};
 
 use crate::acks::AckQueue;
 use crate::clock::wall_ms;
-use crate::config::{Broker, Config};
+use crate::config::Config;
 use crate::log_throttle::LogThrottle;
 use crate::mqtt::external::AckToken;
 use crate::sink::{
@@ -82,9 +82,12 @@ impl Timing {
     pub fn from_config(config: &Config) -> Self {
         Self {
             spill_after: config.spool.spill_after,
-            queue_full_wait: match config.broker() {
-                Ok(Broker::Embedded(_)) => config.spool.spill_after.min(EMBEDDED_QUEUE_FULL_WAIT),
-                _ => config.spool.spill_after,
+            // The embedded broker is the one used when mqtt.url is empty (as
+            // `Config::broker` reads it; not re-validated here, the start did that).
+            queue_full_wait: if config.mqtt.url.is_empty() {
+                config.spool.spill_after.min(EMBEDDED_QUEUE_FULL_WAIT)
+            } else {
+                config.spool.spill_after
             },
             fsync_every: config.spool.fsync_interval,
         }
