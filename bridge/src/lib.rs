@@ -9,6 +9,9 @@ pub mod bridge;
 pub mod cli;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod load;
 pub mod log_throttle;

@@ -4,12 +4,14 @@
 // on the main loop's thread and freed on librdkafka's threads; glibc's malloc answered that
 // pattern with a locked arena on every call, a fifth of the main loop's time. jemalloc cut the
 // bridge's CPU per reading by about a quarter (BENCHMARKS.md).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read before `main`: two arenas (the bridge has a handful of busy threads,
 /// and more arenas only hold more idle memory), and freed pages returned to the system within
 /// a second, so that RSS follows the load down. `MALLOC_CONF` in the environment overrides.
+#[cfg(feature = "jemalloc")]
 #[unsafe(no_mangle)]
 #[allow(non_upper_case_globals)]
 pub static malloc_conf: Option<&'static u8> =

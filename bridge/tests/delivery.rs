@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +17,9 @@ use edge_bridge::stats::{Stats, Summary};
 use edge_bridge::Config;
 use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Message, Values};
 use support::proxy::Proxy;
-use support::{free_port, publish, read_topic, reference, wait_listening, Mosquitto, Tansu};
+use support::{
+    free_port, publish, read_topic, reference, wait_listening, BridgeProcess, Mosquitto, Tansu,
+};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -372,55 +374,17 @@ async fn full_queue_with_the_embedded_broker_spools_before_the_broker_drops() {
     assert_eq!(raw_counts(&raw).len(), n as usize, "distinct raw readings");
 }
 
-/// A bridge in its own process, for kill -9.
-struct Proc {
-    child: Child,
-}
+/// How the delivery tests run a bridge process: failures noticed within a second or two.
+const PROCESS_ENV: [(&str, &str); 5] = [
+    ("EDGE_BRIDGE_SPOOL_SPILL_AFTER", "1s"),
+    ("EDGE_BRIDGE_SPOOL_FSYNC_INTERVAL", "100ms"),
+    ("EDGE_BRIDGE_WINDOW_IDLE_TIMEOUT", "2s"),
+    ("EDGE_BRIDGE_KAFKA_SHUTDOWN_TIMEOUT", "3s"),
+    ("EDGE_BRIDGE_HTTP_LISTEN", ""),
+];
 
-impl Proc {
-    fn spawn(args: &[String], log: &Path) -> Proc {
-        let child = Command::new(env!("CARGO_BIN_EXE_edge-bridge"))
-            .args(args)
-            .env("EDGE_BRIDGE_SPOOL_SPILL_AFTER", "1s")
-            .env("EDGE_BRIDGE_SPOOL_FSYNC_INTERVAL", "100ms")
-            .env("EDGE_BRIDGE_WINDOW_IDLE_TIMEOUT", "2s")
-            .env("EDGE_BRIDGE_KAFKA_SHUTDOWN_TIMEOUT", "3s")
-            .env("EDGE_BRIDGE_LOG_LEVEL", "info")
-            .env("EDGE_BRIDGE_HTTP_LISTEN", "")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::options()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .unwrap(),
-            )
-            .spawn()
-            .expect("starting edge-bridge");
-        Proc { child }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn term(mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(
-            status.success(),
-            "edge-bridge exited with {status} after SIGTERM"
-        );
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn spawn_bridge_process(args: &[String], log: &Path) -> BridgeProcess {
+    BridgeProcess::spawn(args, &PROCESS_ENV, log, Stdio::null())
 }
 
 /// Command-line arguments of a bridge process: the MQTT side (`--mqtt-listen` or `--mqtt-url`
@@ -466,7 +430,7 @@ async fn kill_during_outage_loses_no_spooled_record() {
         &kafka.brokers,
         state.path(),
     );
-    let mut bridge = Proc::spawn(&args, &log);
+    let mut bridge = spawn_bridge_process(&args, &log);
     wait_listening(
         &mut bridge.child,
         ([127, 0, 0, 1], port).into(),
@@ -495,7 +459,7 @@ async fn kill_during_outage_loses_no_spooled_record() {
         spool_bytes(state.path())
     );
 
-    let mut bridge = Proc::spawn(&args, &log);
+    let mut bridge = spawn_bridge_process(&args, &log);
     wait_listening(
         &mut bridge.child,
         ([127, 0, 0, 1], port).into(),
@@ -737,7 +701,7 @@ async fn kill_under_load_with_mosquitto_loses_nothing_acknowledged() {
         &kafka.brokers,
         state.path(),
     );
-    let mut bridge = Proc::spawn(&args, &log);
+    let mut bridge = spawn_bridge_process(&args, &log);
     // The bridge's persistent subscription must exist before the simulator publishes.
     support::wait_for_log(&mut bridge.child, &log, "Subscribed");
 
@@ -753,7 +717,7 @@ async fn kill_under_load_with_mosquitto_loses_nothing_acknowledged() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     bridge.kill9();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let bridge = Proc::spawn(&args, &log);
+    let bridge = spawn_bridge_process(&args, &log);
     publisher.await.unwrap();
     let raw = read_topic(
         &kafka.brokers,

@@ -36,7 +36,7 @@ use crate::tasks::Tasks;
 /// Time a client has for the TLS handshake and for sending CONNECT, each.
 const DEADLINE: Duration = Duration::from_secs(10);
 /// Largest CONNECT accepted (client id, will message, credentials).
-const MAX_CONNECT: usize = 64 * 1024;
+pub(crate) const MAX_CONNECT: usize = 64 * 1024;
 /// Connections in the TLS handshake or before CONNECT at once; more are closed at once.
 const MAX_UNADMITTED: usize = 512;
 
@@ -266,20 +266,20 @@ impl Gate {
 
 /// What the gate needs from CONNECT.
 #[derive(Debug)]
-struct Connect {
+pub(crate) struct Connect {
     /// 4 for MQTT 3.1.1, 5 for MQTT 5. (MQTT 3.1, level 3, fails to parse and is refused as
     /// `no_connect`: neither the gate's parser nor the broker speaks it.)
-    level: u8,
-    client_id: String,
-    login: Option<(String, String)>,
+    pub(crate) level: u8,
+    pub(crate) client_id: String,
+    pub(crate) login: Option<(String, String)>,
 }
 
 /// CONNACK return codes (MQTT 3.1.1) and the MQTT 5 reason codes that mean the same.
-const BAD_CREDENTIALS: (u8, u8) = (4, 0x86);
-const NOT_AUTHORIZED: (u8, u8) = (5, 0x87);
+pub(crate) const BAD_CREDENTIALS: (u8, u8) = (4, 0x86);
+pub(crate) const NOT_AUTHORIZED: (u8, u8) = (5, 0x87);
 
 /// A CONNACK refusing the connection, in the client's protocol version.
-fn connack(level: u8, (v4, v5): (u8, u8)) -> Vec<u8> {
+pub(crate) fn connack(level: u8, (v4, v5): (u8, u8)) -> Vec<u8> {
     if level == 5 {
         // flags, reason code, empty properties
         vec![0x20, 0x03, 0x00, v5, 0x00]
@@ -290,7 +290,7 @@ fn connack(level: u8, (v4, v5): (u8, u8)) -> Vec<u8> {
 
 /// Reads until `buf` holds one whole first packet and parses it as CONNECT. `buf` keeps the
 /// bytes as they came, to be forwarded unchanged.
-async fn read_connect<S: AsyncRead + Unpin>(
+pub(crate) async fn read_connect<S: AsyncRead + Unpin>(
     s: &mut S,
     buf: &mut BytesMut,
 ) -> Result<Connect, String> {

@@ -21,6 +21,12 @@ use edge_bridge_core::{OutRecord, Routed, Stream};
 const MAGIC: u32 = 0x3153_4245; // "EBS1"
 pub const HEADER_LEN: usize = 24;
 
+/// The largest sequence number a lane can reach (2^62: 146,000 years at a million records a
+/// second). A header or segment name claiming more is not the spool's: it is treated as damage
+/// (or, for a file name, as a stranger's file), so that arithmetic on sequence numbers never
+/// overflows.
+pub const MAX_SEQ: u64 = 1 << 62;
+
 /// Appends one frame holding `routed` to `buf`.
 pub fn encode(seq: u64, routed: &Routed, made_ms: i64, buf: &mut Vec<u8>) {
     let start = buf.len();
@@ -86,8 +92,12 @@ fn header_at(data: &[u8], pos: usize) -> Option<Header> {
     if word(0) != MAGIC || word(16) != crc32fast::hash(&h[..16]) {
         return None;
     }
+    let seq = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
+    if seq > MAX_SEQ {
+        return None;
+    }
     Some(Header {
-        seq: u64::from_le_bytes(h[4..12].try_into().expect("8 bytes")),
+        seq,
         len: word(12) as usize,
         payload_crc: word(20),
     })
@@ -123,6 +133,12 @@ impl<'a> Scanner<'a> {
             pos,
             expected: expected_seq,
         }
+    }
+
+    /// The sequence number the next frame should carry, as far as the scan knows: after a
+    /// damaged stretch, a reader that starts a new scan here starts it with this.
+    pub fn expected(&self) -> Option<u64> {
+        self.expected
     }
 
     /// Lost records between the last good frame and one carrying `seq`.
@@ -180,6 +196,12 @@ impl Iterator for Scanner<'_> {
             });
         }
         self.pos = end;
+        if self.expected.is_some_and(|e| h.seq < e) {
+            // An intact frame from before the records already read: the spool never writes
+            // one (its sequence numbers only grow), so it is not part of this lane's order.
+            // Skipped as damage, so that a sequence number is never handed out twice.
+            return Some(Item::Damaged { count: 1, end });
+        }
         self.expected = Some(h.seq + 1);
         let payload = &self.data[body..end];
         if crc32fast::hash(payload) != h.payload_crc {

@@ -107,10 +107,10 @@ fn sync_dir(path: &Path) -> io::Result<()> {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub use mem::MemFs;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 mod mem {
     use super::*;
     use std::cell::RefCell;

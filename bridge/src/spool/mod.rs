@@ -31,7 +31,7 @@
 //! What is apart: the lane policy ([`lanes`]), the record format ([`frame`]), recovery at
 //! open (`recover`), the filesystem seam ([`fs`]).
 
-mod frame;
+pub(crate) mod frame;
 pub mod fs;
 pub mod lanes;
 mod recover;
@@ -70,14 +70,14 @@ impl SpoolOptions {
 /// A position in a lane: a segment (by its first sequence number), a byte offset in it, and
 /// the sequence number of the record there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Pos {
-    segment: u64,
-    offset: u64,
-    seq: u64,
+pub(crate) struct Pos {
+    pub(crate) segment: u64,
+    pub(crate) offset: u64,
+    pub(crate) seq: u64,
 }
 
 impl Pos {
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(28);
         v.extend_from_slice(&self.segment.to_le_bytes());
         v.extend_from_slice(&self.offset.to_le_bytes());
@@ -92,11 +92,13 @@ impl Pos {
             return None;
         }
         let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        Some(Pos {
+        let pos = Pos {
             segment: word(0),
             offset: word(8),
             seq: word(16),
-        })
+        };
+        // Beyond any position the spool writes: not a cursor it wrote (treated as damaged).
+        (pos.segment <= frame::MAX_SEQ && pos.seq <= frame::MAX_SEQ).then_some(pos)
     }
 }
 
@@ -193,8 +195,8 @@ pub struct Spool<F: Fs> {
     damaged: u64,
 }
 
-const SEGMENT_SUFFIX: &str = ".seg";
-const CURSOR: &str = "cursor";
+pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
+pub(crate) const CURSOR: &str = "cursor";
 
 impl<F: Fs> Spool<F> {
     /// Opens (or creates) the spool under `dir`, scanning what a previous run left.
@@ -357,11 +359,14 @@ impl<F: Fs> Spool<F> {
                 }
                 st.unsynced = false;
             }
-            // A wholly read and delivered segment that is no longer written to can go; the
-            // read position moves to where the next record will be.
-            if st.in_flight.is_empty() && st.segments.len() == 1 && st.writer.is_none() {
+            // A lane wholly read and delivered gives its last segment up too: the writer is
+            // closed (everything in it is durable, and the next append starts a new segment
+            // anyway) and the read position moves to where the next record will be, so that
+            // the segment goes below and a drained spool is back to its empty size.
+            if st.in_flight.is_empty() && st.segments.len() == 1 && st.pending.is_empty() {
                 let seg = &st.segments[0];
                 if seg.first_seq == st.read.segment && st.read.offset >= seg.bytes {
+                    st.writer = None;
                     let next = st.next_seq;
                     start_reading(st, next);
                 }
@@ -572,11 +577,14 @@ fn seal_if_full<F: Fs>(
 }
 
 /// Moves a lane's read position to the start of the segment beginning at `first_seq`.
+/// Moves the read position to the start of segment `first_seq`. The sequence numbers read so
+/// far carry over (a frame below them in a later segment is not in the lane's order): the
+/// same rule as recovery's, so that both count the same records and damage.
 fn start_reading<A>(st: &mut LaneState<A>, first_seq: u64) {
     st.read = Pos {
         segment: first_seq,
         offset: 0,
-        seq: first_seq,
+        seq: first_seq.max(st.read.seq),
     };
     st.cache = None;
 }
@@ -634,7 +642,8 @@ fn read_lane<F: Fs>(
         let counted_to = seg.counted_to;
         let seg_first = seg.first_seq;
         let mut progressed = false;
-        for item in Scanner::new(data, from, Some(st.read.seq)) {
+        let mut scanner = Scanner::new(data, from, Some(st.read.seq));
+        while let Some(item) = scanner.next() {
             progressed = true;
             match item {
                 Item::Record {
@@ -671,7 +680,7 @@ fn read_lane<F: Fs>(
                 }
                 Item::Damaged { count, end } => {
                     st.read.offset = base + end as u64;
-                    st.read.seq += count;
+                    st.read.seq = scanner.expected().expect("the reader always knows");
                     if st.read.offset > counted_to {
                         damaged += count;
                         st.unread = st.unread.saturating_sub(count);

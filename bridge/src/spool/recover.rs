@@ -2,9 +2,9 @@
 //! into the lane's state: segments, the durable read position, damaged records counted.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::frame::{Item, Scanner};
+use super::frame::{Item, Scanner, MAX_SEQ};
 use super::fs::Fs;
 use super::*;
 
@@ -16,7 +16,7 @@ pub(super) fn open_lane<F: Fs>(
     let mut firsts: Vec<u64> = fs
         .list(&dir)?
         .iter()
-        .filter_map(|n| n.strip_suffix(SEGMENT_SUFFIX)?.parse().ok())
+        .filter_map(|n| segment_of(n))
         .collect();
     firsts.sort_unstable();
     let cursor = match fs.read_from(&dir.join(CURSOR), 0) {
@@ -57,6 +57,9 @@ pub(super) fn open_lane<F: Fs>(
     let mut segments = VecDeque::new();
     let mut unread = 0;
     let mut next_seq = read.seq;
+    // The sequence number the reader will expect at the next segment: it carries over from
+    // segment to segment (see `start_reading`), and the scan here must count as it will.
+    let mut carry = read.seq;
     for first in firsts {
         let from = if first == read.segment {
             read.offset
@@ -73,12 +76,13 @@ pub(super) fn open_lane<F: Fs>(
         let expected = if first == read.segment {
             read.seq
         } else {
-            first
+            first.max(carry)
         };
         // End of the last intact record, and whether damage runs to the end of the file.
         let mut good_end = 0;
         let mut torn_tail = false;
-        for item in Scanner::new(&data, 0, Some(expected)) {
+        let mut scanner = Scanner::new(&data, 0, Some(expected));
+        while let Some(item) = scanner.next() {
             match item {
                 Item::Record {
                     seq, routed, end, ..
@@ -94,6 +98,7 @@ pub(super) fn open_lane<F: Fs>(
                 }
             }
         }
+        carry = scanner.expected().unwrap_or(expected);
         if torn_tail {
             // Cut a torn tail off (as a write-ahead log does after a crash), so that the
             // next start neither finds nor counts it again.
@@ -133,4 +138,14 @@ pub(super) fn open_lane<F: Fs>(
         unread,
         persisted: cursor,
     })
+}
+
+/// The first sequence number of a segment file named `name`, if the spool wrote that name.
+/// Other names are not its segments and are left alone: "7872.seg" (not the spool's
+/// zero-padded form, so not found under its own name later), or a number beyond any sequence
+/// number the spool writes.
+fn segment_of(name: &str) -> Option<u64> {
+    let first: u64 = name.strip_suffix(SEGMENT_SUFFIX)?.parse().ok()?;
+    let canonical = segment_path(Path::new(""), first);
+    (first <= MAX_SEQ && canonical.as_os_str() == name).then_some(first)
 }

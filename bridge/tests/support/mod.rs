@@ -211,6 +211,65 @@ impl Drop for Proc {
     }
 }
 
+/// The bridge binary in its own process, for kill -9 and SIGTERM; killed on drop.
+pub struct BridgeProcess {
+    pub child: Child,
+}
+
+impl BridgeProcess {
+    /// Starts `edge-bridge ARGS` with `env` added, logging at INFO appended to `log`, and its
+    /// standard output (the exit summary) to `stdout`.
+    pub fn spawn(
+        args: &[String],
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+        stdout: Stdio,
+    ) -> BridgeProcess {
+        let child = Command::new(env!("CARGO_BIN_EXE_edge-bridge"))
+            .args(args)
+            .env("EDGE_BRIDGE_LOG_LEVEL", "info")
+            .envs(env.iter().copied())
+            .stdout(stdout)
+            .stderr(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap(),
+            )
+            .spawn()
+            .expect("starting edge-bridge");
+        BridgeProcess { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM; the bridge must exit 0.
+    pub fn term(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "edge-bridge exited with {status} after SIGTERM"
+        );
+    }
+}
+
+impl Drop for BridgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A tansu Kafka-API broker with in-memory storage.
 pub struct Tansu {
     _proc: Proc,

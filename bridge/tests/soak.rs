@@ -1,0 +1,791 @@
+//! The soak: the bridge for a long run at the tutorial's rate, with the failures a site sees,
+//! and a check of everything at the end. Run by `scripts/soak.sh` (one hour by default; CI runs
+//! three minutes); ignored by `cargo test` otherwise.
+//!
+//! Setup: the simulator publishes `SOAK_SENSORS` sensors (10,000) at `SOAK_RATE` readings/s
+//! each (4) to Mosquitto at QoS 1; the bridge reads them through a persistent session and
+//! produces to tansu through a TCP proxy, the uplink. Over `SOAK_SECONDS` (3,600), in periods
+//! of a sixth of the run (10 minutes): the uplink is cut for a quarter period (at most 60 s) at
+//! the start of periods 1 to 5; the bridge is stopped with SIGTERM and restarted at 1.5 and
+//! 2.5 periods, and killed with SIGKILL in the middle of the third cut, then restarted.
+//!
+//! Checked at the end, against the dataset regenerated from its seed (not against anything the
+//! bridge reports):
+//! - every published reading is in the raw topic at least once, with its exact payload;
+//! - every aggregate equals the one computed from the published readings; the documented
+//!   exception is the kill -9: windows open then may miss readings since the last periodic
+//!   save, or count a redelivered one twice (README, "Window state"); those must all lie in one
+//!   span around the kill and differ in count only;
+//! - resident memory at the steady points after the first period (10 minutes) grows by at most
+//!   10 %, over the run and per bridge process from half a period of its own on (judged for
+//!   10-minute periods only: shorter runs print the figures); each process's open file
+//!   descriptors stay within 4 of each other;
+//! - the spool ends as it began: no record left, no segment file left;
+//! - the counters: aggregates delivered (over all processes; each process's exit summary, or
+//!   its last scrape for the killed one) equal the records in the topic; raw records delivered
+//!   are never more than the topic holds, and those it holds uncounted are all copies (written
+//!   by the broker while their producer lost the link or its life, then resent); readings
+//!   received cover every reading published.
+
+mod support;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Values};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use support::proxy::Proxy;
+use support::{free_port, reference::Expected, BridgeProcess, Mosquitto, Tansu};
+
+const SEED: u64 = 2026;
+const WINDOW_MS: i64 = 10_000;
+const GRACE_MS: i64 = 1_000;
+/// The bridge's default `window.save_interval`: the state a kill -9 falls back to.
+const SAVE_INTERVAL_MS: i64 = 60_000;
+const RAW_TOPIC: &str = "raw-temperature";
+const AGG_TOPIC: &str = "agg-temperature";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v} is not valid"))
+        })
+        .unwrap_or(default)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+struct Plan {
+    sensors: u32,
+    rate: f64,
+    seconds: u64,
+    start_ms: i64,
+}
+
+impl Plan {
+    fn count(&self) -> u64 {
+        (f64::from(self.sensors) * self.rate * self.seconds as f64) as u64
+    }
+
+    fn dataset(&self) -> Dataset {
+        Dataset::new(DatasetOptions {
+            sensors: self.sensors,
+            rate: self.rate,
+            start_ms: self.start_ms,
+            seed: SEED,
+            values: Values::Walk,
+            faults: Faults::default(),
+            topic_template: "sensors/{sensor}/temperature".into(),
+        })
+    }
+
+    fn period_ms(&self) -> i64 {
+        (1000.0 / self.rate) as i64
+    }
+
+    /// The dataset's index of the reading of sensor `k` at `ts_ms` (see `Dataset::next`).
+    fn index_of(&self, k: u32, ts_ms: i64) -> Option<u64> {
+        let period = self.period_ms();
+        let offset = (i64::from(k) * period) / i64::from(self.sensors);
+        let since = ts_ms - self.start_ms - offset;
+        (since >= 0 && since % period == 0 && k < self.sensors)
+            .then(|| (since / period) as u64 * u64::from(self.sensors) + u64::from(k))
+    }
+}
+
+fn sensor_index(key: &[u8]) -> Option<u32> {
+    std::str::from_utf8(key)
+        .ok()?
+        .strip_prefix("Sensor")?
+        .parse::<u32>()
+        .ok()?
+        .checked_sub(1)
+}
+
+fn payload_hash(n: u64, payload: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    (n, payload).hash(&mut h);
+    h.finish()
+}
+
+/// What the consumer has read so far from both topics (through tansu directly, not the uplink).
+#[derive(Default)]
+struct Seen {
+    raw_records: u64,
+    raw_distinct: u64,
+    raw_foreign: u64,
+    /// Wrapping sum of `payload_hash` over the first copy of each reading.
+    raw_hash: u64,
+    raw_bits: Vec<u64>,
+    agg_records: u64,
+    /// (sensor, window start) -> the copy with the largest count, and how many copies.
+    aggs: HashMap<(u32, i64), (Expected, u32)>,
+    agg_differing_copies: u64,
+}
+
+fn consume(brokers: &str, plan: &Plan, seen: &Mutex<Seen>, stop: &AtomicBool) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "soak-check")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for t in [RAW_TOPIC, AGG_TOPIC] {
+        tpl.add_partition_offset(t, 0, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    while !stop.load(Relaxed) {
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let Ok(msg) = msg else { continue };
+        let mut s = seen.lock().unwrap();
+        let key = msg.key().unwrap_or_default();
+        let value = msg.payload().unwrap_or_default();
+        if msg.topic() == RAW_TOPIC {
+            s.raw_records += 1;
+            let ts = msg.timestamp().to_millis().unwrap_or(-1);
+            let Some(n) = sensor_index(key).and_then(|k| plan.index_of(k, ts)) else {
+                s.raw_foreign += 1;
+                continue;
+            };
+            let (word, bit) = ((n / 64) as usize, n % 64);
+            if s.raw_bits.len() <= word {
+                s.raw_bits.resize(word + 1, 0);
+            }
+            if s.raw_bits[word] & (1 << bit) == 0 {
+                s.raw_bits[word] |= 1 << bit;
+                s.raw_distinct += 1;
+                s.raw_hash = s.raw_hash.wrapping_add(payload_hash(n, value));
+            }
+        } else {
+            s.agg_records += 1;
+            let v: serde_json::Value = serde_json::from_slice(value).expect("aggregate JSON");
+            let t = &v["temperature"];
+            let e = Expected {
+                count: t["count"].as_u64().unwrap(),
+                min: t["min"].as_f64().unwrap(),
+                max: t["max"].as_f64().unwrap(),
+                sum: t["sum"].as_f64().unwrap(),
+            };
+            let k = sensor_index(key).expect("aggregate key is a sensor");
+            let start = v["start"].as_i64().unwrap();
+            let mut differing = false;
+            s.aggs
+                .entry((k, start))
+                .and_modify(|(best, copies)| {
+                    *copies += 1;
+                    differing = *best != e;
+                    if e.count > best.count {
+                        *best = e;
+                    }
+                })
+                .or_insert((e, 1));
+            s.agg_differing_copies += u64::from(differing);
+        }
+    }
+}
+
+/// The published dataset's aggregates and payload hash, computed here from its seed.
+fn expected(plan: &Plan) -> (HashMap<(u32, i64), Expected>, u64) {
+    let mut out: HashMap<(u32, i64), Expected> = HashMap::new();
+    let mut watermark = vec![i64::MIN; plan.sensors as usize];
+    let mut hash = 0u64;
+    for (n, m) in plan.dataset().take(plan.count() as usize).enumerate() {
+        hash = hash.wrapping_add(payload_hash(n as u64, m.payload.as_bytes()));
+        let k = sensor_index(m.sensor.as_bytes()).unwrap();
+        let w = &mut watermark[k as usize];
+        *w = (*w).max(m.ts_ms);
+        let start = m.ts_ms - m.ts_ms.rem_euclid(WINDOW_MS);
+        assert!(start + WINDOW_MS > *w - GRACE_MS, "the soak's data is in order");
+        out.entry((k, start))
+            .and_modify(|e| {
+                e.count += 1;
+                e.min = e.min.min(m.value);
+                e.max = e.max.max(m.value);
+                e.sum += m.value;
+            })
+            .or_insert(Expected {
+                count: 1,
+                min: m.value,
+                max: m.value,
+                sum: m.value,
+            });
+    }
+    (out, hash)
+}
+
+/// Equal aggregates: count, min and max exactly, the sum to 1e-9 of its size (the bridge may
+/// add in another order: after a restart, a window's sum continues from the saved one).
+fn same(got: &Expected, want: &Expected) -> bool {
+    (got.count, got.min, got.max) == (want.count, want.min, want.max)
+        && (got.sum - want.sum).abs() <= 1e-9 * want.sum.abs().max(1.0)
+}
+
+/// `/metrics` of a bridge as name{labels} -> value.
+fn scrape(port: u16) -> Option<HashMap<String, f64>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: soak\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let body = text.split_once("\r\n\r\n")?.1;
+    Some(
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+fn metric(m: &HashMap<String, f64>, key: &str) -> u64 {
+    m.get(key).copied().unwrap_or(0.0) as u64
+}
+
+/// Resident memory (KiB) and open file descriptors of a process.
+fn rss_fds(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
+    (rss, fds)
+}
+
+/// Records delivered per stream and readings received, from an exit summary on stdout.
+fn summary_counts(text: &str) -> Option<(u64, u64, u64)> {
+    let number_after = |line: &str, word: &str| -> Option<u64> {
+        let rest = &line[line.find(word)? + word.len()..];
+        rest.trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    let received = text
+        .lines()
+        .find(|l| l.starts_with("readings in:"))
+        .and_then(|l| number_after(l, "readings in:"))?;
+    let delivered = |stream: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{stream}:")))
+            .and_then(|l| number_after(l, "delivered"))
+            .unwrap_or(0)
+    };
+    Some((received, delivered("raw"), delivered("aggregate")))
+}
+
+/// One bridge process of the run and what was measured of it.
+struct Life {
+    pid: u32,
+    started: Instant,
+    stdout: PathBuf,
+    /// (seconds since the run began, seconds since this process began, RSS KiB, fds) at the
+    /// steady points (before each fault, and at the end).
+    steady: Vec<(u64, u64, u64, u64)>,
+    last_scrape: HashMap<String, f64>,
+    /// How it ended: "sigterm", "sigkill" or "end".
+    ended: &'static str,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a long run: scripts/soak.sh"]
+async fn soak() {
+    let plan = Arc::new(Plan {
+        sensors: env_or("SOAK_SENSORS", 10_000),
+        rate: env_or("SOAK_RATE", 4.0),
+        seconds: env_or("SOAK_SECONDS", 3_600),
+        start_ms: now_ms(),
+    });
+    assert_eq!(1000 % plan.period_ms(), 0, "SOAK_RATE must divide 1000 ms");
+    let period = Duration::from_secs(plan.seconds / 6);
+    let cut = (period / 4).min(Duration::from_secs(60));
+    let report_path: Option<PathBuf> = std::env::var("SOAK_REPORT").ok().map(PathBuf::from);
+    eprintln!(
+        "soak: {} sensors x {} readings/s for {} s ({} readings); period {:?}, cuts of {:?}",
+        plan.sensors,
+        plan.rate,
+        plan.seconds,
+        plan.count(),
+        period,
+        cut
+    );
+
+    let proxy_port = free_port();
+    let kafka = Tansu::start_advertising(Some(proxy_port));
+    let proxy = Proxy::start(proxy_port, kafka.direct);
+    let mosquitto = Mosquitto::start();
+    let state = tempfile::tempdir().unwrap();
+    let log = state.path().join("bridge.log");
+    let http_port = free_port();
+    let args: Vec<String> = [
+        "--mqtt-url",
+        &format!("mqtt://127.0.0.1:{}", mosquitto.port),
+        "--kafka-brokers",
+        &kafka.brokers,
+        "--state-dir",
+        &state.path().display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let http = format!("127.0.0.1:{http_port}");
+    // Defaults, except a spool that holds a whole cut at this rate (about 175 bytes a raw
+    // record) and an HTTP port to scrape.
+    let spool_mib = (plan.count() / plan.seconds * cut.as_secs() * 400 / (1 << 20)).max(128);
+    let spool_mib = spool_mib.to_string();
+    let env = [
+        ("EDGE_BRIDGE_HTTP_LISTEN", http.as_str()),
+        ("EDGE_BRIDGE_SPOOL_MAX_MIB", spool_mib.as_str()),
+    ];
+    let run_start = Instant::now();
+    let mut lives: Vec<Life> = Vec::new();
+    let spawn = |lives: &mut Vec<Life>| {
+        let stdout = state.path().join(format!("summary-{}.txt", lives.len()));
+        let p = BridgeProcess::spawn(
+            &args,
+            &env,
+            &log,
+            Stdio::from(std::fs::File::create(&stdout).unwrap()),
+        );
+        lives.push(Life {
+            pid: p.pid(),
+            started: Instant::now(),
+            stdout,
+            steady: Vec::new(),
+            last_scrape: HashMap::new(),
+            ended: "end",
+        });
+        p
+    };
+    let mut bridge = spawn(&mut lives);
+    support::wait_for_log(&mut bridge.child, &log, "Subscribed");
+    let connected = |log: &Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("Connected to MQTT broker")
+            .count()
+    };
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop_consumer = Arc::new(AtomicBool::new(false));
+    let consumer = {
+        let (plan, seen, stop, brokers) = (
+            plan.clone(),
+            seen.clone(),
+            stop_consumer.clone(),
+            kafka.direct.to_string(),
+        );
+        std::thread::spawn(move || consume(&brokers, &plan, &seen, &stop))
+    };
+
+    // The simulator on a runtime of its own: this test's blocking waits (a bridge's exit, a
+    // scrape) must not stall the sensors' connection, or they would resend.
+    let sim_start = Instant::now();
+    let publisher = {
+        let sim = support::simulate(
+            &format!("mqtt://127.0.0.1:{}", mosquitto.port),
+            plan.dataset(),
+            Default::default(),
+            plan.count(),
+            Some(f64::from(plan.sensors) * plan.rate),
+            "soak-sim",
+        );
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(sim)
+        })
+    };
+
+    // The fault schedule, in offsets from the start.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Fault {
+        Cut,
+        Restore,
+        Term,
+        Kill,
+    }
+    let mut schedule: Vec<(Duration, Fault)> = Vec::new();
+    for k in 1..=5 {
+        schedule.push((period * k, Fault::Cut));
+        schedule.push((period * k + cut, Fault::Restore));
+    }
+    schedule.push((period * 3 / 2, Fault::Term));
+    schedule.push((period * 5 / 2, Fault::Term));
+    schedule.push((period * 3 + cut / 2, Fault::Kill));
+    schedule.sort_by_key(|(t, _)| *t);
+
+    let mut kill_event_ms = 0i64;
+    let mut next_tick = Instant::now();
+    for (at, fault) in schedule {
+        // Scrape every 2 s until the fault is due.
+        while run_start.elapsed() < at {
+            next_tick += Duration::from_secs(2);
+            tokio::time::sleep_until(next_tick.min(run_start + at).into()).await;
+            if let Some(m) = scrape(http_port) {
+                lives.last_mut().unwrap().last_scrape = m;
+            }
+        }
+        let life = lives.last_mut().unwrap();
+        if matches!(fault, Fault::Cut | Fault::Term) {
+            let (rss, fds) = rss_fds(life.pid);
+            life.steady.push((
+                run_start.elapsed().as_secs(),
+                life.started.elapsed().as_secs(),
+                rss,
+                fds,
+            ));
+        }
+        eprintln!(
+            "soak: {:>5} s: {fault:?}",
+            run_start.elapsed().as_secs()
+        );
+        match fault {
+            Fault::Cut => proxy.cut(),
+            Fault::Restore => proxy.restore(),
+            Fault::Term | Fault::Kill => {
+                if let Some(m) = scrape(http_port) {
+                    life.last_scrape = m;
+                }
+                if fault == Fault::Term {
+                    life.ended = "sigterm";
+                    bridge.term();
+                } else {
+                    // The event time being published now (the simulator keeps pace).
+                    kill_event_ms = plan.start_ms + sim_start.elapsed().as_millis() as i64;
+                    life.ended = "sigkill";
+                    bridge.kill9();
+                }
+                let before = connected(&log);
+                bridge = spawn(&mut lives);
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while connected(&log) == before {
+                    assert!(Instant::now() < deadline, "the bridge did not reconnect");
+                    assert!(bridge.child.try_wait().unwrap().is_none(), "the bridge exited");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    // Until the simulator is done: scrape on.
+    while !publisher.is_finished() {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if let Some(m) = scrape(http_port) {
+            lives.last_mut().unwrap().last_scrape = m;
+        }
+    }
+    let sim = publisher.join().unwrap().expect("the simulator publishes");
+    let sim_seconds = sim_start.elapsed().as_secs_f64();
+    assert_eq!(sim.readings, plan.count());
+    {
+        let life = lives.last_mut().unwrap();
+        let (rss, fds) = rss_fds(life.pid);
+        life.steady.push((
+            run_start.elapsed().as_secs(),
+            life.started.elapsed().as_secs(),
+            rss,
+            fds,
+        ));
+    }
+
+    // Drain: every reading in the raw topic, the spool empty, the last windows flushed (idle
+    // timeout), nothing new for 5 s.
+    let drain_start = Instant::now();
+    let mut last = (0, 0);
+    let mut quiet_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let m = scrape(http_port).unwrap_or_default();
+        let spooled = metric(&m, "edge_bridge_spool_records");
+        let open = metric(&m, "edge_bridge_windows_open");
+        let now = {
+            let s = seen.lock().unwrap();
+            (s.raw_records, s.agg_records)
+        };
+        if now != last || spooled > 0 || open > 0 {
+            last = now;
+            quiet_since = Instant::now();
+        }
+        lives.last_mut().unwrap().last_scrape = m;
+        if quiet_since.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        assert!(
+            drain_start.elapsed() < Duration::from_secs(600),
+            "not drained after 10 minutes: spool {spooled}, open windows {open}"
+        );
+    }
+    let drain_seconds = drain_start.elapsed().as_secs_f64();
+    let final_scrape = lives.last().unwrap().last_scrape.clone();
+    let spool_files = spool_segment_bytes(&state.path().join("spool"));
+    bridge.term();
+    stop_consumer.store(true, Relaxed);
+    consumer.join().unwrap();
+
+    // The checks.
+    let (want_aggs, want_hash) = expected(&plan);
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let mut failures: Vec<String> = Vec::new();
+    let mut fail = |ok: bool, what: String| {
+        if !ok {
+            failures.push(what);
+        }
+    };
+
+    // Raw readings.
+    fail(
+        seen.raw_distinct == plan.count(),
+        format!(
+            "raw topic holds {} distinct readings of {} published",
+            seen.raw_distinct,
+            plan.count()
+        ),
+    );
+    fail(seen.raw_foreign == 0, format!("{} raw records that were never published", seen.raw_foreign));
+    fail(
+        seen.raw_hash == want_hash,
+        "raw payloads differ from the published ones".into(),
+    );
+
+    // Aggregates.
+    let mut missing = 0u64;
+    let mut crash_mismatches: Vec<(i64, i64)> = Vec::new(); // (start, count got - want)
+    let mut other_mismatches = Vec::new();
+    for (key, want) in &want_aggs {
+        match seen.aggs.get(key) {
+            None => missing += 1,
+            Some((got, _)) if same(got, want) => {}
+            Some((got, _)) => {
+                if got.count != want.count {
+                    crash_mismatches.push((key.1, got.count as i64 - want.count as i64));
+                } else {
+                    other_mismatches.push(format!("{key:?}: got {got:?}, want {want:?}"));
+                }
+            }
+        }
+    }
+    let extra = seen.aggs.keys().filter(|k| !want_aggs.contains_key(k)).count();
+    fail(missing == 0, format!("{missing} windows never emitted"));
+    fail(extra == 0, format!("{extra} windows emitted that hold no published reading"));
+    fail(
+        other_mismatches.is_empty(),
+        format!(
+            "{} windows with the right count but wrong values, e.g. {:?}",
+            other_mismatches.len(),
+            other_mismatches.first()
+        ),
+    );
+    // Relative to the kill -9's event time, in seconds.
+    let crash_span = crash_mismatches
+        .iter()
+        .map(|(s, _)| (*s - kill_event_ms) / 1000)
+        .fold(None, |acc: Option<(i64, i64)>, s| {
+            Some(acc.map_or((s, s), |(a, b)| (a.min(s), b.max(s))))
+        });
+    if let Some((first, last)) = crash_span {
+        // What a kill -9 can touch: windows open since the last periodic save before it (at
+        // most a save interval and a window back) until the restarted bridge has caught up.
+        let (from, to) = ((-SAVE_INTERVAL_MS - 2 * WINDOW_MS) / 1000, 30);
+        fail(
+            first >= from && last <= to,
+            format!(
+                "windows differing in count from {first} s to {last} s of the kill -9; it explains {from} s to {to} s"
+            ),
+        );
+    }
+
+    // Memory and file descriptors: over the run from its first period on, and per process
+    // from half a period of its own on (a restarted process starts small again).
+    let run_points: Vec<_> = lives
+        .iter()
+        .flat_map(|l| &l.steady)
+        .filter(|(t, _, _, _)| *t + 5 >= period.as_secs())
+        .collect();
+    // Growth within a few minutes is warm-up, not a leak: the bound applies from 10-minute
+    // periods on (the hour's run), the figures are printed whatever the length.
+    let judge_memory = period >= Duration::from_secs(600);
+    if let Some((_, _, base_rss, _)) = run_points.first().filter(|_| judge_memory) {
+        let max_rss = run_points.iter().map(|p| p.2).max().unwrap();
+        fail(
+            max_rss as f64 <= *base_rss as f64 * 1.10,
+            format!("RSS grew from {base_rss} KiB after the first period to {max_rss} KiB"),
+        );
+    }
+    let mut memory_lines = Vec::new();
+    for (i, life) in lives.iter().enumerate() {
+        let after_warmup: Vec<_> = life
+            .steady
+            .iter()
+            .filter(|(_, age, _, _)| *age + 5 >= period.as_secs() / 2)
+            .collect();
+        let line = format!(
+            "process {i} ({}): steady points (run s, age s, RSS MiB, fds): {}",
+            life.ended,
+            life.steady
+                .iter()
+                .map(|(t, a, r, f)| format!("({t}, {a}, {:.1}, {f})", *r as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        memory_lines.push(line);
+        if let Some((_, _, base_rss, _)) = after_warmup.first().filter(|_| judge_memory) {
+            let max_rss = after_warmup.iter().map(|p| p.2).max().unwrap();
+            fail(
+                max_rss as f64 <= *base_rss as f64 * 1.10,
+                format!(
+                    "process {i}: RSS grew from {base_rss} KiB to {max_rss} KiB after its first period"
+                ),
+            );
+        }
+        if let (Some(lo), Some(hi)) = (
+            life.steady.iter().map(|p| p.3).min(),
+            life.steady.iter().map(|p| p.3).max(),
+        ) {
+            fail(hi - lo <= 4, format!("process {i}: open fds from {lo} to {hi}"));
+        }
+    }
+
+    // The spool.
+    let spool_records = metric(&final_scrape, "edge_bridge_spool_records");
+    fail(spool_records == 0, format!("{spool_records} records left in the spool"));
+    fail(
+        spool_files == 0,
+        format!("{spool_files} bytes of segment files left in the spool"),
+    );
+
+    // Counters: delivered, over every process, against the topics.
+    let (mut received, mut raw_delivered, mut agg_delivered) = (0, 0, 0);
+    let mut counter_sources = Vec::new();
+    for (i, life) in lives.iter().enumerate() {
+        let text = std::fs::read_to_string(&life.stdout).unwrap_or_default();
+        let (r, d_raw, d_agg) = match summary_counts(&text) {
+            Some(c) => {
+                counter_sources.push(format!("process {i}: exit summary"));
+                c
+            }
+            None => {
+                counter_sources.push(format!("process {i}: last scrape (killed)"));
+                let m = &life.last_scrape;
+                (
+                    metric(m, "edge_bridge_readings_received_total"),
+                    metric(m, "edge_bridge_records_delivered_total{stream=\"raw\"}"),
+                    metric(m, "edge_bridge_records_delivered_total{stream=\"aggregate\"}"),
+                )
+            }
+        };
+        received += r;
+        raw_delivered += d_raw;
+        agg_delivered += d_agg;
+    }
+    // A record the broker wrote while its producer lost the connection (a cut) or its life
+    // (the kill -9) is in the topic but was never reported delivered; the reading is resent,
+    // so every such record is a copy. The bridge must never count one that is not there.
+    let uncounted = seen.raw_records as i64 - raw_delivered as i64;
+    fail(
+        uncounted >= 0 && uncounted as u64 <= seen.raw_records - seen.raw_distinct,
+        format!(
+            "raw records delivered (counted by the bridge) {raw_delivered}, in the topic {} of which {} copies",
+            seen.raw_records,
+            seen.raw_records - seen.raw_distinct
+        ),
+    );
+    fail(
+        agg_delivered == seen.agg_records,
+        format!(
+            "aggregates delivered (counted by the bridge) {agg_delivered} != in the topic {}",
+            seen.agg_records
+        ),
+    );
+    fail(
+        received >= plan.count(),
+        format!("readings received {received} < published {}", plan.count()),
+    );
+
+    let report = format!(
+        "sensors {} x {} readings/s, {} readings published in {:.0} s ({:.0} readings/s); drain after the last: {:.0} s\n\
+         raw: {} records, {} distinct ({} duplicates)\n\
+         aggregates: {} records, {} windows expected, {} missing, {} differing copies; \
+         windows differing in count after the kill -9: {} (from..to s of its event time: {:?}; count differences {:+?}..{:+?})\n\
+         readings received over all processes: {received} (redelivered: {})\n\
+         delivered counted by the bridge: raw {raw_delivered}, aggregates {agg_delivered} ({})\n\
+         spool at the end: {spool_records} records, {spool_files} bytes of segments\n\
+         {}\n",
+        plan.sensors,
+        plan.rate,
+        plan.count(),
+        sim_seconds,
+        plan.count() as f64 / sim_seconds,
+        drain_seconds,
+        seen.raw_records,
+        seen.raw_distinct,
+        seen.raw_records - seen.raw_distinct,
+        seen.agg_records,
+        want_aggs.len(),
+        missing,
+        seen.agg_differing_copies,
+        crash_mismatches.len(),
+        crash_span,
+        crash_mismatches.iter().map(|c| c.1).min().unwrap_or(0),
+        crash_mismatches.iter().map(|c| c.1).max().unwrap_or(0),
+        received.saturating_sub(plan.count()),
+        counter_sources.join(", "),
+        memory_lines.join("\n"),
+    );
+    eprintln!("soak report:\n{report}");
+    if let Some(p) = report_path {
+        std::fs::write(p, &report).unwrap();
+    }
+    if failures.is_empty() {
+        drop(state);
+    } else {
+        let kept = state.keep();
+        panic!(
+            "the soak failed:\n  - {}\nlog and summaries kept in {}",
+            failures.join("\n  - "),
+            kept.display()
+        );
+    }
+}
+
+/// Bytes of segment files in the spool's lanes.
+fn spool_segment_bytes(spool: &Path) -> u64 {
+    let mut total = 0;
+    for lane in std::fs::read_dir(spool).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(lane.path()).into_iter().flatten().flatten() {
+            if f.file_name().to_string_lossy().ends_with(".seg") {
+                total += f.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
