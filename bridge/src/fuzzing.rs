@@ -21,8 +21,8 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::mqtt::gate::{self, Connect};
-use crate::spool::frame::{self, Item, Scanner};
 pub use crate::spool::frame::MAX_SEQ;
+use crate::spool::frame::{self, Item, Scanner};
 use crate::spool::fs::{Fs, MemFs};
 use crate::spool::{Lane, Pos, Spool, SpoolOptions, CURSOR, SEGMENT_SUFFIX};
 
@@ -66,7 +66,11 @@ pub fn gate_connect(data: &[u8], chunk: usize) {
         Err(why) => assert!(!why.is_empty()),
         Ok(connect) => {
             assert!(matches!(connect.level, 4 | 5), "level {}", connect.level);
-            assert_eq!(broker_reads(&connect, &buf), BrokerRead::Same);
+            let broker = broker_reads(&connect, &buf);
+            assert!(
+                matches!(broker, BrokerRead::Same | BrokerRead::Refused),
+                "{broker:?}"
+            );
             for codes in [gate::BAD_CREDENTIALS, gate::NOT_AUTHORIZED] {
                 refusal_parses(connect.level, &gate::connack(connect.level, codes));
             }
@@ -129,6 +133,7 @@ fn refusal_parses(level: u8, connack: &[u8]) {
 pub fn spool_scan(data: &[u8], expected_seq: Option<u64>) {
     let mut pos = 0;
     let mut frame_bytes = Vec::new();
+    let mut next_seq = expected_seq;
     for item in Scanner::new(data, 0, expected_seq) {
         match item {
             Item::Record {
@@ -138,9 +143,18 @@ pub fn spool_scan(data: &[u8], expected_seq: Option<u64>) {
                 made_ms,
             } => {
                 assert!(end > pos && end <= data.len());
+                assert!(
+                    next_seq.is_none_or(|n| seq >= n),
+                    "record {seq} handed out after {next_seq:?} was expected"
+                );
+                next_seq = Some(seq + 1);
                 frame_bytes.clear();
                 frame::encode(seq, &routed, made_ms, &mut frame_bytes);
-                assert_eq!(frame_bytes, data[pos..end], "record {seq} re-encodes differently");
+                assert_eq!(
+                    frame_bytes,
+                    data[pos..end],
+                    "record {seq} re-encodes differently"
+                );
                 pos = end;
             }
             Item::Damaged { count, end } => {
@@ -226,70 +240,137 @@ pub fn encode_frame(seq: u64, routed: &Routed, made_ms: i64, out: &mut Vec<u8>) 
     frame::encode(seq, routed, made_ms, out);
 }
 
-/// Opens a spool from `files` (an in-memory file system), delivers everything, appends
-/// `next`, and opens it again.
+/// Opens a spool from `files` (an in-memory file system), delivers the first `acked` records
+/// it hands out, appends `next`, and opens it again (a restart).
 ///
 /// Properties: opening never fails or panics on what it finds; the records it reports are
-/// the records it then hands out; acknowledged records are never handed out again after a
-/// restart, and damage found once is not counted again; a spool recovered from anything
-/// stores and returns a new record.
-pub fn spool_recovery(files: Vec<LeftFile>, next: &Routed) {
-    let fs = MemFs::default();
+/// the records it then hands out, each once, in lane order and, within a lane, in sequence
+/// order; after the restart exactly the records not acknowledged come back, and `next`;
+/// damage is not counted more often than before; a drained spool holds no segment.
+pub fn spool_recovery(files: Vec<LeftFile>, next: &Routed, acked: usize) {
     let root = Path::new("/spool");
-    for f in files {
-        let dir = root.join(Lane::ALL[f.lane % Lane::ALL.len()].as_str());
-        let (name, data) = match f.name {
-            LeftName::Segment(first) => (format!("{first:020}{SEGMENT_SUFFIX}"), f.data),
-            LeftName::Cursor => (CURSOR.to_string(), f.data),
-            LeftName::ValidCursor(segment, offset, seq) => {
-                let pos = Pos {
-                    segment,
-                    offset,
-                    seq,
-                };
-                (CURSOR.to_string(), pos.encode())
-            }
-            LeftName::Other(name) if name.is_empty() || name.contains(['/', '\0']) => continue,
-            LeftName::Other(name) => (name, f.data),
-        };
-        fs.write_atomic(&dir.join(name), &data).expect("in memory");
-    }
+    let left = |files: &[LeftFile]| {
+        let fs = MemFs::default();
+        for f in files {
+            let dir = root.join(Lane::ALL[f.lane % Lane::ALL.len()].as_str());
+            let (name, data) = match &f.name {
+                LeftName::Segment(first) => {
+                    (format!("{first:020}{SEGMENT_SUFFIX}"), f.data.clone())
+                }
+                LeftName::Cursor => (CURSOR.to_string(), f.data.clone()),
+                LeftName::ValidCursor(segment, offset, seq) => {
+                    let pos = Pos {
+                        segment: *segment,
+                        offset: *offset,
+                        seq: *seq,
+                    };
+                    (CURSOR.to_string(), pos.encode())
+                }
+                LeftName::Other(name) if name.is_empty() || name.contains(['/', '\0']) => continue,
+                LeftName::Other(name) => (name.clone(), f.data.clone()),
+            };
+            fs.write_atomic(&dir.join(name), &data).expect("in memory");
+        }
+        fs
+    };
     let opts = SpoolOptions { max_bytes: 1 << 40 };
-    let (mut spool, recovery) =
-        Spool::open(fs.clone(), root, opts.clone()).expect("recovery never fails in memory");
+    let open = |fs: &MemFs| {
+        Spool::open(fs.clone(), root, opts.clone()).expect("recovery never fails in memory")
+    };
+
+    // Everything, delivered: what recovery reported, handed out once each, in order.
+    let (mut spool, recovery) = open(&left(&files));
     let recovered: u64 = recovery.records.iter().sum();
     assert_eq!(spool.records(), recovered);
-    let handed = drain(&mut spool);
-    assert_eq!(handed.len() as u64, recovered, "recovered records handed out");
+    let all = deliver(&mut spool, usize::MAX);
+    assert_eq!(all.len() as u64, recovered, "recovered records handed out");
+    assert!(spool.is_empty());
+    for pair in all.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(
+            order(a.lane) < order(b.lane) || (a.lane == b.lane && a.seq < b.seq),
+            "handed out of order: {:?} {} then {:?} {}",
+            a.lane,
+            a.seq,
+            b.lane,
+            b.seq
+        );
+    }
+    spool.sync().expect("in memory");
+    let drained = spool.bytes();
+    assert_eq!(drained, 0, "a drained, synced spool holds no segment");
+
+    // The same files, the first `acked` delivered, then a restart.
+    let acked = if all.is_empty() {
+        0
+    } else {
+        acked % (all.len() + 1)
+    };
+    let fs = left(&files);
+    let (mut spool, _) = open(&fs);
+    let first = deliver(&mut spool, acked);
+    assert_eq!(
+        first.iter().map(|h| (h.lane, h.seq)).collect::<Vec<_>>(),
+        all[..acked]
+            .iter()
+            .map(|h| (h.lane, h.seq))
+            .collect::<Vec<_>>()
+    );
     spool.sync().expect("in memory");
     let lane = Lane::for_stream(next.stream);
     assert!(spool.append(lane, next, 1).expect("in memory").stored);
-    spool.flush().expect("in memory");
     spool.sync().expect("in memory");
     drop(spool);
-
-    let (mut spool, again) = Spool::open(fs, root, opts).expect("recovery never fails in memory");
-    assert_eq!(again.damaged, 0, "damage counted again after a restart");
-    let handed = drain(&mut spool);
-    assert_eq!(handed.len(), 1, "delivered records handed out again after a restart");
-    assert_eq!(&handed[0].routed, next);
+    let (mut spool, again) = open(&fs);
+    assert!(
+        again.damaged <= recovery.damaged,
+        "damage counted more often after a restart"
+    );
+    let mut rest = deliver(&mut spool, usize::MAX);
+    let appended = rest
+        .iter()
+        .rposition(|h| h.lane == lane && &h.routed == next)
+        .expect("the record appended before the restart comes back");
+    rest.remove(appended);
+    assert_eq!(
+        rest.iter()
+            .map(|h| (h.lane, h.seq, &h.routed))
+            .collect::<Vec<_>>(),
+        all[acked..]
+            .iter()
+            .map(|h| (h.lane, h.seq, &h.routed))
+            .collect::<Vec<_>>(),
+        "after the restart: exactly the records not acknowledged"
+    );
 }
 
-fn drain(spool: &mut Spool<MemFs>) -> Vec<crate::spool::Handed> {
-    let mut all = Vec::new();
-    loop {
+/// A lane's place in the replay order.
+fn order(lane: Lane) -> usize {
+    Lane::ALL
+        .iter()
+        .position(|l| *l == lane)
+        .expect("every lane is in ALL")
+}
+
+/// Hands out and acknowledges records until `acks` were acknowledged or none is left; returns
+/// the acknowledged ones in the order handed out.
+fn deliver(spool: &mut Spool<MemFs>, acks: usize) -> Vec<crate::spool::Handed> {
+    let mut done = Vec::new();
+    while done.len() < acks {
         let mut batch = Vec::new();
         spool.next_batch(64, &mut batch).expect("in memory");
         if batch.is_empty() {
             break;
         }
-        for h in &batch {
+        for h in batch {
+            if done.len() == acks {
+                break;
+            }
             assert!(spool.ack(h.lane, h.seq), "handed out twice");
+            done.push(h);
         }
-        all.extend(batch);
     }
-    assert!(spool.is_empty());
-    all
+    done
 }
 
 /// The configuration loader on `text` as the configuration file.
@@ -307,16 +388,16 @@ pub fn config_file(text: &[u8]) {
             let again = scratch_file("again.toml", written.as_bytes());
             let reread = crate::load::load(Some(&again), serde_json::json!({}))
                 .unwrap_or_else(|e| panic!("written back, it does not load: {e}\n{written}"));
-            assert_eq!(reread, config, "written back, it loads differently:\n{written}");
+            assert_eq!(
+                reread, config,
+                "written back, it loads differently:\n{written}"
+            );
         }
     }
 }
 
 fn scratch_file(name: &str, data: &[u8]) -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "edge-bridge-fuzz-{}-{name}",
-        std::process::id()
-    ));
+    let path = std::env::temp_dir().join(format!("edge-bridge-fuzz-{}-{name}", std::process::id()));
     let mut f = std::fs::File::create(&path).expect("temporary directory is writable");
     f.write_all(data).expect("temporary directory is writable");
     path

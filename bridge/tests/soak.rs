@@ -21,11 +21,10 @@
 //!   10-minute periods only: shorter runs print the figures); each process's open file
 //!   descriptors stay within 4 of each other;
 //! - the spool ends as it began: no record left, no segment file left;
-//! - the counters: aggregates delivered (over all processes; each process's exit summary, or
-//!   its last scrape for the killed one) equal the records in the topic; raw records delivered
-//!   are never more than the topic holds, and those it holds uncounted are all copies (written
-//!   by the broker while their producer lost the link or its life, then resent); readings
-//!   received cover every reading published.
+//! - the counters: records delivered per stream (over all processes; each process's exit
+//!   summary, or its last scrape for the killed one) are never more than the topic holds, and
+//!   those it holds uncounted are all copies (written by the broker while their producer lost
+//!   the link or its life, then resent); readings received cover every reading published.
 
 mod support;
 
@@ -216,7 +215,10 @@ fn expected(plan: &Plan) -> (HashMap<(u32, i64), Expected>, u64) {
         let w = &mut watermark[k as usize];
         *w = (*w).max(m.ts_ms);
         let start = m.ts_ms - m.ts_ms.rem_euclid(WINDOW_MS);
-        assert!(start + WINDOW_MS > *w - GRACE_MS, "the soak's data is in order");
+        assert!(
+            start + WINDOW_MS > *w - GRACE_MS,
+            "the soak's data is in order"
+        );
         out.entry((k, start))
             .and_modify(|e| {
                 e.count += 1;
@@ -446,6 +448,7 @@ async fn soak() {
     schedule.sort_by_key(|(t, _)| *t);
 
     let mut kill_event_ms = 0i64;
+    let mut killed_age_ms = SAVE_INTERVAL_MS;
     let mut next_tick = Instant::now();
     for (at, fault) in schedule {
         // Scrape every 2 s until the fault is due.
@@ -466,10 +469,7 @@ async fn soak() {
                 fds,
             ));
         }
-        eprintln!(
-            "soak: {:>5} s: {fault:?}",
-            run_start.elapsed().as_secs()
-        );
+        eprintln!("soak: {:>5} s: {fault:?}", run_start.elapsed().as_secs());
         match fault {
             Fault::Cut => proxy.cut(),
             Fault::Restore => proxy.restore(),
@@ -481,9 +481,17 @@ async fn soak() {
                     life.ended = "sigterm";
                     bridge.term();
                 } else {
-                    // The event time being published now (the simulator keeps pace).
-                    kill_event_ms = plan.start_ms + sim_start.elapsed().as_millis() as i64;
                     life.ended = "sigkill";
+                    killed_age_ms = life.started.elapsed().as_millis() as i64;
+                    // The event time being published now, from the readings received so far
+                    // (the simulator may fall behind the wall clock; copies resent after the
+                    // restarts add a few seconds at most).
+                    let received: u64 = lives
+                        .iter()
+                        .map(|l| metric(&l.last_scrape, "edge_bridge_readings_received_total"))
+                        .sum();
+                    kill_event_ms = plan.start_ms
+                        + (received as f64 / (f64::from(plan.sensors) * plan.rate) * 1000.0) as i64;
                     bridge.kill9();
                 }
                 let before = connected(&log);
@@ -491,7 +499,10 @@ async fn soak() {
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while connected(&log) == before {
                     assert!(Instant::now() < deadline, "the bridge did not reconnect");
-                    assert!(bridge.child.try_wait().unwrap().is_none(), "the bridge exited");
+                    assert!(
+                        bridge.child.try_wait().unwrap().is_none(),
+                        "the bridge exited"
+                    );
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -525,7 +536,14 @@ async fn soak() {
     let mut quiet_since = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let m = scrape(http_port).unwrap_or_default();
+        // A failed scrape tells nothing: not quiet.
+        let Some(m) = scrape(http_port).filter(|m| {
+            m.contains_key("edge_bridge_spool_records")
+                && m.contains_key("edge_bridge_windows_open")
+        }) else {
+            quiet_since = Instant::now();
+            continue;
+        };
         let spooled = metric(&m, "edge_bridge_spool_records");
         let open = metric(&m, "edge_bridge_windows_open");
         let now = {
@@ -547,7 +565,7 @@ async fn soak() {
     }
     let drain_seconds = drain_start.elapsed().as_secs_f64();
     let final_scrape = lives.last().unwrap().last_scrape.clone();
-    let spool_files = spool_segment_bytes(&state.path().join("spool"));
+    let (spool_segments, spool_files) = spool_segments(&state.path().join("spool"));
     bridge.term();
     stop_consumer.store(true, Relaxed);
     consumer.join().unwrap();
@@ -571,7 +589,10 @@ async fn soak() {
             plan.count()
         ),
     );
-    fail(seen.raw_foreign == 0, format!("{} raw records that were never published", seen.raw_foreign));
+    fail(
+        seen.raw_foreign == 0,
+        format!("{} raw records that were never published", seen.raw_foreign),
+    );
     fail(
         seen.raw_hash == want_hash,
         "raw payloads differ from the published ones".into(),
@@ -594,9 +615,16 @@ async fn soak() {
             }
         }
     }
-    let extra = seen.aggs.keys().filter(|k| !want_aggs.contains_key(k)).count();
+    let extra = seen
+        .aggs
+        .keys()
+        .filter(|k| !want_aggs.contains_key(k))
+        .count();
     fail(missing == 0, format!("{missing} windows never emitted"));
-    fail(extra == 0, format!("{extra} windows emitted that hold no published reading"));
+    fail(
+        extra == 0,
+        format!("{extra} windows emitted that hold no published reading"),
+    );
     fail(
         other_mismatches.is_empty(),
         format!(
@@ -613,9 +641,13 @@ async fn soak() {
             Some(acc.map_or((s, s), |(a, b)| (a.min(s), b.max(s))))
         });
     if let Some((first, last)) = crash_span {
-        // What a kill -9 can touch: windows open since the last periodic save before it (at
-        // most a save interval and a window back) until the restarted bridge has caught up.
-        let (from, to) = ((-SAVE_INTERVAL_MS - 2 * WINDOW_MS) / 1000, 30);
+        // What a kill -9 can touch: windows open since the state it falls back to was saved
+        // (a save interval back at most, or the killed process's start, whose state was saved
+        // by a clean stop) until the restarted bridge has caught up.
+        let (from, to) = (
+            -(SAVE_INTERVAL_MS.min(killed_age_ms) + 2 * WINDOW_MS) / 1000,
+            30,
+        );
         fail(
             first >= from && last <= to,
             format!(
@@ -671,16 +703,22 @@ async fn soak() {
             life.steady.iter().map(|p| p.3).min(),
             life.steady.iter().map(|p| p.3).max(),
         ) {
-            fail(hi - lo <= 4, format!("process {i}: open fds from {lo} to {hi}"));
+            fail(
+                hi - lo <= 4,
+                format!("process {i}: open fds from {lo} to {hi}"),
+            );
         }
     }
 
     // The spool.
     let spool_records = metric(&final_scrape, "edge_bridge_spool_records");
-    fail(spool_records == 0, format!("{spool_records} records left in the spool"));
     fail(
-        spool_files == 0,
-        format!("{spool_files} bytes of segment files left in the spool"),
+        spool_records == 0,
+        format!("{spool_records} records left in the spool"),
+    );
+    fail(
+        spool_segments == 0,
+        format!("{spool_segments} segment files ({spool_files} bytes) left in the spool"),
     );
 
     // Counters: delivered, over every process, against the topics.
@@ -699,7 +737,10 @@ async fn soak() {
                 (
                     metric(m, "edge_bridge_readings_received_total"),
                     metric(m, "edge_bridge_records_delivered_total{stream=\"raw\"}"),
-                    metric(m, "edge_bridge_records_delivered_total{stream=\"aggregate\"}"),
+                    metric(
+                        m,
+                        "edge_bridge_records_delivered_total{stream=\"aggregate\"}",
+                    ),
                 )
             }
         };
@@ -719,10 +760,12 @@ async fn soak() {
             seen.raw_records - seen.raw_distinct
         ),
     );
+    let agg_copies = seen.agg_records - seen.aggs.len() as u64;
+    let agg_uncounted = seen.agg_records as i64 - agg_delivered as i64;
     fail(
-        agg_delivered == seen.agg_records,
+        agg_uncounted >= 0 && agg_uncounted as u64 <= agg_copies,
         format!(
-            "aggregates delivered (counted by the bridge) {agg_delivered} != in the topic {}",
+            "aggregates delivered (counted by the bridge) {agg_delivered}, in the topic {} of which {agg_copies} copies",
             seen.agg_records
         ),
     );
@@ -738,7 +781,7 @@ async fn soak() {
          windows differing in count after the kill -9: {} (from..to s of its event time: {:?}; count differences {:+?}..{:+?})\n\
          readings received over all processes: {received} (redelivered: {})\n\
          delivered counted by the bridge: raw {raw_delivered}, aggregates {agg_delivered} ({})\n\
-         spool at the end: {spool_records} records, {spool_files} bytes of segments\n\
+         spool at the end: {spool_records} records, {spool_segments} segment files ({spool_files} bytes)\n\
          {}\n",
         plan.sensors,
         plan.rate,
@@ -777,15 +820,20 @@ async fn soak() {
     }
 }
 
-/// Bytes of segment files in the spool's lanes.
-fn spool_segment_bytes(spool: &Path) -> u64 {
-    let mut total = 0;
+/// Segment files in the spool's lanes, and their bytes.
+fn spool_segments(spool: &Path) -> (u64, u64) {
+    let (mut files, mut bytes) = (0, 0);
     for lane in std::fs::read_dir(spool).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(lane.path()).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(lane.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if f.file_name().to_string_lossy().ends_with(".seg") {
-                total += f.metadata().map(|m| m.len()).unwrap_or(0);
+                files += 1;
+                bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
             }
         }
     }
-    total
+    (files, bytes)
 }

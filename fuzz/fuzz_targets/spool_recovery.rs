@@ -49,6 +49,8 @@ struct File {
 struct Input {
     files: Vec<File>,
     next: Record,
+    /// How many of the recovered records are delivered before the restart.
+    acked: usize,
 }
 
 fn bytes(content: Content) -> Vec<u8> {
@@ -59,8 +61,8 @@ fn bytes(content: Content) -> Vec<u8> {
             records,
             damage,
         } => {
-            // The spool numbers records from 0 and a lane never holds 2^63 of them.
-            let first = first >> 1;
+            // Within the spool's sequence numbers (up to 2^62); names and cursors go beyond.
+            let first = first >> 2;
             let mut data = Vec::new();
             for (i, r) in records.into_iter().enumerate() {
                 let (routed, made) = r.routed_made();
@@ -98,5 +100,5 @@ fuzz_target!(|input: Input| {
         })
         .collect();
     let (next, _) = input.next.routed_made();
-    edge_bridge::fuzzing::spool_recovery(files, &next);
+    edge_bridge::fuzzing::spool_recovery(files, &next, input.acked);
 });

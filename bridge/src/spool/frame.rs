@@ -163,7 +163,8 @@ impl Iterator for Scanner<'_> {
                     let h = header_at(self.data, p).expect("found above");
                     let count = self.gap_before(h.seq).max(1);
                     self.pos = p;
-                    self.expected = Some(h.seq);
+                    // Never backwards: an older frame found here is out of order (below).
+                    self.expected = Some(self.expected.map_or(h.seq, |e| e.max(h.seq)));
                     Item::Damaged { count, end: p }
                 }
                 None => {

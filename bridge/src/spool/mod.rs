@@ -224,6 +224,16 @@ impl<F: Fs> Spool<F> {
         let mut out = Appended::default();
         let mut frame = Vec::with_capacity(64 + routed.record.value.len());
         let seq = self.lanes[lane.index()].next_seq;
+        if seq > frame::MAX_SEQ {
+            // Only a directory holding files the spool did not write (a frame or name at the
+            // very limit) gets here: the frame would not be read back.
+            out.dropped[stream_slot(routed.stream)] += 1;
+            out.error = Some(format!(
+                "the spool lane {} has used up its sequence numbers (files in it were not written by this bridge): stop the bridge and move that directory away",
+                self.lanes[lane.index()].dir.display()
+            ));
+            return Ok(out);
+        }
         frame::encode(seq, routed, made_ms, &mut frame);
         let need = frame.len() as u64;
         while self.bytes + need > self.opts.max_bytes {
@@ -359,32 +369,18 @@ impl<F: Fs> Spool<F> {
                 }
                 st.unsynced = false;
             }
+            persist_read(&self.fs, st, &mut self.bytes)?;
             // A lane wholly read and delivered gives its last segment up too: the writer is
             // closed (everything in it is durable, and the next append starts a new segment
             // anyway) and the read position moves to where the next record will be, so that
-            // the segment goes below and a drained spool is back to its empty size.
+            // the segment goes and a drained spool is back to its empty size.
             if st.in_flight.is_empty() && st.segments.len() == 1 && st.pending.is_empty() {
                 let seg = &st.segments[0];
                 if seg.first_seq == st.read.segment && st.read.offset >= seg.bytes {
                     st.writer = None;
                     let next = st.next_seq;
                     start_reading(st, next);
-                }
-            }
-            let committed = committed(st);
-            if st.persisted != Some(committed) {
-                self.fs
-                    .write_atomic(&st.dir.join(CURSOR), &committed.encode())?;
-                st.persisted = Some(committed);
-                // Segments before the committed one are wholly delivered.
-                while st
-                    .segments
-                    .front()
-                    .is_some_and(|s| s.first_seq < committed.segment)
-                {
-                    let seg = st.segments.pop_front().expect("checked above");
-                    self.bytes = self.bytes.saturating_sub(seg.bytes);
-                    self.fs.remove(&segment_path(&st.dir, seg.first_seq))?;
+                    persist_read(&self.fs, st, &mut self.bytes)?;
                 }
             }
         }
@@ -576,7 +572,27 @@ fn seal_if_full<F: Fs>(
     Ok(())
 }
 
-/// Moves a lane's read position to the start of the segment beginning at `first_seq`.
+/// Writes the lane's durable read position if it moved, then deletes the segments wholly
+/// before it (delivered), counting their bytes out of `bytes`.
+fn persist_read<F: Fs>(fs: &F, st: &mut LaneState<F::Appender>, bytes: &mut u64) -> io::Result<()> {
+    let committed = committed(st);
+    if st.persisted == Some(committed) {
+        return Ok(());
+    }
+    fs.write_atomic(&st.dir.join(CURSOR), &committed.encode())?;
+    st.persisted = Some(committed);
+    while st
+        .segments
+        .front()
+        .is_some_and(|s| s.first_seq < committed.segment)
+    {
+        let seg = st.segments.pop_front().expect("checked above");
+        *bytes = bytes.saturating_sub(seg.bytes);
+        fs.remove(&segment_path(&st.dir, seg.first_seq))?;
+    }
+    Ok(())
+}
+
 /// Moves the read position to the start of segment `first_seq`. The sequence numbers read so
 /// far carry over (a frame below them in a later segment is not in the lane's order): the
 /// same rule as recovery's, so that both count the same records and damage.

@@ -81,8 +81,11 @@ pub(super) fn open_lane<F: Fs>(
         // End of the last intact record, and whether damage runs to the end of the file.
         let mut good_end = 0;
         let mut torn_tail = false;
+        // The sequence number expected after the last intact record: what a reader expects at
+        // the end of the file once a torn tail is cut off.
+        let mut expected_at_good_end = expected;
         let mut scanner = Scanner::new(&data, 0, Some(expected));
-        while let Some(item) = scanner.next() {
+        for item in scanner.by_ref() {
             match item {
                 Item::Record {
                     seq, routed, end, ..
@@ -90,6 +93,7 @@ pub(super) fn open_lane<F: Fs>(
                     seg.records[stream_slot(routed.stream)] += 1;
                     next_seq = next_seq.max(seq + 1);
                     good_end = end;
+                    expected_at_good_end = seq + 1;
                     torn_tail = false;
                 }
                 Item::Damaged { count, end } => {
@@ -98,7 +102,11 @@ pub(super) fn open_lane<F: Fs>(
                 }
             }
         }
-        carry = scanner.expected().unwrap_or(expected);
+        carry = if torn_tail {
+            expected_at_good_end
+        } else {
+            scanner.expected().unwrap_or(expected)
+        };
         if torn_tail {
             // Cut a torn tail off (as a write-ahead log does after a crash), so that the
             // next start neither finds nor counts it again.

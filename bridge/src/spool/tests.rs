@@ -581,7 +581,10 @@ fn impossible_sequence_numbers_are_not_the_spools() {
 
     let (mut s, recovery) = open(&fs, 1 << 20);
     assert_eq!(recovery.records, [0; 4]);
-    assert_eq!(recovery.damaged, 1, "the frame claiming seq 2^64-1 is damage");
+    assert_eq!(
+        recovery.damaged, 1,
+        "the frame claiming seq 2^64-1 is damage"
+    );
     for (i, lane) in [Lane::Raw, Lane::RescueRaw, Lane::Aggregate]
         .into_iter()
         .enumerate()
@@ -593,7 +596,11 @@ fn impossible_sequence_numbers_are_not_the_spools() {
         };
         s.append(lane, &rec(stream, 10 + i as u64), 0).unwrap();
     }
-    assert_eq!(drain(&mut s), vec![12, 11, 10], "in replay order, numbered from 0");
+    assert_eq!(
+        drain(&mut s),
+        vec![12, 11, 10],
+        "in replay order, numbered from 0"
+    );
 }
 
 /// Found by the `spool_recovery` fuzz target: a file named "7872.seg" (not the spool's
@@ -614,7 +621,10 @@ fn files_not_named_as_the_spool_names_segments_are_left_alone() {
     assert_eq!(drain(&mut s), vec![2]);
     s.sync().unwrap();
     let (_, again) = open(&fs, 1 << 20);
-    assert_eq!(again.records, [0; 4], "the stranger files are still not segments");
+    assert_eq!(
+        again.records, [0; 4],
+        "the stranger files are still not segments"
+    );
 }
 
 /// Found by the `spool_recovery` fuzz target: intact frames whose sequence numbers go back
@@ -636,7 +646,10 @@ fn frames_out_of_sequence_order_are_damage_not_records() {
     segment(0, &[0, 1, 2, 1, 3]);
     segment(2, &[2, 3, 4, 5]);
     let (mut s, recovery) = open(&fs, 1 << 20);
-    assert_eq!(recovery.damaged, 3, "seq 1 again in segment 0, 2 and 3 in segment 2");
+    assert_eq!(
+        recovery.damaged, 3,
+        "seq 1 again in segment 0, 2 and 3 in segment 2"
+    );
     assert_eq!(recovery.records[stats_index(Stream::Raw)], 6);
     assert_eq!(drain(&mut s), vec![0, 1, 2, 3, 204, 205]);
     assert_eq!(s.damaged(), 3, "counted once, at open");
@@ -650,15 +663,24 @@ fn a_drained_spool_is_back_to_its_empty_size() {
     let (mut s, _) = open(&fs, 1 << 20);
     let empty = fs.total_bytes();
     for i in 0..10 {
-        let stream = if i % 2 == 0 { Stream::Aggregate } else { Stream::Raw };
-        s.append(Lane::for_stream(stream), &rec(stream, i), 0).unwrap();
+        let stream = if i % 2 == 0 {
+            Stream::Aggregate
+        } else {
+            Stream::Raw
+        };
+        s.append(Lane::for_stream(stream), &rec(stream, i), 0)
+            .unwrap();
     }
     s.sync().unwrap();
     assert_eq!(drain(&mut s).len(), 10);
     s.sync().unwrap();
     assert_eq!(s.bytes(), 0, "the spool's own count of its size");
     let cursors = 4 * 28;
-    assert_eq!(fs.total_bytes(), empty + cursors, "only the lanes' read positions are left");
+    assert_eq!(
+        fs.total_bytes(),
+        empty + cursors,
+        "only the lanes' read positions are left"
+    );
     // And it carries on: a new record, delivered after a restart.
     s.append(Lane::Raw, &rec(Stream::Raw, 10), 0).unwrap();
     s.sync().unwrap();
@@ -666,4 +688,41 @@ fn a_drained_spool_is_back_to_its_empty_size() {
     let (mut s, r) = open(&fs, 1 << 20);
     assert_eq!(r.records[stats_index(Stream::Raw)], 1);
     assert_eq!(drain(&mut s), vec![10]);
+}
+
+/// From review: after a damaged stretch, an intact frame older than the records already read
+/// must not turn the scan back (it would hand a sequence number out twice).
+#[test]
+fn an_old_frame_after_damage_does_not_turn_the_scan_back() {
+    let fs = MemFs::default();
+    let dir = Path::new(DIR).join(Lane::Raw.as_str());
+    let mut data = Vec::new();
+    for q in 0..4 {
+        frame::encode(q, &rec(Stream::Raw, q), 0, &mut data);
+    }
+    data.extend_from_slice(&[0xee; 40]);
+    frame::encode(1, &rec(Stream::Raw, 1), 0, &mut data);
+    frame::encode(4, &rec(Stream::Raw, 4), 0, &mut data);
+    fs.write_atomic(&segment_path(&dir, 0), &data).unwrap();
+    let (mut s, recovery) = open(&fs, 1 << 20);
+    assert_eq!(recovery.records[stats_index(Stream::Raw)], 5);
+    assert_eq!(drain(&mut s), vec![0, 1, 2, 3, 4]);
+}
+
+/// From review: a file at the very limit of sequence numbers leaves the lane nothing to
+/// number new records with; they are refused with a message, not written unreadable.
+#[test]
+fn a_lane_at_the_sequence_limit_refuses_new_records_with_a_message() {
+    let fs = MemFs::default();
+    let dir = Path::new(DIR).join(Lane::Raw.as_str());
+    let mut data = Vec::new();
+    frame::encode(frame::MAX_SEQ, &rec(Stream::Raw, 7), 0, &mut data);
+    fs.write_atomic(&segment_path(&dir, frame::MAX_SEQ), &data)
+        .unwrap();
+    let (mut s, recovery) = open(&fs, 1 << 20);
+    assert_eq!(recovery.records[stats_index(Stream::Raw)], 1);
+    let refused = s.append(Lane::Raw, &rec(Stream::Raw, 8), 0).unwrap();
+    assert!(!refused.stored);
+    assert!(refused.error.unwrap().contains("move that directory away"));
+    assert_eq!(drain(&mut s), vec![7]);
 }
