@@ -370,18 +370,17 @@ impl<F: Fs> Spool<F> {
                 st.unsynced = false;
             }
             persist_read(&self.fs, st, &mut self.bytes)?;
-            // A lane wholly read and delivered gives its last segment up too: the writer is
-            // closed (everything in it is durable, and the next append starts a new segment
-            // anyway) and the read position moves to where the next record will be, so that
-            // the segment goes and a drained spool is back to its empty size.
-            if st.in_flight.is_empty() && st.segments.len() == 1 && st.pending.is_empty() {
-                let seg = &st.segments[0];
-                if seg.first_seq == st.read.segment && st.read.offset >= seg.bytes {
-                    st.writer = None;
-                    let next = st.next_seq;
-                    start_reading(st, next);
-                    persist_read(&self.fs, st, &mut self.bytes)?;
-                }
+            // A lane with nothing left to deliver gives its last segments up too (the one
+            // being written, and any holding only damaged records, which no read would pass
+            // while nothing follows them): the writer is closed (everything in it is durable,
+            // and the next append starts a new segment anyway) and the read position moves to
+            // where the next record will be, so that a drained spool is back to its empty size.
+            let drained = st.unread == 0 && st.in_flight.is_empty() && st.pending.is_empty();
+            if drained && !st.segments.is_empty() {
+                st.writer = None;
+                let next = st.next_seq;
+                start_reading(st, next);
+                persist_read(&self.fs, st, &mut self.bytes)?;
             }
         }
         Ok(())

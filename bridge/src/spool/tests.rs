@@ -726,3 +726,32 @@ fn a_lane_at_the_sequence_limit_refuses_new_records_with_a_message() {
     assert!(refused.error.unwrap().contains("move that directory away"));
     assert_eq!(drain(&mut s), vec![7]);
 }
+
+/// Found by the `spool_recovery` fuzz target: a lane whose last segment held nothing readable
+/// (a torn write, cut to nothing at open) kept the segment before it, delivered, on disk and
+/// in the spool's size: no read passes an empty segment while nothing follows it.
+#[test]
+fn a_drained_lane_ending_in_an_empty_segment_is_back_to_its_empty_size() {
+    let fs = MemFs::default();
+    let dir = Path::new(DIR).join(Lane::Raw.as_str());
+    let mut data = Vec::new();
+    frame::encode(0, &rec(Stream::Raw, 0), 0, &mut data);
+    fs.write_atomic(&segment_path(&dir, 0), &data).unwrap();
+    fs.write_atomic(&segment_path(&dir, 5), &[0, 0, 255, 109])
+        .unwrap();
+    let (mut s, recovery) = open(&fs, 1 << 20);
+    assert_eq!(
+        (recovery.records[stats_index(Stream::Raw)], recovery.damaged),
+        (1, 1)
+    );
+    assert_eq!(drain(&mut s), vec![0]);
+    s.sync().unwrap();
+    assert_eq!(s.bytes(), 0);
+    assert!(fs
+        .list(&dir)
+        .unwrap()
+        .iter()
+        .all(|n| !n.ends_with(SEGMENT_SUFFIX)));
+    s.append(Lane::Raw, &rec(Stream::Raw, 1), 0).unwrap();
+    assert_eq!(drain(&mut s), vec![1]);
+}
