@@ -11,7 +11,9 @@
 //!
 //! Checked at the end, against the dataset regenerated from its seed (not against anything the
 //! bridge reports):
-//! - every published reading is in the raw topic at least once, with its exact payload;
+//! - Mosquitto (queueing for the bridge without a cap here) received every publish and dropped
+//!   none, by its own `$SYS` counts, and every published reading is in the raw topic at least
+//!   once, with its exact payload;
 //! - every aggregate equals the one computed from the published readings; the documented
 //!   exception is the kill -9: windows open then may miss readings since the last periodic
 //!   save, or count a redelivered one twice (README, "Window state"); those must all lie in one
@@ -133,6 +135,8 @@ struct Seen {
     /// Wrapping sum of `payload_hash` over the first copy of each reading.
     raw_hash: u64,
     raw_bits: Vec<u64>,
+    /// Second of the run (event time) -> copies of readings already seen.
+    raw_copies_at: std::collections::BTreeMap<i64, u64>,
     agg_records: u64,
     /// (sensor, window start) -> the copy with the largest count, and how many copies.
     aggs: HashMap<(u32, i64), (Expected, u32)>,
@@ -175,6 +179,10 @@ fn consume(brokers: &str, plan: &Plan, seen: &Mutex<Seen>, stop: &AtomicBool) {
                 s.raw_bits[word] |= 1 << bit;
                 s.raw_distinct += 1;
                 s.raw_hash = s.raw_hash.wrapping_add(payload_hash(n, value));
+            } else {
+                *s.raw_copies_at
+                    .entry((ts - plan.start_ms) / 1000)
+                    .or_default() += 1;
             }
         } else {
             s.agg_records += 1;
@@ -268,6 +276,97 @@ fn metric(m: &HashMap<String, f64>, key: &str) -> u64 {
 }
 
 /// Resident memory (KiB) and open file descriptors of a process.
+/// Counts by second, as runs of seconds at most 10 s apart: "from..to: total", the largest 8.
+fn spans(counts: impl Iterator<Item = (i64, u64)>) -> String {
+    let mut runs: Vec<(i64, i64, u64)> = Vec::new();
+    for (s, n) in counts {
+        match runs.last_mut() {
+            Some((_, to, total)) if s - *to <= 10 => {
+                *to = s;
+                *total += n;
+            }
+            _ => runs.push((s, s, n)),
+        }
+    }
+    runs.sort_by_key(|r| std::cmp::Reverse(r.2));
+    let text: Vec<String> = runs
+        .iter()
+        .take(8)
+        .map(|(a, b, n)| format!("{a}..{b}: {n}"))
+        .collect();
+    if text.is_empty() {
+        "none".into()
+    } else {
+        text.join(", ")
+    }
+}
+
+/// Mosquitto's own counts of PUBLISH messages (`$SYS/broker/publish/messages/{received,sent,
+/// dropped}`; dropped are those it threw away at a queue or in-flight limit), as a listener
+/// started with the broker heard them. Mosquitto publishes each when it changes, at most every
+/// 10 s, retained for only 60 s: a listener that came later would miss a count that stopped
+/// changing, so one listens from the start and the last value of each counts.
+struct MqttCountsListener {
+    child: std::process::Child,
+    file: PathBuf,
+}
+
+impl MqttCountsListener {
+    fn start(port: u16, file: PathBuf) -> Self {
+        let child = std::process::Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-v"])
+            .args(["-t", "$SYS/broker/publish/messages/+"])
+            .stdout(std::fs::File::create(&file).unwrap())
+            .spawn()
+            .expect("mosquitto_sub (Debian's mosquitto-clients; scripts/test.sh installs it)");
+        Self { child, file }
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.file).unwrap_or_default()
+    }
+
+    /// Waits for the next round of counts (so that none is older than the last activity),
+    /// then stops listening.
+    fn finish(mut self) -> Result<MqttCounts, String> {
+        let before = self.text().len();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.text().len() == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let text = self.text();
+        drop(self);
+        let count = |name: &str| {
+            text.lines()
+                .rev()
+                .find_map(|l| l.strip_prefix(&format!("$SYS/broker/publish/messages/{name} ")))
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| format!("Mosquitto published no {name} count: {text}"))
+        };
+        Ok(MqttCounts {
+            received: count("received")?,
+            sent: count("sent")?,
+            dropped: count("dropped")?,
+        })
+    }
+}
+
+impl Drop for MqttCountsListener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+struct MqttCounts {
+    received: u64,
+    sent: u64,
+    dropped: u64,
+}
+
 fn rss_fds(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss = status
@@ -343,8 +442,15 @@ async fn soak() {
     let proxy_port = free_port();
     let kafka = Tansu::start_advertising(Some(proxy_port));
     let proxy = Proxy::start(proxy_port, kafka.direct);
-    let mosquitto = Mosquitto::start();
+    // The shipped Mosquitto file, but queueing for the bridge's session without a cap: on this
+    // 2-core machine everything (broker, bridge, simulator, Kafka, this test's consumer) shares
+    // the CPU, and a stretch where the bridge reads slower than the sensors publish must show
+    // as a backlog here, not as readings the MQTT broker threw away (which it counts: checked
+    // below).
+    let mosquitto = Mosquitto::start_with("max_queued_messages 0\nmax_queued_bytes 0");
     let state = tempfile::tempdir().unwrap();
+    let mqtt_counts =
+        MqttCountsListener::start(mosquitto.port, state.path().join("mqtt-counts.txt"));
     let log = state.path().join("bridge.log");
     let http_port = free_port();
     let args: Vec<String> = [
@@ -566,6 +672,7 @@ async fn soak() {
     let drain_seconds = drain_start.elapsed().as_secs_f64();
     let final_scrape = lives.last().unwrap().last_scrape.clone();
     let (spool_segments, spool_files) = spool_segments(&state.path().join("spool"));
+    let mqtt = mqtt_counts.finish();
     bridge.term();
     stop_consumer.store(true, Relaxed);
     consumer.join().unwrap();
@@ -580,7 +687,15 @@ async fn soak() {
         }
     };
 
-    // Raw readings.
+    // Raw readings: first, none thrown away before the bridge could read them.
+    fail(
+        mqtt.as_ref()
+            .is_ok_and(|m| m.dropped == 0 && m.received == plan.count()),
+        format!(
+            "Mosquitto's counts (received from the sensors, sent, dropped): {mqtt:?}; published {}",
+            plan.count()
+        ),
+    );
     fail(
         seen.raw_distinct == plan.count(),
         format!(
@@ -776,10 +891,11 @@ async fn soak() {
 
     let report = format!(
         "sensors {} x {} readings/s, {} readings published in {:.0} s ({:.0} readings/s); drain after the last: {:.0} s\n\
-         raw: {} records, {} distinct ({} duplicates)\n\
+         raw: {} records, {} distinct ({} duplicates; by event time, s of the run: {})\n\
          aggregates: {} records, {} windows expected, {} missing, {} differing copies; \
-         windows differing in count after the kill -9: {} (from..to s of its event time: {:?}; count differences {:+?}..{:+?})\n\
-         readings received over all processes: {received} (redelivered: {})\n\
+         windows differing in count after the kill -9: {} (from..to s of its event time: {:?}; count differences {:+?}..{:+?}; \
+         by window start, s of the run: {})\n\
+         readings received over all processes: {received} (redelivered: {}); Mosquitto: {}\n\
          delivered counted by the bridge: raw {raw_delivered}, aggregates {agg_delivered} ({})\n\
          spool at the end: {spool_records} records, {spool_segments} segment files ({spool_files} bytes)\n\
          {}\n",
@@ -792,6 +908,7 @@ async fn soak() {
         seen.raw_records,
         seen.raw_distinct,
         seen.raw_records - seen.raw_distinct,
+        spans(seen.raw_copies_at.iter().map(|(s, n)| (*s, *n))),
         seen.agg_records,
         want_aggs.len(),
         missing,
@@ -800,7 +917,24 @@ async fn soak() {
         crash_span,
         crash_mismatches.iter().map(|c| c.1).min().unwrap_or(0),
         crash_mismatches.iter().map(|c| c.1).max().unwrap_or(0),
+        spans({
+            let mut at = std::collections::BTreeMap::<i64, u64>::new();
+            for (start, _) in &crash_mismatches {
+                *at.entry((start - plan.start_ms) / 1000).or_default() += 1;
+            }
+            at.into_iter()
+        }),
         received.saturating_sub(plan.count()),
+        match &mqtt {
+            Ok(m) => format!(
+                "received {}, sent {} ({} more than received: resent to the bridge), dropped {}",
+                m.received,
+                m.sent,
+                m.sent as i64 - m.received as i64,
+                m.dropped
+            ),
+            Err(e) => e.clone(),
+        },
         counter_sources.join(", "),
         memory_lines.join("\n"),
     );

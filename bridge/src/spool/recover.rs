@@ -54,6 +54,25 @@ pub(super) fn open_lane<F: Fs>(
             seq: 0,
         },
     };
+    // A read position beyond its segment's end was not written by this spool (it only ever
+    // points at a frame's end); trusting it would skip nothing real and count bytes that are
+    // not there. Read that segment from its start instead.
+    if read.offset > 0
+        && firsts.first() == Some(&read.segment)
+        && fs
+            .read_from(&segment_path(&dir, read.segment), read.offset - 1)?
+            .is_empty()
+    {
+        tracing::warn!(
+            lane = %dir.display(),
+            "Spool read position lies beyond the end of its segment; resending the segment from its start (duplicates possible)"
+        );
+        read = Pos {
+            segment: read.segment,
+            offset: 0,
+            seq: read.segment,
+        };
+    }
     let mut segments = VecDeque::new();
     let mut unread = 0;
     let mut next_seq = read.seq;

@@ -755,3 +755,40 @@ fn a_drained_lane_ending_in_an_empty_segment_is_back_to_its_empty_size() {
     s.append(Lane::Raw, &rec(Stream::Raw, 1), 0).unwrap();
     assert_eq!(drain(&mut s), vec![1]);
 }
+
+/// Found by the `spool_recovery` fuzz target: a read position (cursor) pointing past the end
+/// of its segment was trusted, and the bytes it claimed to skip counted in the spool's size;
+/// the next append then dropped another lane's records "to make room" in a spool far from full.
+#[test]
+fn a_read_position_beyond_its_segment_is_not_trusted() {
+    let fs = MemFs::default();
+    let raw = Path::new(DIR).join(Lane::Raw.as_str());
+    let rescue = Path::new(DIR).join(Lane::RescueRaw.as_str());
+    let mut data = Vec::new();
+    frame::encode(10, &rec(Stream::Raw, 1), 0, &mut data);
+    frame::encode(11, &rec(Stream::Raw, 2), 0, &mut data);
+    fs.write_atomic(&segment_path(&raw, 10), &data).unwrap();
+    let beyond = Pos {
+        segment: 10,
+        offset: 1 << 50,
+        seq: 12,
+    };
+    fs.write_atomic(&raw.join(CURSOR), &beyond.encode())
+        .unwrap();
+    let mut rescued = Vec::new();
+    frame::encode(0, &rec(Stream::Raw, 3), 0, &mut rescued);
+    fs.write_atomic(&segment_path(&rescue, 0), &rescued)
+        .unwrap();
+
+    let files = (data.len() + rescued.len()) as u64;
+    let (mut s, recovery) = open(&fs, 4 * files);
+    assert_eq!(
+        (recovery.records[stats_index(Stream::Raw)], recovery.bytes),
+        (3, files),
+        "the raw segment is read from its start and counted at its size"
+    );
+    let appended = s.append(Lane::Raw, &rec(Stream::Raw, 4), 0).unwrap();
+    assert!(appended.stored);
+    assert_eq!(appended.dropped, [0; 4]);
+    assert_eq!(drain(&mut s), vec![3, 1, 2, 4]);
+}

@@ -326,8 +326,9 @@ impl Mosquitto {
     }
 
     /// With `listener_options` (TLS files, password file, ...) added after the listener line;
-    /// an `allow_anonymous` among them replaces the shipped one. Files the options name must be
-    /// readable by the `mosquitto` user, to which the broker drops when started as root.
+    /// an option among them (`allow_anonymous`, `max_queued_messages`, ...) replaces the
+    /// shipped one. Files the options name must be readable by the `mosquitto` user, to which
+    /// the broker drops when started as root.
     pub fn start_with(listener_options: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -336,12 +337,14 @@ impl Mosquitto {
             "/../broker-config/mosquitto.conf"
         ))
         .unwrap();
+        let key = |l: &str| l.split_whitespace().next().map(str::to_owned);
+        let overridden: std::collections::HashSet<String> =
+            listener_options.lines().filter_map(key).collect();
         // The shipped file listens on 1883 and persists under /var/lib; point both elsewhere.
         let replaced = |l: &str| {
             l.starts_with("listener")
                 || l.starts_with("persistence_location")
-                || (l.starts_with("allow_anonymous")
-                    && listener_options.contains("allow_anonymous"))
+                || key(l).is_some_and(|k| overridden.contains(&k))
         };
         let conf = base
             .lines()
