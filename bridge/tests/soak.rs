@@ -275,7 +275,6 @@ fn metric(m: &HashMap<String, f64>, key: &str) -> u64 {
     m.get(key).copied().unwrap_or(0.0) as u64
 }
 
-/// Resident memory (KiB) and open file descriptors of a process.
 /// Counts by second, as runs of seconds at most 10 s apart: "from..to: total", the largest 8.
 fn spans(counts: impl Iterator<Item = (i64, u64)>) -> String {
     let mut runs: Vec<(i64, i64, u64)> = Vec::new();
@@ -328,16 +327,14 @@ impl MqttCountsListener {
 
     /// Waits for the next round of counts (so that none is older than the last activity),
     /// then stops listening.
-    fn finish(mut self) -> Result<MqttCounts, String> {
+    fn finish(self) -> Result<MqttCounts, String> {
         let before = self.text().len();
         let deadline = Instant::now() + Duration::from_secs(15);
         while self.text().len() == before && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(200));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let text = self.text();
-        drop(self);
+        drop(self); // stops the listener
         let count = |name: &str| {
             text.lines()
                 .rev()
@@ -367,6 +364,7 @@ struct MqttCounts {
     dropped: u64,
 }
 
+/// Resident memory (KiB) and open file descriptors of a process.
 fn rss_fds(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss = status

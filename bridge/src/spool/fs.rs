@@ -14,6 +14,8 @@ pub trait Fs {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// The file's bytes from `offset` to its end.
     fn read_from(&self, path: &Path, offset: u64) -> io::Result<Vec<u8>>;
+    /// The file's length in bytes.
+    fn len(&self, path: &Path) -> io::Result<u64>;
     /// Opens `path` for appending, creating it.
     fn append(&self, path: &Path) -> io::Result<Self::Appender>;
     /// Pushes buffered writes to the OS and makes them durable.
@@ -44,6 +46,10 @@ impl Fs for DiskFs {
             names.push(e?.file_name().to_string_lossy().into_owned());
         }
         Ok(names)
+    }
+
+    fn len(&self, path: &Path) -> io::Result<u64> {
+        Ok(std::fs::metadata(path)?.len())
     }
 
     fn read_from(&self, path: &Path, offset: u64) -> io::Result<Vec<u8>> {
@@ -236,6 +242,12 @@ mod mem {
                 .filter(|p| p.parent() == Some(dir))
                 .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .collect())
+        }
+
+        fn len(&self, path: &Path) -> io::Result<u64> {
+            let st = self.0.borrow();
+            let f = st.files.get(path).ok_or_else(|| not_found(path))?;
+            Ok(f.data.len() as u64)
         }
 
         fn read_from(&self, path: &Path, offset: u64) -> io::Result<Vec<u8>> {

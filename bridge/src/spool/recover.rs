@@ -57,11 +57,8 @@ pub(super) fn open_lane<F: Fs>(
     // A read position beyond its segment's end was not written by this spool (it only ever
     // points at a frame's end); trusting it would skip nothing real and count bytes that are
     // not there. Read that segment from its start instead.
-    if read.offset > 0
-        && firsts.first() == Some(&read.segment)
-        && fs
-            .read_from(&segment_path(&dir, read.segment), read.offset - 1)?
-            .is_empty()
+    if firsts.first() == Some(&read.segment)
+        && read.offset > fs.len(&segment_path(&dir, read.segment))?
     {
         tracing::warn!(
             lane = %dir.display(),

@@ -31,6 +31,21 @@ fn id_of(h: &Handed) -> u64 {
 
 const DIR: &str = "/spool";
 
+fn lane_dir(lane: Lane) -> std::path::PathBuf {
+    Path::new(DIR).join(lane.as_str())
+}
+
+/// Writes segment `first` of `lane` holding raw records `(seq, id)`; returns its bytes.
+fn write_segment(fs: &MemFs, lane: Lane, first: u64, frames: &[(u64, u64)]) -> u64 {
+    let mut data = Vec::new();
+    for (seq, id) in frames {
+        frame::encode(*seq, &rec(Stream::Raw, *id), 0, &mut data);
+    }
+    fs.write_atomic(&segment_path(&lane_dir(lane), first), &data)
+        .unwrap();
+    data.len() as u64
+}
+
 fn open(fs: &MemFs, max_bytes: u64) -> (Spool<MemFs>, Recovery) {
     Spool::open(fs.clone(), Path::new(DIR), SpoolOptions { max_bytes }).unwrap()
 }
@@ -558,7 +573,6 @@ fn a_dropped_segment_awaiting_sync_does_not_block_later_syncs() {
 #[test]
 fn impossible_sequence_numbers_are_not_the_spools() {
     let fs = MemFs::default();
-    let lane_dir = |lane: Lane| Path::new(DIR).join(lane.as_str());
     let mut frame_at_max = Vec::new();
     frame::encode(u64::MAX, &rec(Stream::Raw, 1), 0, &mut frame_at_max);
     fs.write_atomic(
@@ -609,7 +623,7 @@ fn impossible_sequence_numbers_are_not_the_spools() {
 #[test]
 fn files_not_named_as_the_spool_names_segments_are_left_alone() {
     let fs = MemFs::default();
-    let dir = Path::new(DIR).join(Lane::RescueRaw.as_str());
+    let dir = lane_dir(Lane::RescueRaw);
     let mut frame_bytes = Vec::new();
     frame::encode(7872, &rec(Stream::Raw, 1), 0, &mut frame_bytes);
     for name in ["7872.seg", "+7872.seg", "0007872.seg"] {
@@ -635,7 +649,7 @@ fn files_not_named_as_the_spool_names_segments_are_left_alone() {
 #[test]
 fn frames_out_of_sequence_order_are_damage_not_records() {
     let fs = MemFs::default();
-    let dir = Path::new(DIR).join(Lane::Raw.as_str());
+    let dir = lane_dir(Lane::Raw);
     let segment = |first: u64, seqs: &[u64]| {
         let mut data = Vec::new();
         for &q in seqs {
@@ -695,7 +709,7 @@ fn a_drained_spool_is_back_to_its_empty_size() {
 #[test]
 fn an_old_frame_after_damage_does_not_turn_the_scan_back() {
     let fs = MemFs::default();
-    let dir = Path::new(DIR).join(Lane::Raw.as_str());
+    let dir = lane_dir(Lane::Raw);
     let mut data = Vec::new();
     for q in 0..4 {
         frame::encode(q, &rec(Stream::Raw, q), 0, &mut data);
@@ -714,7 +728,7 @@ fn an_old_frame_after_damage_does_not_turn_the_scan_back() {
 #[test]
 fn a_lane_at_the_sequence_limit_refuses_new_records_with_a_message() {
     let fs = MemFs::default();
-    let dir = Path::new(DIR).join(Lane::Raw.as_str());
+    let dir = lane_dir(Lane::Raw);
     let mut data = Vec::new();
     frame::encode(frame::MAX_SEQ, &rec(Stream::Raw, 7), 0, &mut data);
     fs.write_atomic(&segment_path(&dir, frame::MAX_SEQ), &data)
@@ -733,10 +747,8 @@ fn a_lane_at_the_sequence_limit_refuses_new_records_with_a_message() {
 #[test]
 fn a_drained_lane_ending_in_an_empty_segment_is_back_to_its_empty_size() {
     let fs = MemFs::default();
-    let dir = Path::new(DIR).join(Lane::Raw.as_str());
-    let mut data = Vec::new();
-    frame::encode(0, &rec(Stream::Raw, 0), 0, &mut data);
-    fs.write_atomic(&segment_path(&dir, 0), &data).unwrap();
+    let dir = lane_dir(Lane::Raw);
+    write_segment(&fs, Lane::Raw, 0, &[(0, 0)]);
     fs.write_atomic(&segment_path(&dir, 5), &[0, 0, 255, 109])
         .unwrap();
     let (mut s, recovery) = open(&fs, 1 << 20);
@@ -762,25 +774,16 @@ fn a_drained_lane_ending_in_an_empty_segment_is_back_to_its_empty_size() {
 #[test]
 fn a_read_position_beyond_its_segment_is_not_trusted() {
     let fs = MemFs::default();
-    let raw = Path::new(DIR).join(Lane::Raw.as_str());
-    let rescue = Path::new(DIR).join(Lane::RescueRaw.as_str());
-    let mut data = Vec::new();
-    frame::encode(10, &rec(Stream::Raw, 1), 0, &mut data);
-    frame::encode(11, &rec(Stream::Raw, 2), 0, &mut data);
-    fs.write_atomic(&segment_path(&raw, 10), &data).unwrap();
+    let files = write_segment(&fs, Lane::Raw, 10, &[(10, 1), (11, 2)])
+        + write_segment(&fs, Lane::RescueRaw, 0, &[(0, 3)]);
     let beyond = Pos {
         segment: 10,
         offset: 1 << 50,
         seq: 12,
     };
-    fs.write_atomic(&raw.join(CURSOR), &beyond.encode())
-        .unwrap();
-    let mut rescued = Vec::new();
-    frame::encode(0, &rec(Stream::Raw, 3), 0, &mut rescued);
-    fs.write_atomic(&segment_path(&rescue, 0), &rescued)
+    fs.write_atomic(&lane_dir(Lane::Raw).join(CURSOR), &beyond.encode())
         .unwrap();
 
-    let files = (data.len() + rescued.len()) as u64;
     let (mut s, recovery) = open(&fs, 4 * files);
     assert_eq!(
         (recovery.records[stats_index(Stream::Raw)], recovery.bytes),
