@@ -4,12 +4,19 @@
 #     Chromium for the headless test of the bridge's status page.
 #   - tansu, a Kafka-API broker from crates.io, as the local stand-in for Redpanda. Building it
 #     takes about 8 minutes on 2 cores, so it is cached under $EDGE_TOOLS_DIR.
-# Source it (`. scripts/tools.sh`) to get EDGE_TOOLS_DIR and TANSU_BIN exported.
+#   - nisshi, tansu's successor, for the SASL test (bridge/tests/kafka_sasl.rs): the one
+#     Kafka-API broker from the registries with SCRAM users. 0.7.0-pre.2 is its last release that
+#     builds with this machine's Rust 1.95 (0.7.0 and later need rama 0.4, hence Rust 1.96). Its
+#     SQLite storage (feature libsql) is what lets users be made before authentication is on.
+#     About a quarter of an hour to build, once, also cached under $EDGE_TOOLS_DIR.
+# Source it (`. scripts/tools.sh`) to get EDGE_TOOLS_DIR, TANSU_BIN and NISSHI_BIN exported.
 set -euo pipefail
 
 export EDGE_TOOLS_DIR="${EDGE_TOOLS_DIR:-$HOME/.cache/edge-bridge-tools}"
 TANSU_VERSION=0.6.0
 export TANSU_BIN="$EDGE_TOOLS_DIR/bin/tansu"
+NISSHI_VERSION=0.7.0-pre.2
+export NISSHI_BIN="$EDGE_TOOLS_DIR/nisshi/bin/nisshi"
 mkdir -p "$EDGE_TOOLS_DIR"
 
 apt_packages=(build-essential pkg-config cmake libssl-dev mosquitto mosquitto-clients python3-venv chromium)
@@ -20,4 +27,12 @@ if [ ! -x "$TANSU_BIN" ] || ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TAN
   echo "tools: building tansu $TANSU_VERSION into $EDGE_TOOLS_DIR (about 8 minutes, once)" >&2
   cargo install tansu --version "$TANSU_VERSION" --features dynostore --locked \
     --root "$EDGE_TOOLS_DIR" --quiet
+fi
+
+# Its own root: nisshi's binary must not replace another tool's, and its version is checked
+# from cargo's record of what it installed there.
+if ! grep -qF "nisshi $NISSHI_VERSION " "$EDGE_TOOLS_DIR/nisshi/.crates.toml" 2>/dev/null || [ ! -x "$NISSHI_BIN" ]; then
+  echo "tools: building nisshi $NISSHI_VERSION into $EDGE_TOOLS_DIR/nisshi (about 15 minutes, once)" >&2
+  cargo install nisshi --version "$NISSHI_VERSION" --features libsql --locked \
+    --root "$EDGE_TOOLS_DIR/nisshi" --quiet
 fi

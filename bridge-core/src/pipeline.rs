@@ -164,16 +164,15 @@ impl Pipeline {
         self.windower.snapshot()
     }
 
-    /// Loads saved window state; windows it already closes, and those of sensors idle as of
-    /// wall-clock `now_ms` (quiet while the bridge was down), are emitted to `out`.
+    /// Loads saved window state; windows it already closes are emitted to `out`. Idleness
+    /// counts from wall-clock `now_ms` (see [`Windower::restore`]).
     pub fn restore(
         &mut self,
         snap: WindowSnapshot,
         now_ms: i64,
         out: &mut Vec<Routed>,
     ) -> Result<(), RestoreError> {
-        self.windower.restore(snap, &mut self.closed)?;
-        self.windower.flush_idle(now_ms, &mut self.closed);
+        self.windower.restore(snap, now_ms, &mut self.closed)?;
         self.emit_closed(out);
         Ok(())
     }

@@ -368,11 +368,15 @@ impl Windower {
     }
 
     /// Replaces the state with a saved one. Windows the saved watermark already closes (a
-    /// smaller grace than before) are appended to `out`; call `flush_idle` afterwards to emit
-    /// the windows of sensors that stayed quiet while the bridge was down.
+    /// smaller grace than before) are appended to `out`. Idleness counts from `now_ms`, the
+    /// restart: while the bridge was down, a sensor's readings may have waited in an external
+    /// broker's session, and judged by the time it last saw them, every sensor would look idle
+    /// after a downtime longer than the idle timeout: its windows would close at once and the
+    /// readings the broker then delivers would all count late.
     pub fn restore(
         &mut self,
         snap: WindowSnapshot,
+        now_ms: i64,
         out: &mut Vec<ClosedWindow>,
     ) -> Result<(), RestoreError> {
         if snap.size_ms != self.opts.size_ms {
@@ -400,7 +404,7 @@ impl Windower {
             let mut state = SensorState {
                 watermark: s.watermark,
                 flushed_end: s.flushed_end,
-                last_seen_ms: s.last_seen_ms,
+                last_seen_ms: now_ms,
                 windows: s.windows.into_iter().collect(),
             };
             close_by_watermark(&key, &mut state, size, self.opts.grace_ms, out);

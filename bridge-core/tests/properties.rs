@@ -139,7 +139,7 @@ fn run_with_restarts(
         if restarts.contains(&i) {
             let json = serde_json::to_vec(&w.snapshot()).unwrap();
             w = Windower::new(options()).unwrap();
-            w.restore(serde_json::from_slice(&json).unwrap(), &mut out)
+            w.restore(serde_json::from_slice(&json).unwrap(), 0, &mut out)
                 .unwrap();
         }
         if let edge_bridge_core::Admission::Late { .. } = w.record(s, *ts, *v, 0, &mut out) {

@@ -89,6 +89,10 @@ pub struct Stats {
     pub mqtt_connected: AtomicU64,
     pub mqtt_subscribed: AtomicU64,
     pub mqtt_reconnects: AtomicU64,
+    /// External broker, QoS 1: messages received whose record is not yet delivered or synced
+    /// to the spool (their acks wait), and acks released but not yet written to the broker.
+    pub mqtt_unacked: AtomicU64,
+    pub mqtt_acks_unsent: AtomicU64,
     /// Connections the embedded broker's gate refused, by [`MqttRefusal`].
     pub mqtt_refused: [AtomicU64; MqttRefusal::ALL.len()],
     /// Whether the Kafka brokers answered lately: the last metadata probe, or a delivery

@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -110,38 +110,6 @@ fn raw_counts(records: &[support::Record]) -> HashMap<(String, Vec<u8>), usize> 
         *m.entry((r.key.clone(), r.value.clone())).or_default() += 1;
     }
     m
-}
-
-fn check_aggregates(records: &[support::Record], sent: &[Message]) {
-    let readings: Vec<(String, i64, f64)> = sent
-        .iter()
-        .map(|m| (m.sensor.clone(), m.ts_ms, m.value))
-        .collect();
-    let (expected, _) = reference::windows(&readings, 10_000, 1_000);
-    let mut got = BTreeMap::new();
-    for r in records {
-        let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
-        let t = &v["temperature"];
-        let key = (r.key.clone(), v["start"].as_i64().unwrap());
-        assert_eq!(r.timestamp, key.1, "Kafka timestamp of window {key:?}");
-        let agg = (
-            t["count"].as_u64().unwrap(),
-            t["min"].as_f64().unwrap(),
-            t["max"].as_f64().unwrap(),
-        );
-        // A replay may repeat an aggregate, but never with other values.
-        if let Some(prev) = got.insert(key.clone(), agg) {
-            assert_eq!(
-                prev, agg,
-                "window {key:?} emitted twice with different values"
-            );
-        }
-    }
-    assert_eq!(got.len(), expected.len(), "aggregates");
-    for (k, e) in &expected {
-        let g = got.get(k).unwrap_or_else(|| panic!("missing window {k:?}"));
-        assert_eq!(*g, (e.count, e.min, e.max), "window {k:?}");
-    }
 }
 
 /// Uplink outage at 2,000 readings/s: every raw reading and every aggregate arrives, per-sensor
@@ -278,7 +246,7 @@ async fn uplink_outage_loses_nothing_and_sends_aggregates_first() {
         1,
         Duration::from_secs(30),
     );
-    check_aggregates(&agg, &sent);
+    reference::check_aggregates(&agg, &sent);
 
     // Aggregates first: at every sample where a spooled raw reading had been confirmed, every
     // aggregate spooled during the outage had been confirmed already.
@@ -628,7 +596,7 @@ async fn full_spool_drops_raw_first_and_keeps_every_aggregate() {
         1,
         Duration::from_secs(30),
     );
-    check_aggregates(&agg, &sent);
+    reference::check_aggregates(&agg, &sent);
 }
 
 /// A restart in the middle of a window: the aggregate equals the uninterrupted run's.
@@ -682,7 +650,7 @@ async fn restart_mid_window_changes_no_aggregate() {
         1,
         Duration::from_secs(30),
     );
-    check_aggregates(&agg, &sent);
+    reference::check_aggregates(&agg, &sent);
 }
 
 /// kill -9 under load with Mosquitto (persistence on) as the external broker: every reading

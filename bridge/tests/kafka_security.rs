@@ -4,9 +4,8 @@
 //! known dataset and a consumer with the same settings reads it back; a missing client
 //! certificate and an untrusted broker certificate are logged at ERROR naming the keys to fix.
 //!
-//! SASL is not exercised against a real broker here: tansu 0.6 offers no PLAIN, and its SCRAM
-//! users can only be created by an already authenticated client, which its in-memory storage
-//! cannot bootstrap. The SASL keys are checked by configuration tests and `secrets.rs`.
+//! SASL (SCRAM) against a broker that requires it is in `kafka_sasl.rs`: tansu 0.6 offers no
+//! usable mechanism.
 
 mod support;
 

@@ -410,8 +410,20 @@ struct Life {
     /// steady points (before each fault, and at the end).
     steady: Vec<(u64, u64, u64, u64)>,
     last_scrape: HashMap<String, f64>,
+    /// The largest MQTT backlogs its scrapes showed: messages whose acks wait for their
+    /// record, and released acks not yet written (what a restart makes the broker redeliver).
+    max_unacked: (u64, u64),
     /// How it ended: "sigterm", "sigkill" or "end".
     ended: &'static str,
+}
+
+impl Life {
+    fn scraped(&mut self, m: HashMap<String, f64>) {
+        let (waiting, unsent) = &mut self.max_unacked;
+        *waiting = (*waiting).max(metric(&m, "edge_bridge_mqtt_unacked_messages"));
+        *unsent = (*unsent).max(metric(&m, "edge_bridge_mqtt_acks_unsent"));
+        self.last_scrape = m;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,6 +498,7 @@ async fn soak() {
             stdout,
             steady: Vec::new(),
             last_scrape: HashMap::new(),
+            max_unacked: (0, 0),
             ended: "end",
         });
         p
@@ -560,7 +573,7 @@ async fn soak() {
             next_tick += Duration::from_secs(2);
             tokio::time::sleep_until(next_tick.min(run_start + at).into()).await;
             if let Some(m) = scrape(http_port) {
-                lives.last_mut().unwrap().last_scrape = m;
+                lives.last_mut().unwrap().scraped(m);
             }
         }
         let life = lives.last_mut().unwrap();
@@ -579,7 +592,7 @@ async fn soak() {
             Fault::Restore => proxy.restore(),
             Fault::Term | Fault::Kill => {
                 if let Some(m) = scrape(http_port) {
-                    life.last_scrape = m;
+                    life.scraped(m);
                 }
                 if fault == Fault::Term {
                     life.ended = "sigterm";
@@ -616,7 +629,7 @@ async fn soak() {
     while !publisher.is_finished() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         if let Some(m) = scrape(http_port) {
-            lives.last_mut().unwrap().last_scrape = m;
+            lives.last_mut().unwrap().scraped(m);
         }
     }
     let sim = publisher.join().unwrap().expect("the simulator publishes");
@@ -658,7 +671,7 @@ async fn soak() {
             last = now;
             quiet_since = Instant::now();
         }
-        lives.last_mut().unwrap().last_scrape = m;
+        lives.last_mut().unwrap().scraped(m);
         if quiet_since.elapsed() > Duration::from_secs(5) {
             break;
         }
@@ -794,13 +807,15 @@ async fn soak() {
             .filter(|(_, age, _, _)| *age + 5 >= period.as_secs() / 2)
             .collect();
         let line = format!(
-            "process {i} ({}): steady points (run s, age s, RSS MiB, fds): {}",
+            "process {i} ({}): steady points (run s, age s, RSS MiB, fds): {}; largest MQTT backlog scraped: {} awaiting their record, {} acks unsent",
             life.ended,
             life.steady
                 .iter()
                 .map(|(t, a, r, f)| format!("({t}, {a}, {:.1}, {f})", *r as f64 / 1024.0))
                 .collect::<Vec<_>>()
-                .join(" ")
+                .join(" "),
+            life.max_unacked.0,
+            life.max_unacked.1,
         );
         memory_lines.push(line);
         if let Some((_, _, base_rss, _)) = after_warmup.first().filter(|_| judge_memory) {

@@ -297,7 +297,7 @@ fn snapshot_restore_continues_the_same_windows() {
     let json = serde_json::to_string(&snap).unwrap();
     let mut b = win();
     let mut out = Vec::new();
-    b.restore(serde_json::from_str(&json).unwrap(), &mut out)
+    b.restore(serde_json::from_str(&json).unwrap(), 0, &mut out)
         .unwrap();
     assert!(out.is_empty());
     assert_eq!(b.open_windows(), 2);
@@ -315,9 +315,30 @@ fn restore_keeps_emitted_windows_late() {
     let (_, closed) = rec(&mut a, "s", T0 + 11_000, 2.0, 0);
     assert_eq!(closed.len(), 1);
     let mut b = win();
-    b.restore(a.snapshot(), &mut Vec::new()).unwrap();
+    b.restore(a.snapshot(), 0, &mut Vec::new()).unwrap();
     let (adm, _) = rec(&mut b, "s", T0 + 500, 7.0, 0);
     assert_eq!(adm, Admission::Late { window_start: T0 });
+}
+
+#[test]
+fn restore_counts_idleness_from_the_restart() {
+    let idle = 5_000; // as in win()
+    let mut a = win();
+    // Last seen at wall-clock 0; the bridge comes back long after the idle timeout.
+    rec(&mut a, "s", T0 + 1_000, 1.0, 0);
+    let restart = 10 * idle;
+    let mut b = win();
+    let mut out = Vec::new();
+    b.restore(a.snapshot(), restart, &mut out).unwrap();
+    b.flush_idle(restart + idle - 1, &mut out);
+    assert!(out.is_empty(), "closed as idle by the downtime: {out:?}");
+    // A reading that waited in the broker meanwhile still counts in its window.
+    let (adm, _) = rec(&mut b, "s", T0 + 2_000, 3.0, restart + 1);
+    assert_eq!(adm, Admission::Added { window_start: T0 });
+    b.flush_idle(restart + 1 + idle, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].agg.count, 2);
+    assert_eq!(out[0].cause, CloseCause::Idle);
 }
 
 #[test]
@@ -328,7 +349,7 @@ fn restore_refuses_another_window_size() {
         ..WindowOptions::default()
     })
     .unwrap();
-    let err = b.restore(a.snapshot(), &mut Vec::new()).unwrap_err();
+    let err = b.restore(a.snapshot(), 0, &mut Vec::new()).unwrap_err();
     assert!(matches!(err, RestoreError::SizeChanged { .. }), "{err}");
 }
 
@@ -342,7 +363,7 @@ fn restore_refuses_unaligned_windows() {
         last_seen_ms: 0,
         windows: vec![(T0 + 3, Aggregate::of(1.0))],
     });
-    let err = win().restore(snap, &mut Vec::new()).unwrap_err();
+    let err = win().restore(snap, 0, &mut Vec::new()).unwrap_err();
     assert!(matches!(err, RestoreError::Invalid(_)), "{err}");
 }
 
@@ -359,7 +380,7 @@ fn restore_closes_what_a_smaller_grace_already_closes() {
     assert_eq!(a.open_windows(), 2);
     let mut b = win();
     let mut out = Vec::new();
-    b.restore(a.snapshot(), &mut out).unwrap();
+    b.restore(a.snapshot(), 0, &mut out).unwrap();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].start_ms, T0);
     assert_eq!(b.open_windows(), 1);

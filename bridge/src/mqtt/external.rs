@@ -79,6 +79,8 @@ impl std::fmt::Debug for ExternalOptions {
 /// most its in-flight window unacknowledged, so this rarely fills.
 const CHANNEL: usize = 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// How long a stop waits for the queued acks to be written and the connection closed.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 impl External {
@@ -189,20 +191,43 @@ impl External {
         self.flush_acks();
     }
 
-    /// Sends the queued acks (waiting up to 2 s for room in the request queue), then
-    /// disconnects; the event loop sends requests in order, so the acks leave first.
+    /// Acks released but not yet handed to the client's request queue.
+    pub fn acks_unsent(&self) -> usize {
+        self.unsent_acks.len()
+    }
+
+    /// Writes the queued acks, then disconnects, and waits (up to [`CLOSE_WAIT`]) for the
+    /// event loop to end. The event loop writes requests in order, so the acks leave before
+    /// the DISCONNECT; but it writes nothing while it waits to hand on a publish, so publishes
+    /// that arrive meanwhile are taken and dropped unacknowledged: the broker delivers them
+    /// again to the next session. (Before, the main loop had stopped reading at shutdown: the
+    /// event loop stalled on a full channel and every ack still queued was lost, so the broker
+    /// redelivered all of those messages after a restart.)
     pub async fn close(&mut self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+        let mut left_unacked = 0u64;
         while !self.unsent_acks.is_empty() && tokio::time::Instant::now() < deadline {
             self.flush_acks();
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            while self.rx.try_recv().is_ok() {
+                left_unacked += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        let unsent = self.unsent_acks.len();
         let _ = match &self.client {
             Client::V4(c) => c.try_disconnect().map_err(drop),
             Client::V5(c) => c.try_disconnect().map_err(drop),
         };
-        // Give the event loop a moment to write the acks and the disconnect.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The event loop ends once the broker closed the connection after the DISCONNECT.
+        while let Ok(Some(_)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            left_unacked += 1;
+        }
+        if unsent > 0 {
+            warn!(unsent, "MQTT acks not written within {CLOSE_WAIT:?} at shutdown: the broker will deliver those messages again (duplicates in the raw topic)");
+        }
+        if left_unacked > 0 {
+            info!(left_unacked, "Publishes that arrived during shutdown left unacknowledged: the broker keeps them for the next session");
+        }
     }
 
     fn flush_acks(&mut self) {

@@ -84,6 +84,14 @@ impl MqttSource {
         }
     }
 
+    /// Acks released but not yet written to the external broker.
+    pub fn acks_unsent(&self) -> usize {
+        match self {
+            MqttSource::External(e) => e.acks_unsent(),
+            MqttSource::Embedded(_) => 0,
+        }
+    }
+
     /// Acknowledges an external QoS 1 publish.
     pub async fn ack(&mut self, token: external::AckToken) {
         if let MqttSource::External(e) = self {

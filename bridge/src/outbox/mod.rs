@@ -314,6 +314,11 @@ impl<S: Sink> Outbox<S> {
         self.acks.pop_ready()
     }
 
+    /// MQTT messages whose acks wait for their record to be delivered or synced.
+    pub fn unacked(&self) -> usize {
+        self.acks.len()
+    }
+
     /// At a clean stop: waits up to `timeout` for records in flight, takes back the rest into
     /// the spool, and syncs it. Returns records lost for want of a spool.
     pub async fn shutdown(&mut self, timeout: Duration) -> anyhow::Result<u64> {

@@ -313,6 +313,73 @@ impl Tansu {
     }
 }
 
+/// A nisshi Kafka-API broker (tansu's successor) that requires SASL: SQLite storage in its own
+/// directory, SCRAM users made through its CLI while it runs without authentication, then the
+/// broker restarted with `--authentication` on the same storage. (Its in-memory storage cannot
+/// do this: users can only be made by a client that is already logged in.)
+pub struct Nisshi {
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+    pub brokers: String,
+}
+
+impl Nisshi {
+    /// `users`: (name, password, mechanism as nisshi's CLI spells it: scram256 or scram512).
+    pub fn start_with_users(users: &[(&str, &str, &str)]) -> Nisshi {
+        let bin = tool("NISSHI_BIN", "nisshi/bin/nisshi");
+        let dir = tempfile::tempdir().unwrap();
+        let start = |authentication: bool| {
+            let port = free_port();
+            let url = format!("tcp://127.0.0.1:{port}");
+            let mut cmd = Command::new(&bin);
+            // nisshi reads a sqlite:// path relative to its working directory.
+            cmd.current_dir(dir.path()).args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://nisshi.db",
+                "--silent",
+            ]);
+            if authentication {
+                cmd.arg("--authentication");
+            }
+            let child = cmd
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting nisshi");
+            let mut proc = Proc(child);
+            wait_listening(&mut proc.0, ([127, 0, 0, 1], port).into(), "nisshi");
+            (proc, url, port)
+        };
+        let (setup, url, _) = start(false);
+        for (name, password, mechanism) in users {
+            let out = Command::new(&bin)
+                .current_dir(dir.path())
+                .args(["user", "create", "--broker", &url, "--mechanism"])
+                .args([mechanism, name, password])
+                .output()
+                .expect("running nisshi user create");
+            assert!(
+                out.status.success(),
+                "nisshi user create {name} ({mechanism}) failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        drop(setup);
+        let (proc, _, port) = start(true);
+        Nisshi {
+            _proc: proc,
+            _dir: dir,
+            brokers: format!("127.0.0.1:{port}"),
+        }
+    }
+}
+
 /// A Mosquitto broker with the project's configuration, on a free port.
 pub struct Mosquitto {
     _proc: Proc,

@@ -65,3 +65,38 @@ pub fn split(sent: &[edge_sim::dataset::Message]) -> Split<'_> {
         .collect();
     (good, bad, readings)
 }
+
+/// Checks the aggregate records read back against [`windows`] of the readings `sent` (10 s
+/// windows, 1 s grace: the defaults): every window present with its count, min and max, and a
+/// window repeated by a replay only with the same values.
+pub fn check_aggregates(records: &[super::Record], sent: &[edge_sim::dataset::Message]) {
+    let readings: Vec<(String, i64, f64)> = sent
+        .iter()
+        .map(|m| (m.sensor.clone(), m.ts_ms, m.value))
+        .collect();
+    let (expected, _) = windows(&readings, 10_000, 1_000);
+    let mut got = BTreeMap::new();
+    for r in records {
+        let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+        let t = &v["temperature"];
+        let key = (r.key.clone(), v["start"].as_i64().unwrap());
+        assert_eq!(r.timestamp, key.1, "Kafka timestamp of window {key:?}");
+        let agg = (
+            t["count"].as_u64().unwrap(),
+            t["min"].as_f64().unwrap(),
+            t["max"].as_f64().unwrap(),
+        );
+        // A replay may repeat an aggregate, but never with other values.
+        if let Some(prev) = got.insert(key.clone(), agg) {
+            assert_eq!(
+                prev, agg,
+                "window {key:?} emitted twice with different values"
+            );
+        }
+    }
+    assert_eq!(got.len(), expected.len(), "aggregates");
+    for (k, e) in &expected {
+        let g = got.get(k).unwrap_or_else(|| panic!("missing window {k:?}"));
+        assert_eq!(*g, (e.count, e.min, e.max), "window {k:?}");
+    }
+}
