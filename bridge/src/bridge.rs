@@ -36,13 +36,6 @@ const PUMP_EVERY: Duration = Duration::from_millis(10);
 /// Publishes handled per turn of the main loop when more are already waiting: the timers are
 /// polled between turns, not between every two publishes.
 const PUBLISHES_PER_TURN: usize = 64;
-/// QoS 1 messages from an external broker taken in while their acks still wait for the
-/// record: beyond this the bridge stops reading until deliveries catch up, and the broker
-/// keeps the rest. The broker's in-flight window should bound this already, but Mosquitto 2.0.11
-/// (Debian 12's) exceeds it after a reconnect: without a bound of its own the bridge held
-/// hundreds of thousands of unacknowledged messages (memory, and as many redeliveries at a
-/// crash). Equal to the producer's queue: a full queue's worth of acks may wait at once.
-const MAX_UNACKED: usize = 20_000;
 /// At a stop with the embedded broker: the link counts as drained once quiet this long...
 const DRAIN_QUIET: Duration = Duration::from_millis(100);
 /// ... or after this long, whatever the sensors still send.
@@ -199,14 +192,8 @@ impl Bridge {
                     // their readings counted late.) Unconstrained: with tokio's task budget
                     // spent, an ordinary poll could say "nothing ready" during a backlog.
                     // A link the router paused holds a backlog even when nothing is ready yet.
-                    // At the ack bound, publishes wait unread: the intake is not caught up.
-                    let capped = outbox.unacked() >= MAX_UNACKED;
-                    let paused = capped || source.backlogged();
-                    let ready = if capped {
-                        None
-                    } else {
-                        tokio::task::unconstrained(source.next()).now_or_never()
-                    };
+                    let paused = source.backlogged();
+                    let ready = tokio::task::unconstrained(source.next()).now_or_never();
                     let mut intake = Intake { pipeline: &mut pipeline, outbox: &mut outbox, stats: &stats, rejections: &mut rejections, out: &mut out, caught_up_ms: &mut caught_up_ms };
                     match ready {
                         Some(msg) => intake.take(msg?, &mut source).await?,
@@ -225,7 +212,7 @@ impl Bridge {
                         last_save = Instant::now();
                     }
                 }
-                msg = source.next(), if outbox.unacked() < MAX_UNACKED => {
+                msg = source.next() => {
                     let mut intake = Intake { pipeline: &mut pipeline, outbox: &mut outbox, stats: &stats, rejections: &mut rejections, out: &mut out, caught_up_ms: &mut caught_up_ms };
                     intake.take(msg?, &mut source).await?;
                 }
@@ -319,7 +306,7 @@ impl Intake<'_> {
             // MQTT ack waits for.
             submit_all(self.outbox, self.stats, self.out, msg.ack, now).await?;
             handled += 1;
-            if handled < PUBLISHES_PER_TURN && self.outbox.unacked() < MAX_UNACKED {
+            if handled < PUBLISHES_PER_TURN {
                 next = source.try_next();
                 if next.is_none() && !source.backlogged() {
                     *self.caught_up_ms = now;

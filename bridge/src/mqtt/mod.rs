@@ -5,6 +5,7 @@ pub mod embedded;
 pub mod external;
 pub mod gate;
 pub mod priority;
+pub mod relay;
 pub mod tls;
 pub mod users;
 
