@@ -463,7 +463,11 @@ impl SummaryLine {
             spooled_records = s.spool_records,
             dropped =
                 s.raw.dropped + s.aggregate.dropped + s.dead_letter.dropped + s.late_stream.dropped,
-            reduction = s
+            wire_sent_bytes = s.wire_sent_bytes,
+            uplink_reduction = s
+                .uplink_reduction()
+                .map_or(0.0, |r| (r * 10.0).round() / 10.0),
+            aggregate_reduction = s
                 .reduction_factor()
                 .map_or(0.0, |r| (r * 10.0).round() / 10.0),
             "Summary"

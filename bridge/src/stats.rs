@@ -92,6 +92,10 @@ pub struct Stats {
     /// External broker, QoS 1: messages received whose record is not yet delivered or synced
     /// to the spool (their acks wait), and acks released but not yet written to the broker.
     pub mqtt_unacked: AtomicU64,
+    /// Bytes the Kafka producers wrote to and read from the brokers' sockets (see
+    /// [`crate::sink::wire`]), over every producer since start.
+    pub wire_sent_bytes: AtomicU64,
+    pub wire_received_bytes: AtomicU64,
     pub mqtt_acks_unsent: AtomicU64,
     /// Connections the embedded broker's gate refused, by [`MqttRefusal`].
     pub mqtt_refused: [AtomicU64; MqttRefusal::ALL.len()],
@@ -156,6 +160,8 @@ impl Stats {
         };
         Summary {
             readings_in: self.readings_in.load(Relaxed),
+            wire_sent_bytes: self.wire_sent_bytes.load(Relaxed),
+            wire_received_bytes: self.wire_received_bytes.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             aggregated: self.aggregated.load(Relaxed),
             late: self.late.load(Relaxed),
@@ -213,6 +219,10 @@ pub struct StreamSummary {
 pub struct Summary {
     pub readings_in: u64,
     pub bytes_in: u64,
+    /// Bytes on the wire to and from the Kafka brokers (everything the uplink carries for
+    /// the producer: all streams, protocol and compression included).
+    pub wire_sent_bytes: u64,
+    pub wire_received_bytes: u64,
     pub aggregated: u64,
     pub late: u64,
     pub rejected: u64,
@@ -231,8 +241,16 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// MQTT payload bytes in per aggregate byte sent: what downsampling saves on the uplink
-    /// when only the aggregate stream is sent upstream. `None` before any aggregate.
+    /// MQTT payload bytes in per byte the producer put on the wire to the brokers (every
+    /// stream, compression and Kafka protocol included): what the uplink carries compared with
+    /// forwarding the payloads. `None` before the first statistics report.
+    pub fn uplink_reduction(&self) -> Option<f64> {
+        (self.wire_sent_bytes > 0).then(|| self.bytes_in as f64 / self.wire_sent_bytes as f64)
+    }
+
+    /// MQTT payload bytes in per key and value byte of the aggregate records (before
+    /// compression and protocol overhead): what the aggregates alone would weigh, not what
+    /// the link carries. `None` before any aggregate.
     pub fn reduction_factor(&self) -> Option<f64> {
         (self.aggregate.bytes_delivered > 0)
             .then(|| self.bytes_in as f64 / self.aggregate.bytes_delivered as f64)
@@ -291,22 +309,35 @@ impl std::fmt::Display for Summary {
                 self.spool_records, self.spool_bytes, self.spool_damaged
             )?;
         }
-        match self.reduction_factor() {
-            Some(r) if r >= 1.0 => write!(
+        let less_or_more = |r: f64| {
+            if r >= 1.0 {
+                format!("{r:.1}x less than")
+            } else {
+                format!("{:.1}x MORE than", 1.0 / r)
+            }
+        };
+        match self.uplink_reduction() {
+            Some(r) => writeln!(
                 f,
-                "reduction: {} bytes in -> {} aggregate bytes sent = {r:.1}x less upstream than forwarding raw",
-                self.bytes_in, self.aggregate.bytes_delivered
-            ),
-            // Windows that held few readings (a short run, sparse sensors): each aggregate is
-            // larger than the payloads it summarises.
+                "uplink: {} bytes on the wire to the brokers (every stream, compressed, Kafka protocol included), {} back: {} the {} MQTT payload bytes in",
+                self.wire_sent_bytes,
+                self.wire_received_bytes,
+                less_or_more(r),
+                self.bytes_in
+            )?,
+            None => writeln!(f, "uplink: no bytes on the wire counted yet")?,
+        }
+        match self.reduction_factor() {
             Some(r) => write!(
                 f,
-                "reduction: {} bytes in -> {} aggregate bytes sent = {:.1}x MORE upstream than forwarding raw (too few readings per window to gain)",
-                self.bytes_in,
+                "aggregates alone: {} key and value bytes before compression: {} the MQTT payload bytes in{}",
                 self.aggregate.bytes_delivered,
-                1.0 / r
+                less_or_more(r),
+                // Windows that held few readings (a short run, sparse sensors): each aggregate
+                // is larger than the payloads it summarises.
+                if r < 1.0 { " (too few readings per window to gain)" } else { "" }
             ),
-            None => write!(f, "reduction: no aggregate delivered yet"),
+            None => write!(f, "aggregates alone: none delivered yet"),
         }
     }
 }
@@ -322,12 +353,28 @@ mod tests {
             bytes_in: 1_000,
             ..Summary::default()
         };
-        assert!(s
-            .to_string()
-            .ends_with("reduction: no aggregate delivered yet"));
+        assert!(s.to_string().ends_with(
+            "uplink: no bytes on the wire counted yet\naggregates alone: none delivered yet"
+        ));
         s.aggregate.bytes_delivered = 100;
-        assert!(s.to_string().contains("= 10.0x less upstream"), "{s}");
+        s.wire_sent_bytes = 500;
+        assert!(
+            s.to_string().contains(
+                "aggregates alone: 100 key and value bytes before compression: 10.0x less than"
+            ),
+            "{s}"
+        );
+        assert!(s.to_string().contains("uplink: 500 bytes on the wire to the brokers (every stream, compressed, Kafka protocol included), 0 back: 2.0x less than the 1000 MQTT payload bytes in"), "{s}");
         s.aggregate.bytes_delivered = 4_000;
-        assert!(s.to_string().contains("= 4.0x MORE upstream"), "{s}");
+        s.wire_sent_bytes = 2_000;
+        assert!(
+            s.to_string()
+                .contains("4.0x MORE than the MQTT payload bytes in (too few"),
+            "{s}"
+        );
+        assert!(
+            s.to_string().contains("2.0x MORE than the 1000 MQTT"),
+            "{s}"
+        );
     }
 }

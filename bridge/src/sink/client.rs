@@ -82,6 +82,11 @@ pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
         // Reconnect within 2 s of the uplink coming back (librdkafka's default backs off to
         // 10 s); a gateway has one producer, so the extra attempts cost nothing.
         .set("reconnect.backoff.max.ms", "2000")
+        // Bytes on the wire per broker (txbytes, rxbytes), for the uplink figures.
+        .set(
+            "statistics.interval.ms",
+            super::wire::STATISTICS_INTERVAL_MS.to_string(),
+        )
         .set_log_level(RDKafkaLogLevel::Warning);
     c.set(
         "security.protocol",

@@ -21,10 +21,12 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
 };
+use rdkafka::statistics::Statistics;
 use tracing::{debug, error, warn};
 
 use super::admin::TopicAdmin;
 use super::client::{describe, producer_config, Topics};
+use super::wire::WireMeter;
 use super::{ErrorClass, Event, Origin, SendError, Sink, SinkError, Tag};
 use crate::config::KafkaConfig;
 use crate::log_throttle::LogThrottle;
@@ -91,6 +93,8 @@ pub struct SinkContext {
     /// librdkafka repeats a failure every second or so while it lasts: one line per kind a
     /// minute, with the count held back.
     repeats: Mutex<LogThrottle>,
+    /// This producer's bytes on the wire as of its last statistics report.
+    wire: WireMeter,
 }
 
 /// How often one kind of librdkafka warning or error is written while it repeats.
@@ -104,6 +108,16 @@ impl SinkContext {
 }
 
 impl ClientContext for SinkContext {
+    fn stats(&self, statistics: Statistics) {
+        let grown = self.wire.observe(&statistics);
+        self.stats
+            .wire_sent_bytes
+            .fetch_add(grown.sent, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .wire_received_bytes
+            .fetch_add(grown.received, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
@@ -351,6 +365,7 @@ fn create_producer(
         stats: stats.clone(),
         events: events.clone(),
         repeats: Mutex::new(LogThrottle::new(REPEAT_EVERY)),
+        wire: WireMeter::default(),
     })
 }
 

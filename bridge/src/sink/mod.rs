@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod client;
 pub mod kafka;
+pub mod wire;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,14 +1,18 @@
 //! A TCP proxy the test controls: the uplink between the bridge and the Kafka broker, which
-//! the test cuts (every connection closed, new ones refused) and restores.
+//! the test cuts (every connection closed, new ones refused) and restores, and which counts
+//! the bytes it carries each way (what a metered link bills, less TCP/IP headers).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct Proxy {
     pub port: u16,
+    /// Bytes carried from the clients to the server, and back.
+    pub upstream_bytes: Arc<AtomicU64>,
+    pub downstream_bytes: Arc<AtomicU64>,
     up: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
@@ -23,6 +27,9 @@ impl Proxy {
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (up2, conns2, stop2) = (up.clone(), conns.clone(), stop.clone());
+        let upstream_bytes = Arc::new(AtomicU64::new(0));
+        let downstream_bytes = Arc::new(AtomicU64::new(0));
+        let (ups, downs) = (upstream_bytes.clone(), downstream_bytes.clone());
         std::thread::spawn(move || {
             while !stop2.load(SeqCst) {
                 match listener.accept() {
@@ -42,8 +49,12 @@ impl Proxy {
                             c.push(client.try_clone().unwrap());
                             c.push(server.try_clone().unwrap());
                         }
-                        pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                        pipe(server, client);
+                        pipe(
+                            client.try_clone().unwrap(),
+                            server.try_clone().unwrap(),
+                            ups.clone(),
+                        );
+                        pipe(server, client, downs.clone());
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -51,6 +62,8 @@ impl Proxy {
         });
         Proxy {
             port,
+            upstream_bytes,
+            downstream_bytes,
             up,
             conns,
             stop,
@@ -77,7 +90,7 @@ impl Drop for Proxy {
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+fn pipe(mut from: TcpStream, mut to: TcpStream, carried: Arc<AtomicU64>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 64 * 1024];
         loop {
@@ -87,6 +100,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
                     if to.write_all(&buf[..n]).is_err() {
                         break;
                     }
+                    carried.fetch_add(n as u64, SeqCst);
                 }
             }
         }
