@@ -404,7 +404,13 @@ impl Windower {
             let mut state = SensorState {
                 watermark: s.watermark,
                 flushed_end: s.flushed_end,
-                last_seen_ms: now_ms,
+                // Sensors without an open window keep their time: it orders which are forgotten
+                // first under max_sensors.
+                last_seen_ms: if s.windows.is_empty() {
+                    s.last_seen_ms
+                } else {
+                    now_ms
+                },
                 windows: s.windows.into_iter().collect(),
             };
             close_by_watermark(&key, &mut state, size, self.opts.grace_ms, out);

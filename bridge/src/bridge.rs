@@ -272,8 +272,16 @@ impl Intake<'_> {
         let deadline = tokio::time::Instant::now() + DRAIN_MAX;
         let mut drained = 0;
         while let Ok(msg) = tokio::time::timeout(DRAIN_QUIET, source.next()).await {
+            // The link broke: stop draining, but carry on with the stop (windows, spool).
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, "Shutting down: the MQTT intake failed while draining");
+                    break;
+                }
+            };
             let before = self.stats.readings_in.load(Relaxed);
-            self.take(msg?, source).await?;
+            self.take(msg, source).await?;
             drained += self.stats.readings_in.load(Relaxed) - before;
             if tokio::time::Instant::now() >= deadline {
                 break;

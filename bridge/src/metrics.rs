@@ -126,7 +126,7 @@ fn families(st: &Stats, s: &Summary) -> Vec<(&'static str, &'static str, Value)>
         ("edge_bridge_mqtt_subscribed", "1 while the subscription is in place.", Gauge(load(&st.mqtt_subscribed) as f64)),
         ("edge_bridge_mqtt_reconnects", "MQTT connections lost or refused since start.", Counter(load(&st.mqtt_reconnects))),
         ("edge_bridge_mqtt_unacked_messages", "QoS 1 messages from the external broker whose record is not yet delivered or synced to the spool: the broker redelivers them after a restart.", Gauge(load(&st.mqtt_unacked) as f64)),
-        ("edge_bridge_mqtt_acks_unsent", "QoS 1 acks released (the record is safe) but not yet written to the external broker.", Gauge(load(&st.mqtt_acks_unsent) as f64)),
+        ("edge_bridge_mqtt_acks_unsent", "QoS 1 acks released (the record is safe) but not yet in the MQTT client's request queue (up to 8,192 more wait there to be written).", Gauge(load(&st.mqtt_acks_unsent) as f64)),
         ("edge_bridge_mqtt_connections_refused", "Connections the embedded broker refused: failed TLS handshake, plaintext on the TLS port, bad credentials, no CONNECT.", Labelled("reason", mqtt_refused)),
         ("edge_bridge_kafka_reachable", "1 if the Kafka brokers answered the last metadata probe.", Gauge(load(&st.kafka_reachable) as f64)),
         ("edge_bridge_uplink_down", "1 while records wait in the spool because the brokers stopped confirming them.", Gauge(load(&st.uplink_down) as f64)),

@@ -94,11 +94,12 @@ impl External {
     /// Connects in the background: the client loop runs in `tasks`.
     pub fn start(o: ExternalOptions, tasks: &Tasks) -> Result<Self, MqttError> {
         let b = &o.broker;
-        let host = b
-            .url
-            .host_str()
-            .ok_or_else(|| MqttError::External("mqtt.url names no host".into()))?
-            .to_owned();
+        // An IPv6 address without its URL brackets, as a socket address takes it.
+        let host = match b.url.host() {
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            Some(h) => h.to_string(),
+            None => return Err(MqttError::External("mqtt.url names no host".into())),
+        };
         let tls = b.url.scheme() == "mqtts";
         let port = b.url.port().unwrap_or(if tls { 8883 } else { 1883 });
         let (user, pass) = match &b.credentials {
@@ -223,10 +224,20 @@ impl External {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let unsent = self.unsent_acks.len();
-        let _ = match &self.client {
-            Client::V4(c) => c.try_disconnect().map_err(drop),
-            Client::V5(c) => c.try_disconnect().map_err(drop),
-        };
+        // Queued behind the acks: retried while the request queue is full.
+        loop {
+            let queued = match &self.client {
+                Client::V4(c) => c.try_disconnect().is_ok(),
+                Client::V5(c) => c.try_disconnect().is_ok(),
+            };
+            if queued || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            while self.rx.try_recv().is_ok() {
+                left_unacked += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         // The event loop ends once the broker closed the connection after the DISCONNECT.
         while let Ok(Some(_)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
             left_unacked += 1;

@@ -38,8 +38,9 @@ use crate::tasks::Tasks;
 /// so a full queue's worth of acks may wait at once.
 pub const MAX_UNACKED: u64 = 20_000;
 
-/// How long connecting to the broker (TCP and TLS) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting to the broker (TCP and TLS together) may take: less than rumqttc's own
+/// wait for its CONNACK (5 s), so that the relay never connects for a client that gave up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Where the relay connects.
 #[derive(Clone)]
@@ -58,11 +59,12 @@ pub struct Target {
 
 /// Starts the relay; returns the socket name for rumqttc (`Transport::Unix`).
 pub fn start(target: Target, tasks: &Tasks) -> io::Result<String> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // Random: two bridges with the same pid (containers sharing the host's network) must not
+    // collide, and no one can take the name in advance.
     let name = format!(
-        "\0edge-bridge-mqtt-relay-{}-{}",
+        "\0edge-bridge-mqtt-relay-{}-{:016x}",
         std::process::id(),
-        NEXT.fetch_add(1, Relaxed)
+        rand::random::<u64>()
     );
     let listener = UnixListener::bind(&name)?;
     tasks.spawn(accept(listener, target));
@@ -71,6 +73,11 @@ pub fn start(target: Target, tasks: &Tasks) -> io::Result<String> {
 
 async fn accept(listener: UnixListener, target: Target) {
     let me = std::process::id() as i32;
+    // The connection being served: a new one from rumqttc (it reconnects when it gave up on
+    // the old one, which the relay may not have noticed yet) replaces it. Dropped with this
+    // task, the JoinSet ends it too.
+    let mut current = tokio::task::JoinSet::new();
+    let mut refusals = crate::log_throttle::LogThrottle::new(Duration::from_secs(60));
     loop {
         let client = match listener.accept().await {
             Ok((client, _)) => client,
@@ -82,52 +89,72 @@ async fn accept(listener: UnixListener, target: Target) {
         };
         // Anyone on the host can reach an abstract socket: serve this process only.
         if client.peer_cred().ok().and_then(|c| c.pid()) != Some(me) {
-            warn!("MQTT relay: a connection from another process refused");
+            if let Some(held_back) = refusals.admit("", std::time::Instant::now()) {
+                warn!(
+                    held_back,
+                    "MQTT relay: a connection from another process refused"
+                );
+            }
             continue;
         }
-        // One connection at a time (rumqttc's); it ends when either side closes.
-        serve(client, &target).await;
+        current.abort_all();
+        while current.try_join_next().is_some() {}
+        current.spawn(serve(client, target.clone()));
     }
 }
 
 /// Connects to the broker and relays until either side closes. Failures are logged here with
-/// what to fix; rumqttc sees its connection closed and reconnects with its backoff.
-async fn serve(client: UnixStream, target: &Target) {
-    let result = async {
-        let tcp = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((target.host.as_str(), target.port)),
-        )
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"))??;
+/// what to fix (rumqttc only sees its connection closed, and reconnects with its backoff).
+async fn serve(client: UnixStream, target: Target) {
+    let connect = async {
+        let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
         let _ = tcp.set_nodelay(true);
         match &target.tls {
-            None => relay(client, tcp, target.max_hold).await,
+            None => Ok(Broker::Plain(tcp)),
             Some(config) => {
                 let name = ServerName::try_from(target.host.clone())
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                let tls = tokio::time::timeout(
-                    CONNECT_TIMEOUT,
-                    TlsConnector::from(config.clone()).connect(name, tcp),
-                )
-                .await
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
-                })??;
-                relay(client, tls, target.max_hold).await
+                let tls = TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await?;
+                Ok(Broker::Tls(Box::new(tls)))
             }
         }
-    }
-    .await;
-    if let Err(e) = result {
-        let text = format!("{e:?}");
-        match super::external::advice(&text) {
-            Some(advice) => {
-                error!(error = %e, "MQTT broker refused the bridge: {advice}")
+    };
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no connection within {CONNECT_TIMEOUT:?}"),
+            ))
+        });
+    let result = match connected {
+        Ok(Broker::Plain(tcp)) => relay(client, tcp, target.max_hold).await,
+        Ok(Broker::Tls(tls)) => relay(client, *tls, target.max_hold).await,
+        Err(e) => {
+            match super::external::advice(&format!("{e:?}")) {
+                Some(advice) => error!(error = %e, "MQTT broker refused the bridge: {advice}"),
+                None => {
+                    warn!(error = %e, host = target.host, port = target.port, "Cannot reach the MQTT broker")
+                }
             }
+            return;
+        }
+    };
+    // A TLS alert after the handshake (a client certificate the broker refuses, under TLS
+    // 1.3) arrives as a read error.
+    if let Err(e) = result {
+        match super::external::advice(&format!("{e:?}")) {
+            Some(advice) => error!(error = %e, "MQTT broker refused the bridge: {advice}"),
             None => debug!(error = %e, "MQTT relay: connection to the broker ended"),
         }
     }
+}
+
+enum Broker {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 /// Copies both ways, counting at packet boundaries: QoS 1 and 2 PUBLISH packets from the
@@ -170,7 +197,9 @@ async fn relay<S: AsyncRead + AsyncWrite>(
         let mut released = false;
         let unacked = |sent: u64| sent.saturating_sub(acked.load(Relaxed));
         loop {
-            released &= unacked(sent) >= MAX_UNACKED;
+            // Held again only once acks have made real room (a tenth of the bound): holds that
+            // followed each other at every single ack would keep the PINGRESP back for good.
+            released &= unacked(sent) >= MAX_UNACKED / 10 * 9;
             // Pass on the complete packets the window allows, in one write.
             let mut waiting = false;
             let from = frames.start;
