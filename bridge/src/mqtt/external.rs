@@ -84,8 +84,8 @@ const CHANNEL: usize = 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// The client's request queue: room for acks, so that they reach the event loop as soon as
 /// they are released (it writes one per turn). With room for 64, at most 64 went in per turn
-/// of the bridge's retry (every 5 ms), which held the intake below the sensors' pace in the
-/// 10,000-sensor soak.
+/// of the bridge's retry (every 5 ms): about 13,000 acks/s at most, under the soak's 40,000
+/// readings/s.
 const REQUESTS: usize = 8_192;
 /// How long a stop waits for the queued acks to be written and the connection closed.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
