@@ -425,7 +425,11 @@ impl Session for V5 {
             },
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let Ok(topic) = ByteString::try_from(p.topic.clone()) else {
-                    warn!("Publish with a topic that is not UTF-8 ignored");
+                    // Acknowledged all the same: unacknowledged, the broker would send it again
+                    // at every reconnect, and it would hold a place in the relay's window.
+                    let acked = p.qos == rumqttc::v5::mqttbytes::QoS::AtMostOnce
+                        || self.1.try_ack(&p).is_ok();
+                    warn!(acked, "Publish with a topic that is not UTF-8 ignored");
                     return Polled::Other;
                 };
                 let ack = (p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce)
