@@ -71,16 +71,8 @@ fn env(
 
 /// ... and as a configuration (the bridge in this process).
 fn config(kafka: &Nisshi, mechanism: &str, password: &str, state: &Path) -> Config {
-    let mut c = Config {
-        state_dir: state.to_owned(),
-        ..Config::default()
-    };
-    c.http.listen = String::new();
-    c.mqtt.listen = format!("127.0.0.1:{}", free_port());
-    c.mqtt.listen_v5 = String::new();
-    c.window.idle_timeout = Duration::from_secs(1);
+    let mut c = support::bridge_config(&kafka.brokers, state);
     let k = &mut c.kafka;
-    k.brokers = kafka.brokers.clone();
     k.security_protocol = "sasl_plaintext".into();
     k.sasl_mechanism = mechanism.into();
     k.sasl_username = USER.into();

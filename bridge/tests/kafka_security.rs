@@ -67,16 +67,8 @@ impl Cluster {
     }
 
     fn bridge_config(&self, state: &Path) -> Config {
-        let mut c = Config {
-            state_dir: state.to_owned(),
-            ..Config::default()
-        };
-        c.http.listen = String::new();
-        c.mqtt.listen = format!("127.0.0.1:{}", free_port());
-        c.mqtt.listen_v5 = String::new();
-        c.window.idle_timeout = Duration::from_secs(1);
+        let mut c = support::bridge_config(&self.kafka.brokers, state);
         let k = &mut c.kafka;
-        k.brokers = self.kafka.brokers.clone();
         k.security_protocol = "ssl".into();
         k.ssl_ca_location = path(&self.pki.ca);
         k.ssl_certificate_location = path(&self.pki.client_cert);

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edge_bridge::stats::Stats;
-use edge_bridge::Config;
 use edge_bridge_core::Stream;
 use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Values};
 use support::proxy::Proxy;
@@ -25,14 +24,7 @@ async fn the_wire_bytes_the_bridge_reports_are_what_the_link_carried() {
     let kafka = Tansu::start_advertising(Some(proxy_port));
     let proxy = Proxy::start(proxy_port, kafka.direct);
     let state = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        state_dir: state.path().to_owned(),
-        ..Config::default()
-    };
-    config.kafka.brokers = kafka.brokers.clone();
-    config.http.listen = String::new();
-    config.mqtt.listen = format!("127.0.0.1:{}", free_port());
-    config.mqtt.listen_v5 = String::new();
+    let config = support::bridge_config(&kafka.brokers, state.path());
     let port = support::port_of(&config.mqtt.listen);
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

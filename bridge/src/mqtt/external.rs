@@ -219,9 +219,7 @@ impl External {
         let mut left_unacked = 0u64;
         while !self.unsent_acks.is_empty() && tokio::time::Instant::now() < deadline {
             self.flush_acks();
-            while self.rx.try_recv().is_ok() {
-                left_unacked += 1;
-            }
+            left_unacked += self.drop_received();
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let unsent = self.unsent_acks.len();
@@ -234,9 +232,7 @@ impl External {
             if queued || tokio::time::Instant::now() >= deadline {
                 break;
             }
-            while self.rx.try_recv().is_ok() {
-                left_unacked += 1;
-            }
+            left_unacked += self.drop_received();
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         // The event loop ends once the broker closed the connection after the DISCONNECT.
@@ -249,6 +245,16 @@ impl External {
         if left_unacked > 0 {
             info!(left_unacked, "Publishes that arrived during shutdown left unacknowledged: the broker keeps them for the next session");
         }
+    }
+
+    /// At a stop: drops the publishes waiting in the channel, unacknowledged (the broker keeps
+    /// them for the next session), so that the event loop can go on writing acks; how many.
+    fn drop_received(&mut self) -> u64 {
+        let mut n = 0;
+        while self.rx.try_recv().is_ok() {
+            n += 1;
+        }
+        n
     }
 
     fn flush_acks(&mut self) {

@@ -184,6 +184,22 @@ fn tool(env: &str, default: &str) -> PathBuf {
     p
 }
 
+/// A bridge in this process for one test: state in `state`, Kafka at `brokers`, the embedded
+/// broker on a free port (MQTT 3.1.1 only), no HTTP port (tests run side by side), and
+/// windows closed after 1 s without readings.
+pub fn bridge_config(brokers: &str, state: &std::path::Path) -> edge_bridge::Config {
+    let mut c = edge_bridge::Config {
+        state_dir: state.to_owned(),
+        ..edge_bridge::Config::default()
+    };
+    c.kafka.brokers = brokers.to_owned();
+    c.http.listen = String::new();
+    c.mqtt.listen = format!("127.0.0.1:{}", free_port());
+    c.mqtt.listen_v5 = String::new();
+    c.window.idle_timeout = Duration::from_secs(1);
+    c
+}
+
 /// Runs `cmd` (the bridge binary, configured by its caller) for `run_for`, stops it with
 /// SIGTERM, and returns what it wrote to stderr and stdout.
 pub fn logs_of_a_run(mut cmd: Command, run_for: Duration) -> String {
