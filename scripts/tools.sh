@@ -9,7 +9,10 @@
 #     builds with this machine's Rust 1.95 (0.7.0 and later need rama 0.4, hence Rust 1.96). Its
 #     SQLite storage (feature libsql) is what lets users be made before authentication is on.
 #     About a quarter of an hour to build, once, also cached under $EDGE_TOOLS_DIR.
-# Source it (`. scripts/tools.sh`) to get EDGE_TOOLS_DIR, TANSU_BIN and NISSHI_BIN exported.
+#   - A Python environment with confluent-kafka and xxhash from PyPI, for the consumer-side
+#     example (examples/dedup.py) and its test (bridge/tests/dedup_example.rs).
+# Source it (`. scripts/tools.sh`) to get EDGE_TOOLS_DIR, TANSU_BIN, NISSHI_BIN and
+# EDGE_EXAMPLES_PYTHON exported.
 set -euo pipefail
 
 export EDGE_TOOLS_DIR="${EDGE_TOOLS_DIR:-$HOME/.cache/edge-bridge-tools}"
@@ -17,6 +20,8 @@ TANSU_VERSION=0.6.0
 export TANSU_BIN="$EDGE_TOOLS_DIR/bin/tansu"
 NISSHI_VERSION=0.7.0-pre.2
 export NISSHI_BIN="$EDGE_TOOLS_DIR/nisshi/bin/nisshi"
+EXAMPLES_VENV="$EDGE_TOOLS_DIR/venv-examples"
+export EDGE_EXAMPLES_PYTHON="$EXAMPLES_VENV/bin/python"
 mkdir -p "$EDGE_TOOLS_DIR"
 
 apt_packages=(build-essential pkg-config cmake libssl-dev mosquitto mosquitto-clients python3-venv chromium)
@@ -35,4 +40,11 @@ if ! grep -qF "nisshi $NISSHI_VERSION " "$EDGE_TOOLS_DIR/nisshi/.crates.toml" 2>
   echo "tools: building nisshi $NISSHI_VERSION into $EDGE_TOOLS_DIR/nisshi (about 15 minutes, once)" >&2
   cargo install nisshi --version "$NISSHI_VERSION" --features libsql --locked \
     --root "$EDGE_TOOLS_DIR/nisshi" --quiet
+fi
+
+# Pinned: the example's test checks its output, not the clients' changelogs.
+if ! "$EDGE_EXAMPLES_PYTHON" -c 'import confluent_kafka, xxhash' 2>/dev/null; then
+  echo "tools: installing confluent-kafka and xxhash into $EXAMPLES_VENV" >&2
+  python3 -m venv "$EXAMPLES_VENV"
+  "$EXAMPLES_VENV/bin/pip" install --quiet confluent-kafka==2.16.1 xxhash==4.1.0
 fi

@@ -11,7 +11,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use bytestring::ByteString;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use edge_bridge_core::{DecodeOptions, Decoder, Pipeline, WindowOptions, Windower};
+use edge_bridge_core::{DecodeOptions, Decoder, EncodeOptions, Pipeline, WindowOptions, Windower};
 
 const SENSORS: usize = 10_000;
 const ROUNDS: usize = 20;
@@ -100,7 +100,7 @@ fn bench(c: &mut Criterion) {
                     let p = Pipeline::new(
                         DecodeOptions::default(),
                         window_options(),
-                        "temperature",
+                        &EncodeOptions::default(),
                         false,
                     )
                     .unwrap();

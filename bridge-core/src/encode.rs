@@ -9,9 +9,15 @@
 //! - Dead letter: key = MQTT topic, value = the original payload, timestamp = arrival time,
 //!   headers = topic, reason code and message.
 //!
-//! Every record carries a stable id (`edge.id`): a hash of its stream, key, timestamp and value.
-//! A record sent twice (after a crash, a spool replay or an MQTT redelivery) carries the same id
-//! both times, so a consumer removes duplicates by remembering recent ids per key.
+//! Every record has a stable id, [`record_id`]: a hash of its stream, key, timestamp and value.
+//! A record sent twice (after a crash, a spool replay or an MQTT redelivery) has the same id
+//! both times, so a consumer removes duplicates by remembering recent ids per key. A consumer
+//! computes the id from the record itself, so by default it is not sent: on a metered uplink a
+//! 16-hex-digit header is most of a raw record's bytes after compression. With
+//! [`EncodeOptions::id_header`] every record carries it as the `edge.id` header.
+//!
+//! The raw record's `mqtt.topic` header is left out where the topic follows from the key (see
+//! [`TopicHeader::Auto`]), for the same reason.
 
 use std::borrow::Cow;
 
@@ -24,7 +30,8 @@ use crate::window::ClosedWindow;
 
 /// Header holding the MQTT topic a record came from.
 pub const HEADER_MQTT_TOPIC: &str = "mqtt.topic";
-/// Every record: a stable id, 16 hex digits (see the module documentation).
+/// A record's stable id, 16 hex digits, when [`EncodeOptions::id_header`] is on (see the module
+/// documentation and [`record_id`]).
 pub const HEADER_RECORD_ID: &str = "edge.id";
 /// Dead letters: the short reason code (`not_json`, `bad_timestamp`, ...).
 pub const HEADER_ERROR_REASON: &str = "error.reason";
@@ -60,22 +67,65 @@ pub struct OutRecord {
 /// them; names from MQTT 5 user properties or read back from the spool are owned.
 pub type HeaderName = Cow<'static, str>;
 
-/// Encodes records; holds the measurement name used in aggregate values.
+/// When a raw record carries its MQTT topic in the `mqtt.topic` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TopicHeader {
+    /// Only when the topic does not follow from the record's key: the sensor id is not made of
+    /// the filter's `+` levels, or the filter has a `#` (see
+    /// [`crate::topic::TopicFilter::topic_of`]).
+    #[default]
+    Auto,
+    /// On every raw record.
+    Always,
+}
+
+/// What goes into records besides what the contract fixes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// Name of the statistics object in aggregate values.
+    pub measurement: String,
+    /// Every record carries its id ([`record_id`]) in the `edge.id` header.
+    pub id_header: bool,
+    pub topic_header: TopicHeader,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        Self {
+            measurement: "temperature".into(),
+            id_header: false,
+            topic_header: TopicHeader::Auto,
+        }
+    }
+}
+
+/// Encodes records.
 #[derive(Debug, Clone)]
 pub struct Encoder {
     measurement: String,
+    id_header: bool,
+    /// Whether raw records carry `mqtt.topic` ([`TopicHeader`] resolved for the decoder).
+    topic_header: bool,
 }
 
 impl Default for Encoder {
     fn default() -> Self {
-        Self::new("temperature")
+        Self::new(&EncodeOptions::default(), false)
     }
 }
 
 impl Encoder {
-    pub fn new(measurement: impl Into<String>) -> Self {
+    /// `topic_follows_from_key`: whether the decoder's sensor ids give back the MQTT topic
+    /// ([`crate::Decoder::topic_follows_from_sensor`]), for [`TopicHeader::Auto`].
+    pub fn new(options: &EncodeOptions, topic_follows_from_key: bool) -> Self {
         Self {
-            measurement: measurement.into(),
+            measurement: options.measurement.clone(),
+            id_header: options.id_header,
+            topic_header: match options.topic_header {
+                TopicHeader::Always => true,
+                TopicHeader::Auto => !topic_follows_from_key,
+            },
         }
     }
 
@@ -91,11 +141,15 @@ impl Encoder {
         payload: Bytes,
         user_properties: &[(String, String)],
     ) -> OutRecord {
-        let mut headers = Vec::with_capacity(2 + user_properties.len());
-        headers.push((
-            Cow::Borrowed(HEADER_MQTT_TOPIC),
-            mqtt_topic.as_bytes().clone(),
-        ));
+        let mut headers = Vec::with_capacity(
+            usize::from(self.topic_header) + usize::from(self.id_header) + user_properties.len(),
+        );
+        if self.topic_header {
+            headers.push((
+                Cow::Borrowed(HEADER_MQTT_TOPIC),
+                mqtt_topic.as_bytes().clone(),
+            ));
+        }
         headers.extend(user_properties.iter().map(|(k, v)| {
             let name = if RESERVED_HEADERS.contains(&k.as_str()) {
                 format!("{USER_PROPERTY_PREFIX}{k}")
@@ -105,7 +159,9 @@ impl Encoder {
             (Cow::Owned(name), Bytes::copy_from_slice(v.as_bytes()))
         }));
         let key = shared_slice(&reading.sensor, [mqtt_topic.as_bytes(), &payload]);
-        headers.push(id_header(b'r', &key, reading.ts_ms, &payload));
+        if self.id_header {
+            headers.push(id_header(IdStream::Raw, &key, reading.ts_ms, &payload));
+        }
         OutRecord {
             key,
             value: payload,
@@ -117,10 +173,8 @@ impl Encoder {
     /// A raw record routed to the late topic: the raw record plus the closed window's start.
     pub fn late(&self, raw: &OutRecord, window_start_ms: i64) -> OutRecord {
         let mut late = raw.clone();
-        let id = id_header(b'l', &late.key, late.timestamp_ms, &late.value);
-        match late.headers.iter_mut().find(|(k, _)| k == HEADER_RECORD_ID) {
-            Some(h) => *h = id,
-            None => late.headers.push(id),
+        if let Some(h) = late.headers.iter_mut().find(|(k, _)| k == HEADER_RECORD_ID) {
+            *h = id_header(IdStream::Late, &raw.key, raw.timestamp_ms, &raw.value);
         }
         late.headers.push((
             Cow::Borrowed(HEADER_LATE_WINDOW),
@@ -138,7 +192,10 @@ impl Encoder {
         .expect("serializing numbers and strings to a Vec cannot fail");
         let key = Bytes::copy_from_slice(w.sensor.as_bytes());
         let value = Bytes::from(value);
-        let headers = vec![id_header(b'a', &key, w.start_ms, &value)];
+        let mut headers = Vec::new();
+        if self.id_header {
+            headers.push(id_header(IdStream::Aggregate, &key, w.start_ms, &value));
+        }
         OutRecord {
             key,
             value,
@@ -156,48 +213,69 @@ impl Encoder {
         error: &DecodeError,
     ) -> OutRecord {
         let key = Bytes::copy_from_slice(mqtt_topic.as_bytes());
-        let id = id_header(b'd', &key, arrival_ms, &payload);
+        let id = self
+            .id_header
+            .then(|| id_header(IdStream::DeadLetter, &key, arrival_ms, &payload));
+        let mut headers = Vec::with_capacity(4);
+        headers.extend([
+            (
+                Cow::Borrowed(HEADER_MQTT_TOPIC),
+                Bytes::copy_from_slice(mqtt_topic.as_bytes()),
+            ),
+            (
+                Cow::Borrowed(HEADER_ERROR_REASON),
+                Bytes::from(error.reason()),
+            ),
+            (
+                Cow::Borrowed(HEADER_ERROR_MESSAGE),
+                Bytes::from(error.to_string()),
+            ),
+        ]);
+        headers.extend(id);
         OutRecord {
             key,
             value: payload,
             timestamp_ms: arrival_ms,
-            headers: vec![
-                (
-                    Cow::Borrowed(HEADER_MQTT_TOPIC),
-                    Bytes::copy_from_slice(mqtt_topic.as_bytes()),
-                ),
-                (
-                    Cow::Borrowed(HEADER_ERROR_REASON),
-                    Bytes::from(error.reason()),
-                ),
-                (
-                    Cow::Borrowed(HEADER_ERROR_MESSAGE),
-                    Bytes::from(error.to_string()),
-                ),
-                id,
-            ],
+            headers,
         }
     }
 }
 
-/// The `edge.id` header: xxh3 (stable across versions and platforms, unlike std's hasher)
-/// over a stream tag, the key, the timestamp and the value, with length prefixes so that no
-/// two different records hash the same input.
-fn id_header(stream: u8, key: &[u8], timestamp_ms: i64, value: &[u8]) -> (HeaderName, Bytes) {
+/// Which stream a record id is computed for: the same reading has one id in the raw stream
+/// and another in the late stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdStream {
+    /// A raw record (without a `late.window_start` header).
+    Raw = b'r' as isize,
+    Aggregate = b'a' as isize,
+    DeadLetter = b'd' as isize,
+    /// A record with a `late.window_start` header, in the late topic or the raw topic.
+    Late = b'l' as isize,
+}
+
+/// A record's stable id: XXH3-64 (seed 0; stable across versions and platforms, unlike std's
+/// hasher, and in every language's xxhash library) over
+/// `tag (1 byte) || key length (u64, little-endian) || key || timestamp ms (i64,
+/// little-endian) || value`, where the tag is `r`, `a`, `d` or `l` ([`IdStream`]). The key's
+/// length prefix keeps two different records from hashing the same input. Consumers compute it
+/// from the record (see `examples/dedup.py`); the README's record contract gives the same
+/// function.
+pub fn record_id(stream: IdStream, key: &[u8], timestamp_ms: i64, value: &[u8]) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(&[stream]);
+    h.update(&[stream as u8]);
     h.update(&(key.len() as u64).to_le_bytes());
     h.update(key);
     h.update(&timestamp_ms.to_le_bytes());
     h.update(value);
-    let digest = h.digest();
-    let mut hex = [0u8; 16];
-    for (i, digit) in hex.iter_mut().enumerate() {
-        *digit = b"0123456789abcdef"[(digest >> (60 - 4 * i) & 0xf) as usize];
-    }
+    h.digest()
+}
+
+/// The `edge.id` header: [`record_id`] as 16 lower-case hex digits.
+fn id_header(stream: IdStream, key: &[u8], timestamp_ms: i64, value: &[u8]) -> (HeaderName, Bytes) {
+    let digest = record_id(stream, key, timestamp_ms, value);
     (
         Cow::Borrowed(HEADER_RECORD_ID),
-        Bytes::copy_from_slice(&hex),
+        Bytes::from(format!("{digest:016x}")),
     )
 }
 
@@ -281,6 +359,15 @@ mod tests {
         }
     }
 
+    /// An encoder that sends record ids, and the topic on every raw record.
+    fn with_ids() -> Encoder {
+        let options = EncodeOptions {
+            id_header: true,
+            ..EncodeOptions::default()
+        };
+        Encoder::new(&options, false)
+    }
+
     #[test]
     fn raw_keeps_payload_and_carries_topic_and_properties() {
         let r = Reading {
@@ -290,7 +377,7 @@ mod tests {
             ts_from_payload: true,
         };
         let payload = Bytes::from_static(br#"{"ts": 42, "value": 1}"#);
-        let rec = Encoder::default().raw(
+        let rec = with_ids().raw(
             &r,
             &ByteString::from_static("sensors/s1/temperature"),
             payload.clone(),
@@ -307,7 +394,7 @@ mod tests {
             ]
         );
         assert_eq!(rec.headers[2].0, HEADER_RECORD_ID);
-        let late = Encoder::default().late(&rec, 0);
+        let late = with_ids().late(&rec, 0);
         assert_eq!(late.headers.last().unwrap().0, HEADER_LATE_WINDOW);
         assert_eq!(late.value, rec.value);
         assert_ne!(id(&late), id(&rec), "the late copy is another record");
@@ -326,13 +413,13 @@ mod tests {
             .map(|h| (h.to_string(), "forged".to_string()))
             .chain([("edge.id.x".into(), "kept".into())])
             .collect();
-        let rec = Encoder::default().raw(
+        let rec = with_ids().raw(
             &r,
             &ByteString::from_static("sensors/s1/temperature"),
             Bytes::from_static(br#"{"value": 1}"#),
             &props,
         );
-        let late = Encoder::default().late(&rec, 0);
+        let late = with_ids().late(&rec, 0);
         for rec in [&rec, &late] {
             for h in RESERVED_HEADERS {
                 assert!(
@@ -418,7 +505,7 @@ mod tests {
 
     #[test]
     fn record_ids_are_stable_and_tell_records_apart() {
-        let e = Encoder::default();
+        let e = with_ids();
         let a = e.aggregate(&window(Aggregate::of(1.0)));
         // Fixed value: the id must not change between versions or platforms, or consumers
         // deduplicating across a bridge upgrade would see a replay as new records.
@@ -429,6 +516,57 @@ mod tests {
         let d1 = e.dead_letter("t", Bytes::from("{}"), 7, &err);
         let d2 = e.dead_letter("t", Bytes::from("{}"), 8, &err);
         assert_ne!(id(&d1), id(&d2));
+        // The header is the function consumers compute, in hex.
+        let computed = record_id(IdStream::Aggregate, &a.key, a.timestamp_ms, &a.value);
+        assert_eq!(id(&a), &Bytes::from(format!("{computed:016x}")));
+        let computed = record_id(IdStream::DeadLetter, &d1.key, d1.timestamp_ms, &d1.value);
+        assert_eq!(id(&d1), &Bytes::from(format!("{computed:016x}")));
+    }
+
+    #[test]
+    fn by_default_no_record_carries_an_id_and_the_topic_only_where_it_says_something() {
+        let r = Reading {
+            sensor: Cow::Borrowed("s1"),
+            ts_ms: 42,
+            value: 1.0,
+            ts_from_payload: true,
+        };
+        let topic = ByteString::from_static("sensors/s1/temperature");
+        let payload = Bytes::from_static(br#"{"value": 1}"#);
+        let names = |rec: &OutRecord| -> Vec<String> {
+            rec.headers.iter().map(|(k, _)| k.to_string()).collect()
+        };
+        let lean = Encoder::new(&EncodeOptions::default(), true);
+        let raw = lean.raw(&r, &topic, payload.clone(), &[("site".into(), "n".into())]);
+        assert_eq!(names(&raw), ["site"]);
+        assert!(lean
+            .raw(&r, &topic, payload.clone(), &[])
+            .headers
+            .is_empty());
+        assert_eq!(names(&lean.late(&raw, 0)), ["site", HEADER_LATE_WINDOW]);
+        assert!(lean
+            .aggregate(&window(Aggregate::of(1.0)))
+            .headers
+            .is_empty());
+        let err = DecodeError::MissingValue("value".into());
+        assert_eq!(
+            names(&lean.dead_letter("t", payload.clone(), 7, &err)),
+            [HEADER_MQTT_TOPIC, HEADER_ERROR_REASON, HEADER_ERROR_MESSAGE]
+        );
+        // The topic does not follow from the key: it is sent.
+        let auto = Encoder::new(&EncodeOptions::default(), false);
+        assert_eq!(
+            names(&auto.raw(&r, &topic, payload.clone(), &[])),
+            [HEADER_MQTT_TOPIC]
+        );
+        let always = EncodeOptions {
+            topic_header: TopicHeader::Always,
+            ..EncodeOptions::default()
+        };
+        assert_eq!(
+            names(&Encoder::new(&always, true).raw(&r, &topic, payload, &[])),
+            [HEADER_MQTT_TOPIC]
+        );
     }
 
     #[test]
@@ -449,7 +587,11 @@ mod tests {
 
     #[test]
     fn aggregate_keeps_fractions_and_the_measurement_name() {
-        let rec = Encoder::new("humidity").aggregate(&window(Aggregate {
+        let humidity = EncodeOptions {
+            measurement: "humidity".into(),
+            ..EncodeOptions::default()
+        };
+        let rec = Encoder::new(&humidity, false).aggregate(&window(Aggregate {
             count: 2,
             min: 20.5,
             max: 21.0,

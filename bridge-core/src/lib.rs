@@ -19,7 +19,7 @@ pub use window::{
 };
 pub mod encode;
 
-pub use encode::{Encoder, OutRecord};
+pub use encode::{record_id, EncodeOptions, Encoder, IdStream, OutRecord, TopicHeader};
 pub mod pipeline;
 
 pub use pipeline::{Pipeline, Routed, Stream, Verdict};

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 
 use crate::decode::{DecodeConfigError, DecodeOptions, Decoder};
-use crate::encode::{Encoder, OutRecord};
+use crate::encode::{EncodeOptions, Encoder, OutRecord};
 use crate::window::{
     Admission, ClosedWindow, RestoreError, WindowConfigError, WindowOptions, WindowSnapshot,
     Windower,
@@ -85,13 +85,14 @@ impl Pipeline {
     pub fn new(
         decode: DecodeOptions,
         window: WindowOptions,
-        measurement: &str,
+        encode: &EncodeOptions,
         route_late: bool,
     ) -> Result<Self, PipelineConfigError> {
+        let decoder = Decoder::new(decode)?;
         Ok(Self {
-            decoder: Decoder::new(decode)?,
+            encoder: Encoder::new(encode, decoder.topic_follows_from_sensor()),
+            decoder,
             windower: Windower::new(window)?,
-            encoder: Encoder::new(measurement),
             route_late,
             closed: Vec::new(),
         })
@@ -201,7 +202,7 @@ mod tests {
         Pipeline::new(
             DecodeOptions::default(),
             WindowOptions::default(),
-            "temperature",
+            &EncodeOptions::default(),
             route_late,
         )
         .unwrap()

@@ -81,6 +81,30 @@ impl TopicFilter {
         self.levels.iter().filter(|l| **l == Level::One).count()
     }
 
+    /// The topic a sensor id made of this filter's `+` levels came from: each `+` replaced by
+    /// the id's next `/`-separated part. `None` when the filter has a `#` (the levels it
+    /// matched are not in the id) or no `+`, or the id has another number of parts. For every
+    /// topic `t` with `wildcard_id(t) == Some(id)`, `topic_of(id) == Some(t)`: this is why the
+    /// raw stream can leave the topic header out (see [`crate::encode::TopicHeader::Auto`]).
+    pub fn topic_of(&self, sensor: &str) -> Option<String> {
+        if self.levels.contains(&Level::Rest) || self.single_wildcards() == 0 {
+            return None;
+        }
+        let mut parts = sensor.split('/');
+        let mut topic = String::with_capacity(self.text.len() + sensor.len());
+        for (i, level) in self.levels.iter().enumerate() {
+            if i > 0 {
+                topic.push('/');
+            }
+            match level {
+                Level::Exact(text) => topic.push_str(text),
+                Level::One => topic.push_str(parts.next()?),
+                Level::Rest => unreachable!("checked above"),
+            }
+        }
+        parts.next().is_none().then_some(topic)
+    }
+
     /// Whether `topic` matches this filter (MQTT rules, except that `$`-topics are not special:
     /// the broker already keeps them from wildcard subscriptions).
     pub fn matches(&self, topic: &str) -> bool {
@@ -191,6 +215,32 @@ mod tests {
         assert_eq!(two.wildcard_id("site/north/line/7/t").unwrap(), "north/7");
         let none = TopicFilter::parse("sensors/#").unwrap();
         assert_eq!(none.wildcard_id("sensors/a"), None);
+    }
+
+    #[test]
+    fn topic_of_gives_back_the_topic_of_a_wildcard_id() {
+        for (filter, topic) in [
+            ("sensors/+/temperature", "sensors/s1/temperature"),
+            ("site/+/line/+/t", "site/north/line/7/t"),
+            ("+", "s1"),
+            ("+/+", "a/b"),
+            ("/+/", "/x/"),
+        ] {
+            let f = TopicFilter::parse(filter).unwrap();
+            let id = f.wildcard_id(topic).unwrap();
+            assert_eq!(f.topic_of(&id).as_deref(), Some(topic), "{filter}");
+        }
+        let f = TopicFilter::parse("site/+/line/+/t").unwrap();
+        assert_eq!(f.topic_of("north"), None);
+        assert_eq!(f.topic_of("a/b/c"), None);
+        assert_eq!(
+            TopicFilter::parse("sensors/+/#").unwrap().topic_of("s1"),
+            None
+        );
+        assert_eq!(
+            TopicFilter::parse("sensors/t").unwrap().topic_of("s1"),
+            None
+        );
     }
 
     #[test]

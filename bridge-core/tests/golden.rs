@@ -5,7 +5,9 @@
 //! processor emits for the same readings, plus our `sum`, `start`, `end` and `sensor` fields.
 
 use bytes::Bytes;
-use edge_bridge_core::{DecodeOptions, Pipeline, Routed, Stream, Verdict, WindowOptions};
+use edge_bridge_core::{
+    DecodeOptions, EncodeOptions, Pipeline, Routed, Stream, Verdict, WindowOptions,
+};
 use serde_json::{json, Value};
 
 /// Wall clock during the run: a minute after the readings, well within the future-skew limit.
@@ -29,7 +31,7 @@ fn tutorial_readings_give_hand_computed_aggregates() {
     let mut p = Pipeline::new(
         DecodeOptions::default(),
         WindowOptions::default(),
-        "temperature",
+        &EncodeOptions::default(),
         false,
     )
     .unwrap();

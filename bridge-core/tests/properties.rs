@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use edge_bridge_core::{
-    Aggregate, CloseCause, ClosedWindow, DecodeOptions, Pipeline, Stream, Verdict, WindowOptions,
-    Windower,
+    Aggregate, CloseCause, ClosedWindow, DecodeOptions, EncodeOptions, Pipeline, Stream, Verdict,
+    WindowOptions, Windower,
 };
 use proptest::prelude::*;
 
@@ -255,7 +255,7 @@ proptest! {
             payloads.insert(at, ("sensors/x/temperature".into(), bad.to_vec()));
         }
 
-        let mut p = Pipeline::new(DecodeOptions::default(), options(), "temperature", true).unwrap();
+        let mut p = Pipeline::new(DecodeOptions::default(), options(), &EncodeOptions::default(), true).unwrap();
         let mut out = Vec::new();
         let (mut aggregated, mut late, mut rejected) = (0u64, 0u64, 0u64);
         for (topic, payload) in &payloads {

@@ -88,7 +88,7 @@ impl Bridge {
         let mut pipeline = Pipeline::new(
             config.decode_options().map_err(anyhow::Error::msg)?,
             config.window_options().map_err(anyhow::Error::msg)?,
-            &config.window.measurement,
+            &config.encode_options(),
             !config.kafka.late_topic.is_empty(),
         )?;
         std::fs::create_dir_all(&config.state_dir).with_context(|| {
@@ -472,6 +472,7 @@ impl SummaryLine {
             dropped =
                 s.raw.dropped + s.aggregate.dropped + s.dead_letter.dropped + s.late_stream.dropped,
             wire_sent_bytes = s.wire_sent_bytes,
+            wire_raw_sent_bytes = s.wire_raw_sent_bytes,
             uplink_reduction = s
                 .uplink_reduction()
                 .map_or(0.0, |r| (r * 10.0).round() / 10.0),

@@ -153,6 +153,8 @@ struct Status {
     bandwidth_reduction_ratio: f64,
     /// What the uplink carries: bytes on the wire to the brokers, and MQTT bytes in per byte.
     uplink_sent_bytes: u64,
+    /// The raw stream producer's part of `uplink_sent_bytes`.
+    uplink_raw_sent_bytes: u64,
     uplink_received_bytes: u64,
     uplink_reduction_ratio: f64,
     records_spooled: u64,
@@ -184,6 +186,7 @@ async fn status_json(State(s): State<AppState>) -> impl IntoResponse {
         aggregate_sent_bytes: v.aggregate.bytes_delivered,
         bandwidth_reduction_ratio: v.reduction_factor().unwrap_or(0.0),
         uplink_sent_bytes: v.wire_sent_bytes,
+        uplink_raw_sent_bytes: v.wire_raw_sent_bytes,
         uplink_received_bytes: v.wire_received_bytes,
         uplink_reduction_ratio: v.uplink_reduction().unwrap_or(0.0),
         records_spooled: all.iter().map(|c| c.spooled).sum(),

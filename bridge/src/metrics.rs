@@ -115,6 +115,7 @@ fn families(st: &Stats, s: &Summary) -> Vec<(&'static str, &'static str, Value)>
         ("edge_bridge_sent_bytes", "Key and value bytes of delivered records (before compression), by stream.", by_stream(|c| c.bytes_delivered)),
         ("edge_bridge_bandwidth_reduction_ratio", "MQTT payload bytes received per key and value byte of the aggregates delivered, before compression and protocol overhead: the aggregates alone, not what the link carries (0 before the first aggregate).", Gauge(s.reduction_factor().unwrap_or(0.0))),
         ("edge_bridge_uplink_sent_bytes", "Bytes the Kafka producer wrote to the brokers' sockets: every stream, compressed, Kafka protocol included (TLS and TCP/IP overhead not); updated every second.", Counter(s.wire_sent_bytes)),
+        ("edge_bridge_uplink_raw_sent_bytes", "The part of edge_bridge_uplink_sent_bytes written by the raw stream's producer (raw and late records; the rest is aggregates, dead letters and their protocol); updated every second.", Counter(s.wire_raw_sent_bytes)),
         ("edge_bridge_uplink_received_bytes", "Bytes the Kafka producer read from the brokers' sockets; updated every second.", Counter(s.wire_received_bytes)),
         ("edge_bridge_uplink_reduction_ratio", "MQTT payload bytes received per byte the producer sent on the wire (0 before the first count).", Gauge(s.uplink_reduction().unwrap_or(0.0))),
         ("edge_bridge_spool_records", "Records in the spool waiting for delivery.", Gauge(s.spool_records as f64)),

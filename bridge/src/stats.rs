@@ -96,6 +96,8 @@ pub struct Stats {
     /// [`crate::sink::wire`]), over every producer since start.
     pub wire_sent_bytes: AtomicU64,
     pub wire_received_bytes: AtomicU64,
+    /// The part of `wire_sent_bytes` the raw stream's producer wrote (raw and late records).
+    pub wire_raw_sent_bytes: AtomicU64,
     pub mqtt_acks_unsent: AtomicU64,
     /// Connections the embedded broker's gate refused, by [`MqttRefusal`].
     pub mqtt_refused: [AtomicU64; MqttRefusal::ALL.len()],
@@ -162,6 +164,7 @@ impl Stats {
             readings_in: self.readings_in.load(Relaxed),
             wire_sent_bytes: self.wire_sent_bytes.load(Relaxed),
             wire_received_bytes: self.wire_received_bytes.load(Relaxed),
+            wire_raw_sent_bytes: self.wire_raw_sent_bytes.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             aggregated: self.aggregated.load(Relaxed),
             late: self.late.load(Relaxed),
@@ -223,6 +226,8 @@ pub struct Summary {
     /// the producer: all streams, protocol and compression included).
     pub wire_sent_bytes: u64,
     pub wire_received_bytes: u64,
+    /// The raw stream producer's part of `wire_sent_bytes`.
+    pub wire_raw_sent_bytes: u64,
     pub aggregated: u64,
     pub late: u64,
     pub rejected: u64,
@@ -319,8 +324,9 @@ impl std::fmt::Display for Summary {
         match self.uplink_reduction() {
             Some(r) => writeln!(
                 f,
-                "uplink: {} bytes on the wire to the brokers (every stream, compressed, Kafka protocol included), {} back: {} the {} MQTT payload bytes in",
+                "uplink: {} bytes on the wire to the brokers (every stream, compressed, Kafka protocol included; the raw stream {}), {} back: {} the {} MQTT payload bytes in",
                 self.wire_sent_bytes,
+                self.wire_raw_sent_bytes,
                 self.wire_received_bytes,
                 less_or_more(r),
                 self.bytes_in
@@ -358,13 +364,14 @@ mod tests {
         ));
         s.aggregate.bytes_delivered = 100;
         s.wire_sent_bytes = 500;
+        s.wire_raw_sent_bytes = 400;
         assert!(
             s.to_string().contains(
                 "aggregates alone: 100 key and value bytes before compression: 10.0x less than"
             ),
             "{s}"
         );
-        assert!(s.to_string().contains("uplink: 500 bytes on the wire to the brokers (every stream, compressed, Kafka protocol included), 0 back: 2.0x less than the 1000 MQTT payload bytes in"), "{s}");
+        assert!(s.to_string().contains("uplink: 500 bytes on the wire to the brokers (every stream, compressed, Kafka protocol included; the raw stream 400), 0 back: 2.0x less than the 1000 MQTT payload bytes in"), "{s}");
         s.aggregate.bytes_delivered = 4_000;
         s.wire_sent_bytes = 2_000;
         assert!(

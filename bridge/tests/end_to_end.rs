@@ -13,8 +13,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use edge_bridge::config::RecordId;
 use edge_bridge::stats::Stats;
 use edge_bridge::Config;
+use edge_bridge_core::{record_id, IdStream, TopicHeader};
 use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Message, Values};
 use support::{free_port, read_topic, reference, Mosquitto, Tansu};
 
@@ -66,6 +68,8 @@ async fn publish_and_check(config: Config, publish_port: u16, seed: u64) {
         config.kafka.agg_topic.clone(),
         config.kafka.dead_letter_topic.clone(),
     );
+    let ids_sent = config.kafka.record_id == RecordId::Header;
+    let topic_sent = config.kafka.raw_topic_header == TopicHeader::Always;
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let external = !config.mqtt.url.is_empty();
@@ -135,9 +139,25 @@ async fn publish_and_check(config: Config, publish_port: u16, seed: u64) {
             .get_mut(&k)
             .unwrap_or_else(|| panic!("unexpected raw record {k:?}"));
         *n -= 1;
+        // By default a raw record carries no header: its topic follows from the key, and its
+        // id is computed by the consumer.
+        let topic = format!("sensors/{}/temperature", r.key);
         assert_eq!(
-            r.headers.get("mqtt.topic").map(String::as_str),
-            Some(format!("sensors/{}/temperature", r.key).as_str())
+            r.headers.get("mqtt.topic"),
+            topic_sent.then_some(&topic),
+            "{:?}",
+            r.headers
+        );
+        let id = record_id(IdStream::Raw, r.key.as_bytes(), r.timestamp, &r.value);
+        assert_eq!(
+            r.headers.get("edge.id"),
+            ids_sent.then(|| format!("{id:016x}")).as_ref(),
+            "{:?}",
+            r.headers
+        );
+        assert_eq!(
+            r.headers.len(),
+            usize::from(topic_sent) + usize::from(ids_sent)
         );
     }
     assert!(want.values().all(|n| *n == 0));
@@ -230,6 +250,11 @@ async fn through_mosquitto(protocol: &str, seed: u64) {
     config.mqtt.url = format!("mqtt://127.0.0.1:{}", mosquitto.port);
     config.mqtt.protocol = protocol.into();
     config.mqtt.client_id = format!("edge-bridge-test-{seed}");
+    if protocol == "5" {
+        // The headers a consumer may ask for, on one of the runs.
+        config.kafka.record_id = RecordId::Header;
+        config.kafka.raw_topic_header = TopicHeader::Always;
+    }
     publish_and_check(config, mosquitto.port, seed).await;
 }
 
@@ -349,8 +374,6 @@ async fn tutorial_producer_payloads_are_aggregated() {
         from_v5.headers.get("site").map(String::as_str),
         Some("north")
     );
-    assert_eq!(
-        from_v5.headers.get("mqtt.topic").map(String::as_str),
-        Some("sensors/Sensor2/temperature")
-    );
+    // The topic follows from the key: not sent by default.
+    assert_eq!(from_v5.headers.get("mqtt.topic"), None);
 }

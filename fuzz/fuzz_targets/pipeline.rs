@@ -7,7 +7,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use edge_bridge_core::decode::DecodeOptions;
 use edge_bridge_core::window::WindowOptions;
-use edge_bridge_core::{Pipeline, Routed, Stream, Verdict};
+use edge_bridge_core::{EncodeOptions, Pipeline, Routed, Stream, Verdict};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         ..WindowOptions::default()
     };
     let mut pipeline =
-        Pipeline::new(DecodeOptions::default(), window, "temperature", true).expect("valid");
+        Pipeline::new(DecodeOptions::default(), window, &EncodeOptions::default(), true).expect("valid");
     let mut now: i64 = 1_733_162_400_000;
     let mut out: Vec<Routed> = Vec::new();
     let mut aggregated = 0u64;

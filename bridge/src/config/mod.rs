@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use edge_bridge_core::timestamp::EpochUnit;
+use edge_bridge_core::TopicHeader;
 use serde::{Deserialize, Serialize};
 
 /// The documented default configuration, printed by `print-default-config`. A test proves it
@@ -199,6 +200,27 @@ impl Default for WindowConfig {
     }
 }
 
+/// Whether records carry their id ([`edge_bridge_core::record_id`]) in a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordId {
+    /// Not sent: consumers compute it from the record.
+    Derived,
+    /// Sent as the `edge.id` header on every record.
+    Header,
+}
+
+/// The raw producer's batching time with the embedded broker, which acknowledges publishes on
+/// receipt, so nothing waits on it. Measured at the tutorial's shape (1,000 sensors x 4
+/// readings/s): BENCHMARKS.md, "Upstream bytes on the wire".
+pub const RAW_LINGER_EMBEDDED: Duration = Duration::from_millis(500);
+/// With an external broker, a QoS 1 message is acknowledged once its raw record is delivered:
+/// the broker's in-flight window per client divided by this bounds the rate taken in
+/// (Mosquitto at 1,000 in flight: 50,000 messages/s at 20 ms, 2,000/s at 500 ms).
+pub const RAW_LINGER_EXTERNAL: Duration = Duration::from_millis(20);
+/// The raw producer's default zstd level.
+pub const RAW_COMPRESSION_LEVEL: i32 = 6;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
@@ -222,6 +244,21 @@ pub struct KafkaConfig {
     /// Passed to librdkafka as is, after the bridge's own settings, so it can override them.
     #[serde(deserialize_with = "option_texts")]
     pub options: BTreeMap<String, String>,
+    /// How long the raw stream's producer batches records (the aggregates' waits 20 ms): a
+    /// duration, or `auto` ([`Config::raw_linger`]).
+    #[serde(deserialize_with = "text")]
+    pub raw_linger: String,
+    /// The raw stream's compression level (-1: the codec's default; zstd 1..=22).
+    pub raw_compression_level: i32,
+    /// Passed to the raw stream's producer only, over `options`.
+    #[serde(deserialize_with = "option_texts")]
+    pub raw_options: BTreeMap<String, String>,
+    /// `derived`: records carry no id header, consumers compute it (README, "Record ids");
+    /// `header`: every record carries it as `edge.id`.
+    pub record_id: RecordId,
+    /// `auto`: raw records carry `mqtt.topic` only when it does not follow from the key;
+    /// `always`: on every raw record.
+    pub raw_topic_header: TopicHeader,
     /// At a clean stop, how long to wait for delivery reports before spooling the rest.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -261,6 +298,11 @@ impl Default for KafkaConfig {
             topic_partitions: 1,
             compression: "zstd".into(),
             options: BTreeMap::new(),
+            raw_linger: "auto".into(),
+            raw_compression_level: RAW_COMPRESSION_LEVEL,
+            raw_options: BTreeMap::new(),
+            record_id: RecordId::Derived,
+            raw_topic_header: TopicHeader::Auto,
             shutdown_timeout: Duration::from_secs(10),
             security_protocol: "plaintext".into(),
             sasl_mechanism: "SCRAM-SHA-256".into(),

@@ -20,7 +20,8 @@ impl Config {
                 *secret = REDACTED.into();
             }
         }
-        for (key, value) in c.kafka.options.iter_mut() {
+        let options = c.kafka.options.iter_mut();
+        for (key, value) in options.chain(c.kafka.raw_options.iter_mut()) {
             if is_secret_option(key) {
                 *value = REDACTED.into();
             }

@@ -147,8 +147,11 @@ fn redaction_hides_secrets_only() {
         .options
         .insert("ssl.key.password".into(), "k3y-pw".into());
     c.kafka.options.insert("linger.ms".into(), "50".into());
+    c.kafka
+        .raw_options
+        .insert("sasl.password".into(), "r4w-pw".into());
     let text = c.to_redacted_toml();
-    for secret in ["hunter2", "s3cret-pw", "k3y-pw"] {
+    for secret in ["hunter2", "s3cret-pw", "k3y-pw", "r4w-pw"] {
         assert!(!text.contains(secret), "{secret} leaked:\n{text}");
     }
     assert!(text.contains("mqtt://user:REDACTED@broker:1883"), "{text}");
@@ -166,6 +169,37 @@ fn numeric_option_values_are_accepted() {
             .unwrap();
     assert_eq!(c.kafka.options["linger.ms"], "50");
     assert_eq!(c.kafka.options["enable.idempotence"], "true");
+}
+
+#[test]
+fn lean_record_settings_are_read_and_checked() {
+    let c: Config = toml::from_str(
+        "[kafka]\nrecord_id = \"header\"\nraw_topic_header = \"always\"\nraw_linger = \"1s\"\nraw_compression_level = 9\n",
+    )
+    .unwrap();
+    let e = c.encode_options();
+    assert!(e.id_header);
+    assert_eq!(e.topic_header, edge_bridge_core::TopicHeader::Always);
+    assert_eq!(c.raw_linger(), Ok(std::time::Duration::from_secs(1)));
+    assert_eq!(c.validate(), Ok(()));
+    assert!(toml::from_str::<Config>("[kafka]\nrecord_id = \"sometimes\"\n").is_err());
+    let mut c = Config::default();
+    c.kafka.raw_compression_level = 13;
+    let problems = |c: &Config| c.validate().unwrap_err().join("\n");
+    assert!(problems(&c).contains("kafka.raw_compression_level"));
+    c.kafka.compression = "gzip".into();
+    c.kafka.raw_compression_level = 10;
+    assert!(problems(&c).contains("-1 (the codec's default) to 9"));
+    c.kafka.raw_compression_level = -1;
+    c.kafka.raw_linger = "901s".into();
+    assert!(problems(&c).contains("kafka.raw_linger: at most 900s"));
+    c.kafka.raw_linger = "soon".into();
+    assert!(problems(&c).contains("is not auto or a duration"));
+    // auto: long batches where nothing waits on them, short where MQTT acks do.
+    c.kafka.raw_linger = "auto".into();
+    assert_eq!(c.raw_linger(), Ok(std::time::Duration::from_millis(500)));
+    c.mqtt.url = "mqtt://broker:1883".into();
+    assert_eq!(c.raw_linger(), Ok(std::time::Duration::from_millis(20)));
 }
 
 #[test]

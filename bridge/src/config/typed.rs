@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use edge_bridge_core::decode::{DecodeOptions, SensorIdSource};
 use edge_bridge_core::window::WindowOptions;
+use edge_bridge_core::EncodeOptions;
 
-use super::Config;
+use super::{Config, RecordId};
 
 impl Config {
     /// The decoder's options, from `mqtt.topic` and `[decode]`.
@@ -22,6 +23,41 @@ impl Config {
             max_future_skew_ms: millis("decode.max_future_skew", d.max_future_skew)?,
             max_sensor_id_bytes: d.max_sensor_id_bytes,
         })
+    }
+
+    /// The encoder's options, from `window.measurement`, `kafka.record_id` and
+    /// `kafka.raw_topic_header`.
+    pub fn encode_options(&self) -> EncodeOptions {
+        EncodeOptions {
+            measurement: self.window.measurement.clone(),
+            id_header: self.kafka.record_id == RecordId::Header,
+            topic_header: self.kafka.raw_topic_header,
+        }
+    }
+
+    /// The raw stream producer's batching time: `kafka.raw_linger`, whose `auto` depends on
+    /// whether acknowledgements wait on it (see [`super::RAW_LINGER_EXTERNAL`]).
+    pub fn raw_linger(&self) -> Result<Duration, String> {
+        let text = self.kafka.raw_linger.trim();
+        let linger = if text == "auto" {
+            if self.mqtt.url.is_empty() {
+                super::RAW_LINGER_EMBEDDED
+            } else {
+                super::RAW_LINGER_EXTERNAL
+            }
+        } else {
+            humantime::parse_duration(text).map_err(|e| {
+                format!("kafka.raw_linger: {text:?} is not auto or a duration like 500ms: {e}")
+            })?
+        };
+        if linger > Duration::from_secs(900) {
+            return Err(
+                "kafka.raw_linger: at most 900s (librdkafka's limit); a few hundred ms is usual"
+                    .into(),
+            );
+        }
+        millis("kafka.raw_linger", linger)?;
+        Ok(linger)
     }
 
     /// The windower's options, from `[window]`.

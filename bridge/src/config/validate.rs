@@ -75,6 +75,21 @@ impl Config {
                 k.compression
             ));
         }
+        let level = k.raw_compression_level;
+        let top = match k.compression.as_str() {
+            "gzip" => 9,
+            "snappy" => 0,
+            _ => 12,
+        };
+        if !(-1..=top).contains(&level) {
+            errors.push(format!(
+                "kafka.raw_compression_level: {level} is out of range for {}: -1 (the codec's default) to {top}",
+                k.compression
+            ));
+        }
+        if let Err(e) = self.raw_linger() {
+            errors.push(e);
+        }
         errors.extend(self.kafka_security_problems());
         if self.spool.enabled && self.spool.max_mib < 1 {
             errors.push("spool.max_mib: must be at least 1".into());

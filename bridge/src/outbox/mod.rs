@@ -122,7 +122,8 @@ impl Outbox<KafkaSink> {
     /// The producer, and the spool under `state_dir/spool` if enabled (opening it recovers
     /// what a previous run left there). Starts the broker probe in `tasks`.
     pub fn open(config: &Config, stats: Arc<Stats>, tasks: &Tasks) -> anyhow::Result<Self> {
-        let (sink, events) = KafkaSink::new(&config.kafka, stats.clone())?;
+        let raw_linger = config.raw_linger().map_err(anyhow::Error::msg)?;
+        let (sink, events) = KafkaSink::new(&config.kafka, raw_linger, stats.clone())?;
         // Whether the brokers answer: for /readyz, and to notice the uplink back.
         let probe = spawn_probe(sink.admin_handle(), stats.clone(), tasks);
         let spool = if config.spool.enabled {

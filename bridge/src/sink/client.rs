@@ -1,6 +1,8 @@
 //! What the librdkafka clients (the producer, the topic admin and the probe) share: their
 //! settings, the topic names, and how their errors read.
 
+use std::time::Duration;
+
 use edge_bridge_core::Stream;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
@@ -58,15 +60,56 @@ pub fn describe(e: &KafkaError) -> String {
     }
 }
 
-/// The producer settings: ours first, then the operator's pass-through options over them.
-pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
+/// The bridge's two producers. librdkafka batches per producer (`linger.ms` is not a topic
+/// setting), and the streams want different batching: the raw stream is most of the bytes and
+/// nobody waits on it, the aggregates are few and a dashboard waits on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Raw and late records: batched for `kafka.raw_linger`, compressed at
+    /// `kafka.raw_compression_level`, with `[kafka.raw_options]` over `[kafka.options]`.
+    Raw,
+    /// Aggregates and dead letters: sent within 20 ms.
+    Prompt,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::Raw, Role::Prompt];
+
+    pub fn of(stream: Stream) -> Self {
+        match stream {
+            Stream::Raw | Stream::Late => Role::Raw,
+            Stream::Aggregate | Stream::DeadLetter => Role::Prompt,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A short, stable name, safe as a metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Raw => "raw",
+            Role::Prompt => "prompt",
+        }
+    }
+}
+
+/// The settings of one producer: ours first, then the operator's pass-through options over
+/// them. `raw_linger`: [`crate::Config::raw_linger`].
+pub fn producer_config(k: &KafkaConfig, role: Role, raw_linger: Duration) -> ClientConfig {
     let mut c = ClientConfig::new();
+    let linger_ms = match role {
+        Role::Raw => raw_linger.as_millis().to_string(),
+        // Aggregates within 20 ms: batches still form in a flood of closing windows.
+        Role::Prompt => "20".to_string(),
+    };
     c.set("bootstrap.servers", &k.brokers)
-        .set("client.id", "edge-bridge")
+        .set("client.id", format!("edge-bridge-{}", role.as_str()))
         .set("enable.idempotence", "true")
         .set("compression.type", &k.compression)
-        // Batch for up to 20 ms: upstream links are metered, and larger batches compress better.
-        .set("linger.ms", "20")
+        // Upstream links are metered, and larger batches compress better.
+        .set("linger.ms", linger_ms)
         // Bound librdkafka's in-memory queue for a small gateway (its default is 1 GiB). At
         // 20 ms of linger even 200,000 readings/s fill only 4,000 records per batch, so this
         // holds five such batches. Each queued record costs about 200 bytes of librdkafka
@@ -107,8 +150,16 @@ pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
             c.set(key, value);
         }
     }
+    if role == Role::Raw {
+        c.set("compression.level", k.raw_compression_level.to_string());
+    }
     for (key, value) in &k.options {
         c.set(key, value);
+    }
+    if role == Role::Raw {
+        for (key, value) in &k.raw_options {
+            c.set(key, value);
+        }
     }
     c
 }

@@ -25,7 +25,7 @@ use rdkafka::statistics::Statistics;
 use tracing::{debug, error, warn};
 
 use super::admin::TopicAdmin;
-use super::client::{describe, producer_config, Topics};
+use super::client::{describe, producer_config, Role, Topics};
 use super::wire::WireMeter;
 use super::{ErrorClass, Event, Origin, SendError, Sink, SinkError, Tag};
 use crate::config::KafkaConfig;
@@ -95,6 +95,7 @@ pub struct SinkContext {
     repeats: Mutex<LogThrottle>,
     /// This producer's bytes on the wire as of its last statistics report.
     wire: WireMeter,
+    role: Role,
 }
 
 /// How often one kind of librdkafka warning or error is written while it repeats.
@@ -116,6 +117,11 @@ impl ClientContext for SinkContext {
         self.stats
             .wire_received_bytes
             .fetch_add(grown.received, std::sync::atomic::Ordering::Relaxed);
+        if self.role == Role::Raw {
+            self.stats
+                .wire_raw_sent_bytes
+                .fetch_add(grown.sent, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -206,12 +212,16 @@ fn record_of(msg: &BorrowedMessage<'_>, timestamp_ms: i64) -> OutRecord {
     }
 }
 
-/// The Kafka producer side of the bridge.
+/// The Kafka producer side of the bridge: one producer per [`Role`], so that the raw stream
+/// batches long while the aggregates go out at once. Per sensor, each stream is in one
+/// producer, so its order holds.
 pub struct KafkaSink {
-    producer: ThreadedProducer<SinkContext>,
-    /// Numbers records in the order they are handed to the producer.
+    /// By [`Role::index`].
+    producers: [ThreadedProducer<SinkContext>; 2],
+    /// Numbers records in the order they are handed to the producers.
     next_seq: std::sync::atomic::AtomicU64,
-    client_config: ClientConfig,
+    /// By [`Role::index`].
+    client_configs: [ClientConfig; 2],
     topics: Topics,
     stats: Arc<Stats>,
     events: mpsc::Sender<Event>,
@@ -219,19 +229,21 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     /// The sink, and the receiving end of its delivery events.
+    /// `raw_linger`: [`crate::Config::raw_linger`].
     pub fn new(
         cfg: &KafkaConfig,
+        raw_linger: Duration,
         stats: Arc<Stats>,
     ) -> Result<(Self, mpsc::Receiver<Event>), SinkError> {
         let (events, rx) = mpsc::channel();
-        let client_config = producer_config(cfg);
-        let producer = create_producer(&client_config, &stats, &events)
+        let client_configs = Role::ALL.map(|role| producer_config(cfg, role, raw_linger));
+        let producers = create_producers(&client_configs, &stats, &events)
             .map_err(|e| SinkError::Create(describe(&e)))?;
         Ok((
             Self {
-                producer,
+                producers,
                 next_seq: Default::default(),
-                client_config,
+                client_configs,
                 topics: Topics::from_config(cfg),
                 stats,
                 events,
@@ -242,13 +254,16 @@ impl KafkaSink {
 
     /// What creating topics and probing the brokers need, for a task of its own.
     pub fn admin_handle(&self) -> TopicAdmin {
-        TopicAdmin::new(self.client_config.clone(), self.topics.clone())
+        TopicAdmin::new(
+            self.client_configs[Role::Prompt.index()].clone(),
+            self.topics.clone(),
+        )
     }
 
     /// Waits up to `timeout` until every enqueued record has its delivery report.
     pub async fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
-        while self.producer.in_flight_count() > 0 {
+        while self.in_flight() > 0 {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
@@ -257,20 +272,22 @@ impl KafkaSink {
         true
     }
 
-    /// Raises a fatal error in the producer, as librdkafka's test hook does: for tests of the
-    /// recovery path, which a real broker rarely exercises.
+    /// Raises a fatal error in both producers, as librdkafka's test hook does: for tests of
+    /// the recovery path, which a real broker rarely exercises.
     #[doc(hidden)]
     pub fn inject_fatal_error(&self) {
         use rdkafka::types::RDKafkaRespErr;
         let reason = std::ffi::CString::new("injected by a test").expect("no NUL");
-        // SAFETY: the client pointer is valid while the producer lives; the function only
-        // records the error in the client.
-        unsafe {
-            rdkafka::bindings::rd_kafka_test_fatal_error(
-                self.producer.client().native_ptr(),
-                RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
-                reason.as_ptr(),
-            );
+        for producer in &self.producers {
+            // SAFETY: the client pointer is valid while the producer lives; the function only
+            // records the error in the client.
+            unsafe {
+                rdkafka::bindings::rd_kafka_test_fatal_error(
+                    producer.client().native_ptr(),
+                    RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                    reason.as_ptr(),
+                );
+            }
         }
     }
 }
@@ -301,7 +318,7 @@ impl Sink for KafkaSink {
         .payload(&rec.value[..])
         .timestamp(rec.timestamp_ms)
         .headers(headers);
-        match self.producer.send(record) {
+        match self.producers[Role::of(stream).index()].send(record) {
             Ok(()) => {
                 self.stats.stream(stream).produced.fetch_add(1, Relaxed);
                 Ok(())
@@ -313,35 +330,37 @@ impl Sink for KafkaSink {
         }
     }
 
-    /// Records handed to the producer and not yet reported on.
+    /// Records handed to the producers and not yet reported on.
     fn in_flight(&self) -> i32 {
-        self.producer.in_flight_count()
+        self.producers.iter().map(|p| p.in_flight_count()).sum()
     }
 
-    /// The producer's fatal error, if it has one: it must then be replaced.
+    /// A producer's fatal error, if one has one: the sink must then be replaced.
     fn fatal_error(&self) -> Option<String> {
-        self.producer
-            .client()
-            .fatal_error()
-            .map(|(code, text)| format!("{code}: {text}"))
+        self.producers.iter().find_map(|p| {
+            p.client()
+                .fatal_error()
+                .map(|(code, text)| format!("{code}: {text}"))
+        })
     }
 
     fn topic_of(&self, stream: Stream) -> &str {
         self.topics.of(stream)
     }
 
-    /// Takes every record back from the producer: each comes back as a failed delivery report
+    /// Takes every record back from the producers: each comes back as a failed delivery report
     /// (class [`ErrorClass::TakenBack`]), so the caller can spool it. Waits up to `timeout` for those reports.
     async fn purge(&self, timeout: Duration) -> bool {
-        self.producer
-            .purge(PurgeConfig::default().queue().inflight());
+        for producer in &self.producers {
+            producer.purge(PurgeConfig::default().queue().inflight());
+        }
         self.wait_idle(timeout).await
     }
 
-    /// Takes every record back from the producer (each returns as a failed delivery report,
-    /// to be spooled) and starts a fresh producer. A fresh one rather than the same one after
-    /// a purge: purging records the broker may have half-received makes an idempotent
-    /// producer bump its epoch, which not every Kafka-API broker handles (tansu answers with
+    /// Takes every record back from the producers (each returns as a failed delivery report,
+    /// to be spooled) and starts fresh producers. Fresh ones rather than the same after a
+    /// purge: purging records the broker may have half-received makes an idempotent producer
+    /// bump its epoch, which not every Kafka-API broker handles (tansu answers with
     /// ProducerFenced forever).
     async fn replace(&mut self) -> Result<(), SinkError> {
         if !self.purge(Duration::from_secs(5)).await {
@@ -350,14 +369,27 @@ impl Sink for KafkaSink {
                 "The producer did not give all its records back; those are lost"
             );
         }
-        self.producer = create_producer(&self.client_config, &self.stats, &self.events)
+        self.producers = create_producers(&self.client_configs, &self.stats, &self.events)
             .map_err(|e| SinkError::Fatal(describe(&e)))?;
         Ok(())
     }
 }
 
+fn create_producers(
+    configs: &[ClientConfig; 2],
+    stats: &Arc<Stats>,
+    events: &mpsc::Sender<Event>,
+) -> Result<[ThreadedProducer<SinkContext>; 2], KafkaError> {
+    let [raw, prompt] = configs;
+    Ok([
+        create_producer(raw, Role::Raw, stats, events)?,
+        create_producer(prompt, Role::Prompt, stats, events)?,
+    ])
+}
+
 fn create_producer(
     cfg: &ClientConfig,
+    role: Role,
     stats: &Arc<Stats>,
     events: &mpsc::Sender<Event>,
 ) -> Result<ThreadedProducer<SinkContext>, KafkaError> {
@@ -366,12 +398,15 @@ fn create_producer(
         events: events.clone(),
         repeats: Mutex::new(LogThrottle::new(REPEAT_EVERY)),
         wire: WireMeter::default(),
+        role,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LINGER: Duration = Duration::from_millis(500);
 
     #[test]
     fn classifies_by_what_the_caller_must_do() {
@@ -405,7 +440,7 @@ mod tests {
             sasl_password: "s3cret".into(),
             ..KafkaConfig::default()
         };
-        let c = producer_config(&k);
+        let c = producer_config(&k, Role::Raw, LINGER);
         assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(c.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
         assert_eq!(c.get("sasl.username"), Some("edge"));
@@ -414,8 +449,13 @@ mod tests {
         for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
             k.sasl_mechanism = mechanism.into();
             let (events, _rx) = mpsc::channel();
-            let _producer = create_producer(&producer_config(&k), &Arc::default(), &events)
-                .unwrap_or_else(|e| panic!("{mechanism}: {e}"));
+            let _producer = create_producer(
+                &producer_config(&k, Role::Raw, LINGER),
+                Role::Raw,
+                &Arc::default(),
+                &events,
+            )
+            .unwrap_or_else(|e| panic!("{mechanism}: {e}"));
         }
     }
 
@@ -429,7 +469,12 @@ mod tests {
         k.options
             .insert("no.such.property".into(), "hunter3-xyz".into());
         let (events, _rx) = mpsc::channel();
-        let Err(e) = create_producer(&producer_config(&k), &Arc::default(), &events) else {
+        let Err(e) = create_producer(
+            &producer_config(&k, Role::Prompt, LINGER),
+            Role::Prompt,
+            &Arc::default(),
+            &events,
+        ) else {
             panic!("librdkafka accepted an unknown property");
         };
         let shown = SinkError::Create(describe(&e)).to_string();
@@ -441,9 +486,36 @@ mod tests {
     fn pass_through_options_override_ours() {
         let mut k = KafkaConfig::default();
         k.options.insert("linger.ms".into(), "5".into());
-        let c = producer_config(&k);
-        assert_eq!(c.get("linger.ms"), Some("5"));
-        assert_eq!(c.get("enable.idempotence"), Some("true"));
-        assert_eq!(c.get("compression.type"), Some("zstd"));
+        k.options.insert("batch.num.messages".into(), "100".into());
+        k.raw_options.insert("linger.ms".into(), "700".into());
+        let raw = producer_config(&k, Role::Raw, LINGER);
+        let prompt = producer_config(&k, Role::Prompt, LINGER);
+        assert_eq!(raw.get("linger.ms"), Some("700"));
+        assert_eq!(prompt.get("linger.ms"), Some("5"));
+        for c in [&raw, &prompt] {
+            assert_eq!(c.get("batch.num.messages"), Some("100"));
+            assert_eq!(c.get("enable.idempotence"), Some("true"));
+            assert_eq!(c.get("compression.type"), Some("zstd"));
+        }
+    }
+
+    #[test]
+    fn the_raw_stream_batches_longer_and_compresses_harder() {
+        let k = KafkaConfig::default();
+        let raw = producer_config(&k, Role::Raw, LINGER);
+        let prompt = producer_config(&k, Role::Prompt, LINGER);
+        assert_eq!(raw.get("linger.ms"), Some("500"));
+        assert_eq!(raw.get("compression.level"), Some("6"));
+        assert_eq!(prompt.get("linger.ms"), Some("20"));
+        assert_eq!(prompt.get("compression.level"), None);
+        // librdkafka takes both.
+        let (events, _rx) = mpsc::channel();
+        let _producers = create_producers(&[raw, prompt], &Arc::default(), &events).unwrap();
+        for stream in [Stream::Raw, Stream::Late] {
+            assert_eq!(Role::of(stream), Role::Raw);
+        }
+        for stream in [Stream::Aggregate, Stream::DeadLetter] {
+            assert_eq!(Role::of(stream), Role::Prompt);
+        }
     }
 }

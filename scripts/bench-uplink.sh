@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Upstream bytes on the wire per reading, counted on the socket: edge-sim -> embedded MQTT
+# broker -> bridge -> byte-counting TCP proxy (scripts/lib/byte_proxy.py) -> tansu. What the
+# proxy counts from the bridge to the broker is what a metered uplink bills: Kafka protocol,
+# record batches, compression and the bridge's topic admin and probe included.
+#   scripts/bench-uplink.sh                         # every variant, at 4 and at 1 reading/s
+#   BENCH_RATES=4 BENCH_VARIANTS="defaults before" scripts/bench-uplink.sh
+# Shape: BENCH_SENSORS sensors (1,000) at each of BENCH_RATES readings/s per sensor (4 1) for
+# BENCH_SECONDS (30), 10 s windows (the tutorial's). After the simulator stops, the sensors'
+# windows close by idleness (window.idle_timeout 2 s here), so every reading's aggregate is
+# counted, then the bridge stops cleanly.
+# Variants (BENCH_VARIANTS, default all of them):
+#   defaults   the configuration as shipped
+#   before     what the bridge sent before the lean raw stream: one producer, 20 ms linger,
+#              zstd at its default level, `edge.id` and `mqtt.topic` on every raw record
+#   ids        the defaults with record ids sent (kafka.record_id = "header")
+# Prints one line per variant and rate: readings, MQTT payload bytes per reading, wire bytes
+# per reading (upstream, from the proxy), the ratio of the two, and the bridge's own wire count
+# against the proxy's.
+# BENCH_BIN_DIR=DIR measures the edge-bridge and edge-sim binaries in DIR instead (no build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/tools.sh
+. scripts/lib/ports.sh
+
+SENSORS="${BENCH_SENSORS:-1000}"
+SECONDS_EACH="${BENCH_SECONDS:-30}"
+RATES="${BENCH_RATES:-4 1}"
+VARIANTS="${BENCH_VARIANTS:-defaults before ids}"
+if [ -n "${BENCH_BIN_DIR:-}" ]; then
+  BIN="$BENCH_BIN_DIR"
+else
+  cargo build --release --quiet -p edge-bridge -p edge-sim --bins
+  BIN="${CARGO_TARGET_DIR:-target}/release"
+fi
+
+WORK=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+# The environment of a variant: EDGE_BRIDGE_* settings over the defaults.
+variant_env() {
+  case "$1" in
+    defaults) ;;
+    before)
+      echo EDGE_BRIDGE_KAFKA_RECORD_ID=header EDGE_BRIDGE_KAFKA_RAW_TOPIC_HEADER=always \
+        EDGE_BRIDGE_KAFKA_RAW_LINGER=20ms EDGE_BRIDGE_KAFKA_RAW_COMPRESSION_LEVEL=-1 ;;
+    ids) echo EDGE_BRIDGE_KAFKA_RECORD_ID=header ;;
+    *) echo "unknown variant $1 (defaults, before, ids)" >&2; exit 2 ;;
+  esac
+}
+
+run() {
+  local variant=$1 rate=$2 dir="$WORK/$1-$2"
+  mkdir -p "$dir"
+  read -r KAFKA PROXY MQTT <<<"$(free_ports 3)"
+  "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$KAFKA" --advertised-listener-url "tcp://127.0.0.1:$PROXY" \
+    --storage-engine memory://tansu/ --silent >"$dir/tansu.log" 2>&1 &
+  local tansu=$!
+  pids+=("$tansu")
+  wait_port "$KAFKA"
+  python3 scripts/lib/byte_proxy.py "$PROXY" "127.0.0.1:$KAFKA" "$dir/proxy.counts" &
+  local proxy=$!
+  pids+=("$proxy")
+  wait_port "$PROXY"
+  # shellcheck disable=SC2046 # the variant's settings are words on purpose
+  env $(variant_env "$variant") EDGE_BRIDGE_WINDOW_IDLE_TIMEOUT=2s EDGE_BRIDGE_LOG_SUMMARY_INTERVAL=1s \
+    EDGE_BRIDGE_WINDOW_MAX_SENSORS=$((SENSORS * 2)) \
+    "$BIN/edge-bridge" --mqtt-listen "127.0.0.1:$MQTT" --kafka-brokers "127.0.0.1:$PROXY" \
+    --state-dir "$dir/state" >"$dir/summary.txt" 2>"$dir/bridge.log" &
+  local bridge=$!
+  pids+=("$bridge")
+  wait_port "$MQTT"
+  "$BIN/edge-sim" --mqtt-url "mqtt://127.0.0.1:$MQTT" --rate "$rate" --sensors "$SENSORS" \
+    --duration "${SECONDS_EACH}s" --quiet >"$dir/sim.txt"
+  # Idle windows close 2 s after the last reading; librdkafka's byte count is refreshed every
+  # second. Wait until the proxy has carried nothing new for 3 s.
+  local last="" same=0
+  for _ in $(seq 60); do
+    sleep 1
+    local now
+    now=$(cat "$dir/proxy.counts")
+    if [ "$now" = "$last" ]; then same=$((same + 1)); [ "$same" -ge 3 ] && break; else same=0; fi
+    last=$now
+  done
+  kill -TERM "$bridge"
+  wait "$bridge" || true
+  kill -TERM "$proxy"
+  wait "$proxy" || true
+  kill "$tansu"
+  wait "$tansu" 2>/dev/null || true
+  python3 - "$variant" "$rate" "$dir/summary.txt" "$dir/proxy.counts" <<'PY'
+import re, sys
+variant, rate, summary, counts = sys.argv[1], sys.argv[2], open(sys.argv[3]).read(), open(sys.argv[4]).read()
+m = re.search(r"readings in: (\d+) \((\d+) bytes\)", summary)
+readings, mqtt_bytes = int(m.group(1)), int(m.group(2))
+wire = int(re.search(r"upstream=(\d+)", counts).group(1))
+own = re.search(r"uplink: (\d+) bytes on the wire", summary)
+own = int(own.group(1)) if own else 0
+aggs = re.search(r"aggregate: produced \d+, delivered (\d+)", summary)
+aggs = int(aggs.group(1)) if aggs else 0
+print(f"{variant:>9} {rate:>4}/s  {readings:>7} readings  {mqtt_bytes/readings:6.2f} MQTT B/reading  "
+      f"{wire/readings:6.2f} wire B/reading ({mqtt_bytes/wire:5.2f}x less)  "
+      f"bridge counted {own} of {wire} ({(wire-own)/wire*100:+.2f}% under)  {aggs} aggregates")
+PY
+}
+
+echo "== upstream bytes on the wire: $SENSORS sensors for ${SECONDS_EACH}s at each of: ${RATES} readings/s per sensor"
+for rate in $RATES; do
+  for variant in $VARIANTS; do
+    run "$variant" "$rate"
+  done
+done
+echo "(logs: $WORK)"
