@@ -21,5 +21,8 @@ pub mod encode;
 
 pub use encode::{record_id, EncodeOptions, Encoder, IdStream, OutRecord, TopicHeader};
 pub mod pipeline;
+pub mod raw_policy;
+
+pub use raw_policy::RawPolicy;
 
 pub use pipeline::{Pipeline, Routed, Stream, Verdict};

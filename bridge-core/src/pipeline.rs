@@ -8,6 +8,7 @@ use bytestring::ByteString;
 
 use crate::decode::{DecodeConfigError, DecodeOptions, Decoder};
 use crate::encode::{EncodeOptions, Encoder, OutRecord};
+use crate::raw_policy::{RawFilter, RawPolicy, RawPolicyError};
 use crate::window::{
     Admission, ClosedWindow, RestoreError, WindowConfigError, WindowOptions, WindowSnapshot,
     Windower,
@@ -53,6 +54,9 @@ pub struct Routed {
 pub enum Verdict {
     /// Decoded and added to a window.
     Aggregated,
+    /// Decoded and added to a window, and left out of the raw stream by the raw policy
+    /// (reason: [`crate::raw_policy::DEADBAND`] or [`crate::raw_policy::SAMPLE`]).
+    Thinned(&'static str),
     /// Decoded, but its window had closed: raw only (and the late stream if enabled).
     Late,
     /// Decoded, but left out of the aggregates by a memory bound (reason code): raw only.
@@ -67,6 +71,8 @@ pub enum PipelineConfigError {
     Decode(#[from] DecodeConfigError),
     #[error("window configuration: {0}")]
     Window(#[from] WindowConfigError),
+    #[error("raw policy: {0}")]
+    RawPolicy(#[from] RawPolicyError),
 }
 
 /// Decoder, windower and encoder wired together.
@@ -75,6 +81,7 @@ pub struct Pipeline {
     decoder: Decoder,
     windower: Windower,
     encoder: Encoder,
+    raw_filter: RawFilter,
     /// Whether late readings are also copied to the late stream.
     route_late: bool,
     /// Reused buffer for windows closed by one call, so the hot path does not allocate it.
@@ -92,10 +99,18 @@ impl Pipeline {
         Ok(Self {
             encoder: Encoder::new(encode, decoder.topic_follows_from_sensor()),
             decoder,
+            raw_filter: RawFilter::new(RawPolicy::All, window.max_sensors)?,
             windower: Windower::new(window)?,
             route_late,
             closed: Vec::new(),
         })
+    }
+
+    /// The same pipeline with `policy` deciding which aggregated readings the raw stream
+    /// carries (every one by default); it remembers at most `window.max_sensors` sensors.
+    pub fn with_raw_policy(mut self, policy: RawPolicy) -> Result<Self, PipelineConfigError> {
+        self.raw_filter = RawFilter::new(policy, self.windower.options().max_sensors)?;
+        Ok(self)
     }
 
     pub fn windower(&self) -> &Windower {
@@ -131,6 +146,15 @@ impl Pipeline {
             &mut self.closed,
         );
         self.emit_closed(out);
+        if matches!(admission, Admission::Added { .. }) {
+            // Only a reading an aggregate reflects may be left out of the raw stream.
+            if let Err(reason) =
+                self.raw_filter
+                    .admit(&reading.sensor, reading.ts_ms, reading.value)
+            {
+                return Verdict::Thinned(reason);
+            }
+        }
         let raw = self
             .encoder
             .raw(&reading, topic, payload.clone(), user_properties);
@@ -250,6 +274,38 @@ mod tests {
             Verdict::Rejected("value_not_number")
         );
         assert_eq!(streams(&out), [Stream::DeadLetter]);
+    }
+
+    #[test]
+    fn the_raw_policy_thins_the_raw_stream_but_not_the_aggregates() {
+        let mut p = pipeline(false)
+            .with_raw_policy(RawPolicy::Sample {
+                interval_ms: 60_000,
+            })
+            .unwrap();
+        let mut out = Vec::new();
+        let verdicts: Vec<Verdict> = [
+            r#"{"ts":1718000000,"value":1}"#,
+            r#"{"ts":1718000001,"value":2}"#,
+            r#"{"ts":1718000011,"value":3}"#,
+            // Late: in no aggregate, so sent whatever the policy.
+            r#"{"ts":1718000002,"value":4}"#,
+        ]
+        .iter()
+        .map(|payload| ingest(&mut p, payload, &mut out))
+        .collect();
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Aggregated,
+                Verdict::Thinned("sample"),
+                Verdict::Thinned("sample"),
+                Verdict::Late
+            ]
+        );
+        assert_eq!(streams(&out), [Stream::Raw, Stream::Aggregate, Stream::Raw]);
+        let agg: serde_json::Value = serde_json::from_slice(&out[1].record.value).unwrap();
+        assert_eq!(agg["temperature"]["count"], 2);
     }
 
     #[test]

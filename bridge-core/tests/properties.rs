@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use edge_bridge_core::{
-    Aggregate, CloseCause, ClosedWindow, DecodeOptions, EncodeOptions, Pipeline, Stream, Verdict,
-    WindowOptions, Windower,
+    Aggregate, CloseCause, ClosedWindow, DecodeOptions, EncodeOptions, OutRecord, Pipeline,
+    RawPolicy, Routed, Stream, Verdict, WindowOptions, Windower,
 };
 use proptest::prelude::*;
 
@@ -264,6 +264,7 @@ proptest! {
                 Verdict::Late => late += 1,
                 Verdict::Rejected(_) => rejected += 1,
                 Verdict::Refused(r) => prop_assert!(false, "refused: {}", r),
+                Verdict::Thinned(r) => prop_assert!(false, "thinned: {}", r),
             }
         }
         p.drain(&mut out);
@@ -283,5 +284,60 @@ proptest! {
         prop_assert_eq!(count(Stream::Raw), aggregated + late);
         prop_assert_eq!(count(Stream::Late), late);
         prop_assert_eq!(count(Stream::DeadLetter), rejected);
+    }
+
+    /// Whatever the raw policy, the aggregates are those of every reading: the policy only
+    /// leaves aggregated readings out of the raw stream, and every reading left out is counted.
+    #[test]
+    fn the_raw_policy_never_changes_the_aggregates(
+        streams in sensor_streams(),
+        schedule in prop::collection::vec(0usize..100, 1..50),
+        policy in prop_oneof![
+            (0.0f64..50.0, 0.0f64..0.5, 1i64..30_000).prop_filter("a threshold", |(a, r, _)| *a > 0.0 || *r > 0.0).prop_map(|(absolute, relative, max_interval_ms)| RawPolicy::Deadband { absolute, relative, max_interval_ms }),
+            (1i64..30_000).prop_map(|interval_ms| RawPolicy::Sample { interval_ms }),
+        ],
+    ) {
+        let readings = interleave(&streams, &schedule);
+        let run = |policy: RawPolicy| {
+            let mut p = Pipeline::new(DecodeOptions::default(), options(), &EncodeOptions::default(), false)
+                .unwrap()
+                .with_raw_policy(policy)
+                .unwrap();
+            let (mut out, mut verdicts) = (Vec::new(), Vec::new());
+            for (s, ts, v) in &readings {
+                let payload = format!(r#"{{"ts":{ts},"value":{v}}}"#);
+                verdicts.push(p.ingest(&format!("sensors/{s}/temperature").into(), Bytes::from(payload), &[], T0 + 60_000, &mut out));
+            }
+            p.drain(&mut out);
+            (out, verdicts)
+        };
+        let (all, all_verdicts) = run(RawPolicy::All);
+        let (thinned, verdicts) = run(policy);
+        let of = |out: &[Routed], s: Stream| -> Vec<OutRecord> {
+            out.iter().filter(|r| r.stream == s).map(|r| r.record.clone()).collect()
+        };
+        // The windows drained at the end come in the order of a hash map's: compare as sets.
+        let sorted = |mut v: Vec<OutRecord>| {
+            v.sort_by(|a, b| (&a.key, a.timestamp_ms).cmp(&(&b.key, b.timestamp_ms)));
+            v
+        };
+        prop_assert_eq!(
+            sorted(of(&thinned, Stream::Aggregate)),
+            sorted(of(&all, Stream::Aggregate))
+        );
+        let left_out = verdicts.iter().filter(|v| matches!(v, Verdict::Thinned(_))).count();
+        prop_assert_eq!(of(&thinned, Stream::Raw).len() + left_out, of(&all, Stream::Raw).len());
+        for (v, a) in verdicts.iter().zip(&all_verdicts) {
+            match v {
+                Verdict::Thinned(_) => prop_assert_eq!(*a, Verdict::Aggregated),
+                other => prop_assert_eq!(other, a),
+            }
+        }
+        // What is sent is a subsequence of the full raw stream, in the same order.
+        let full = of(&all, Stream::Raw);
+        let mut rest = full.iter();
+        for r in of(&thinned, Stream::Raw) {
+            prop_assert!(rest.any(|f| *f == r), "raw record out of order or invented");
+        }
     }
 }

@@ -90,7 +90,8 @@ impl Bridge {
             config.window_options().map_err(anyhow::Error::msg)?,
             &config.encode_options(),
             !config.kafka.late_topic.is_empty(),
-        )?;
+        )?
+        .with_raw_policy(config.raw_policy().map_err(anyhow::Error::msg)?)?;
         std::fs::create_dir_all(&config.state_dir).with_context(|| {
             format!(
                 "cannot create state_dir {}; set --state-dir (or EDGE_BRIDGE_STATE_DIR) to a directory the bridge may write",
@@ -311,7 +312,8 @@ impl Intake<'_> {
                 _ => {}
             }
             // The last record of a publish is its raw (or dead-letter) record: the one the
-            // MQTT ack waits for.
+            // MQTT ack waits for (an aggregate it closed, or none, if the raw policy left the
+            // reading out).
             submit_all(self.outbox, self.stats, self.out, msg.ack, now).await?;
             handled += 1;
             if handled < PUBLISHES_PER_TURN {
@@ -420,6 +422,12 @@ async fn submit_all(
     made_ms: i64,
 ) -> anyhow::Result<()> {
     let n = out.len();
+    if n == 0 {
+        if let Some(ack) = ack {
+            outbox.nothing_to_send(ack);
+        }
+        return Ok(());
+    }
     for (i, r) in out.drain(..).enumerate() {
         if r.stream == Stream::Aggregate {
             stats.windows_emitted.fetch_add(1, Relaxed);

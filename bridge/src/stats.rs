@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
-use edge_bridge_core::{DecodeError, Refusal, Stream, Verdict};
+use edge_bridge_core::{raw_policy, DecodeError, Refusal, Stream, Verdict};
 use prometheus_client::metrics::histogram::Histogram;
 
 /// Per output stream.
@@ -81,6 +81,10 @@ pub struct Stats {
     /// Rejections by [`DecodeError::REASONS`] index, refusals by [`Refusal::REASONS`] index.
     pub rejected_by_reason: [AtomicU64; DecodeError::REASONS.len()],
     pub refused_by_reason: [AtomicU64; Refusal::REASONS.len()],
+    /// Readings aggregated but left out of the raw stream by the raw policy (also counted in
+    /// `aggregated`), and by reason.
+    pub thinned: AtomicU64,
+    pub thinned_by_reason: [AtomicU64; raw_policy::REASONS.len()],
     /// Gauges the main loop sets: open windows, sensors tracked, records in the producer.
     pub open_windows: AtomicU64,
     pub sensors: AtomicU64,
@@ -129,6 +133,13 @@ impl Stats {
         self.bytes_in.fetch_add(payload_len as u64, Relaxed);
         let counter = match verdict {
             Verdict::Aggregated => &self.aggregated,
+            Verdict::Thinned(reason) => {
+                if let Some(i) = raw_policy::REASONS.iter().position(|r| *r == reason) {
+                    self.thinned_by_reason[i].fetch_add(1, Relaxed);
+                }
+                self.thinned.fetch_add(1, Relaxed);
+                &self.aggregated
+            }
             Verdict::Late => &self.late,
             Verdict::Rejected(reason) => {
                 if let Some(i) = DecodeError::REASONS.iter().position(|r| *r == reason) {
@@ -170,6 +181,7 @@ impl Stats {
             late: self.late.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
             refused: self.refused.load(Relaxed),
+            thinned: self.thinned.load(Relaxed),
             windows_emitted: self.windows_emitted.load(Relaxed),
             broker_dropped: self.broker_dropped.load(Relaxed),
             spool_records: self.spool_records.load(Relaxed),
@@ -232,6 +244,8 @@ pub struct Summary {
     pub late: u64,
     pub rejected: u64,
     pub refused: u64,
+    /// Aggregated readings the raw policy left out of the raw stream.
+    pub thinned: u64,
     pub windows_emitted: u64,
     pub broker_dropped: u64,
     pub spool_records: u64,
@@ -274,6 +288,13 @@ impl std::fmt::Display for Summary {
             self.rejected,
             self.refused
         )?;
+        if self.thinned > 0 {
+            writeln!(
+                f,
+                "left out of the raw stream by the raw policy (in the aggregates): {}",
+                self.thinned
+            )?;
+        }
         if self.broker_dropped > 0 {
             writeln!(
                 f,

@@ -28,6 +28,7 @@ pub struct Config {
     pub decode: DecodeConfig,
     pub window: WindowConfig,
     pub kafka: KafkaConfig,
+    pub raw: RawConfig,
     pub spool: SpoolConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
@@ -41,6 +42,7 @@ impl Default for Config {
             decode: DecodeConfig::default(),
             window: WindowConfig::default(),
             kafka: KafkaConfig::default(),
+            raw: RawConfig::default(),
             spool: SpoolConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
@@ -312,6 +314,33 @@ impl Default for KafkaConfig {
             ssl_certificate_location: String::new(),
             ssl_key_location: String::new(),
             ssl_key_password: String::new(),
+        }
+    }
+}
+
+/// Which readings the raw stream carries ([`edge_bridge_core::raw_policy`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// `all`, `deadband` or `sample`.
+    #[serde(deserialize_with = "text")]
+    pub policy: String,
+    /// deadband: the longest event time between two readings sent; sample: the slice.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// deadband: sent when the value moved more than this from the last one sent (0: off).
+    pub deadband_absolute: f64,
+    /// deadband: sent when the value moved more than this fraction of the last one sent.
+    pub deadband_relative: f64,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            policy: "all".into(),
+            interval: Duration::from_secs(60),
+            deadband_absolute: 0.0,
+            deadband_relative: 0.0,
         }
     }
 }

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use edge_bridge_core::decode::{DecodeOptions, SensorIdSource};
+use edge_bridge_core::raw_policy::RawFilter;
 use edge_bridge_core::window::WindowOptions;
-use edge_bridge_core::EncodeOptions;
+use edge_bridge_core::{EncodeOptions, RawPolicy};
 
 use super::{Config, RecordId};
 
@@ -58,6 +59,30 @@ impl Config {
         }
         millis("kafka.raw_linger", linger)?;
         Ok(linger)
+    }
+
+    /// The raw stream's policy, from `[raw]`.
+    pub fn raw_policy(&self) -> Result<RawPolicy, String> {
+        let r = &self.raw;
+        let interval_ms = millis("raw.interval", r.interval)?;
+        let policy = match r.policy.as_str() {
+            "all" => RawPolicy::All,
+            "deadband" => RawPolicy::Deadband {
+                absolute: r.deadband_absolute,
+                relative: r.deadband_relative,
+                max_interval_ms: interval_ms,
+            },
+            "sample" => RawPolicy::Sample { interval_ms },
+            other => {
+                return Err(format!(
+                    "raw.policy: {other:?} is not all, deadband or sample"
+                ))
+            }
+        };
+        RawFilter::new(policy.clone(), 1).map_err(|e| {
+            format!("raw ({} policy): {e}; see raw.deadband_absolute, raw.deadband_relative and raw.interval", r.policy)
+        })?;
+        Ok(policy)
     }
 
     /// The windower's options, from `[window]`.

@@ -37,6 +37,9 @@ impl Config {
             errors.push("window.measurement: must not be empty".into());
         }
         errors.extend(self.kafka_problems());
+        if let Err(e) = self.raw_policy() {
+            errors.push(e);
+        }
         if errors.is_empty() {
             Ok(())
         } else {
