@@ -14,9 +14,13 @@
 #   before     what the bridge sent before the lean raw stream: one producer, 20 ms linger,
 #              zstd at its default level, `edge.id` and `mqtt.topic` on every raw record
 #   ids        the defaults with record ids sent (kafka.record_id = "header")
+#   deadband   raw.policy = "deadband", 0.5 absolute, 60 s heartbeat
+#   sample     raw.policy = "sample", one reading per sensor per 10 s window
 # Prints one line per variant and rate: readings, MQTT payload bytes per reading, wire bytes
-# per reading (upstream, from the proxy), the ratio of the two, and the bridge's own wire count
-# against the proxy's.
+# per reading (upstream, from the proxy), the ratio of the two, the bridge's own wire count
+# against the proxy's, and the part of it that the aggregates' producer wrote (aggregates and
+# dead letters, protocol included): the aggregates alone on the wire.
+# BENCH_ENV="EDGE_BRIDGE_KEY=VALUE ..." adds settings to every variant (to try other values).
 # BENCH_BIN_DIR=DIR measures the edge-bridge and edge-sim binaries in DIR instead (no build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +30,7 @@ cd "$(dirname "$0")/.."
 SENSORS="${BENCH_SENSORS:-1000}"
 SECONDS_EACH="${BENCH_SECONDS:-30}"
 RATES="${BENCH_RATES:-4 1}"
-VARIANTS="${BENCH_VARIANTS:-defaults before ids}"
+VARIANTS="${BENCH_VARIANTS:-defaults before ids deadband sample}"
 if [ -n "${BENCH_BIN_DIR:-}" ]; then
   BIN="$BENCH_BIN_DIR"
 else
@@ -48,7 +52,9 @@ variant_env() {
       echo EDGE_BRIDGE_KAFKA_RECORD_ID=header EDGE_BRIDGE_KAFKA_RAW_TOPIC_HEADER=always \
         EDGE_BRIDGE_KAFKA_RAW_LINGER=20ms EDGE_BRIDGE_KAFKA_RAW_COMPRESSION_LEVEL=-1 ;;
     ids) echo EDGE_BRIDGE_KAFKA_RECORD_ID=header ;;
-    *) echo "unknown variant $1 (defaults, before, ids)" >&2; exit 2 ;;
+    deadband) echo EDGE_BRIDGE_RAW_POLICY=deadband EDGE_BRIDGE_RAW_DEADBAND_ABSOLUTE=0.5 EDGE_BRIDGE_RAW_INTERVAL=60s ;;
+    sample) echo EDGE_BRIDGE_RAW_POLICY=sample EDGE_BRIDGE_RAW_INTERVAL=10s ;;
+    *) echo "unknown variant $1 (defaults, before, ids, deadband, sample)" >&2; exit 2 ;;
   esac
 }
 
@@ -66,7 +72,7 @@ run() {
   pids+=("$proxy")
   wait_port "$PROXY"
   # shellcheck disable=SC2046 # the variant's settings are words on purpose
-  env $(variant_env "$variant") EDGE_BRIDGE_WINDOW_IDLE_TIMEOUT=2s EDGE_BRIDGE_LOG_SUMMARY_INTERVAL=1s \
+  env $(variant_env "$variant") ${BENCH_ENV:-} EDGE_BRIDGE_WINDOW_IDLE_TIMEOUT=2s EDGE_BRIDGE_LOG_SUMMARY_INTERVAL=1s \
     EDGE_BRIDGE_WINDOW_MAX_SENSORS=$((SENSORS * 2)) \
     "$BIN/edge-bridge" --mqtt-listen "127.0.0.1:$MQTT" --kafka-brokers "127.0.0.1:$PROXY" \
     --state-dir "$dir/state" >"$dir/summary.txt" 2>"$dir/bridge.log" &
@@ -97,13 +103,14 @@ variant, rate, summary, counts = sys.argv[1], sys.argv[2], open(sys.argv[3]).rea
 m = re.search(r"readings in: (\d+) \((\d+) bytes\)", summary)
 readings, mqtt_bytes = int(m.group(1)), int(m.group(2))
 wire = int(re.search(r"upstream=(\d+)", counts).group(1))
-own = re.search(r"uplink: (\d+) bytes on the wire", summary)
-own = int(own.group(1)) if own else 0
+own = re.search(r"uplink: (\d+) bytes on the wire.*?the raw stream (\d+)\)", summary)
+own, own_raw = (int(own.group(1)), int(own.group(2))) if own else (0, 0)
 aggs = re.search(r"aggregate: produced \d+, delivered (\d+)", summary)
 aggs = int(aggs.group(1)) if aggs else 0
 print(f"{variant:>9} {rate:>4}/s  {readings:>7} readings  {mqtt_bytes/readings:6.2f} MQTT B/reading  "
       f"{wire/readings:6.2f} wire B/reading ({mqtt_bytes/wire:5.2f}x less)  "
-      f"bridge counted {own} of {wire} ({(wire-own)/wire*100:+.2f}% under)  {aggs} aggregates")
+      f"bridge counted {own} of {wire} ({(wire-own)/wire*100:+.2f}% under)  "
+      f"aggregates' producer {(own-own_raw)/readings:5.2f} wire B/reading ({mqtt_bytes/max(own-own_raw, 1):5.1f}x less; {aggs} aggregates)")
 PY
 }
 

@@ -17,7 +17,9 @@ pub const ENV_PREFIX: &str = "EDGE_BRIDGE_";
 const ENV_NOT_KEYS: [&str; 1] = ["CONFIG"];
 
 /// Top-level tables: `EDGE_BRIDGE_KAFKA_RAW_TOPIC` means `kafka.raw_topic`.
-const SECTIONS: [&str; 7] = ["mqtt", "decode", "window", "kafka", "spool", "http", "log"];
+const SECTIONS: [&str; 8] = [
+    "mqtt", "decode", "window", "kafka", "raw", "spool", "http", "log",
+];
 
 /// Why the configuration could not be loaded or is invalid. Each line names a key or a file.
 #[derive(Debug, thiserror::Error)]
@@ -85,15 +87,20 @@ pub fn check(config: &Config) -> Result<(), Vec<String>> {
 
 /// Every key of a configuration file that the bridge does not have: serde stops at the first,
 /// and an operator fixing a file wants them all at once. `default-config.toml` lists every key
-/// (a test holds it to `Config`); `kafka.options` is free-form. A file that is not TOML yields
+/// (a test holds it to `Config`); `kafka.options` and `kafka.raw_options` are free-form. A file
+/// that is not TOML yields
 /// nothing here: figment reports it, with the line.
 fn unknown_keys(text: &str, path: &Path) -> Vec<String> {
+    /// librdkafka's options, passed as they are.
+    const FREE_FORM: [&str; 2] = ["kafka.options", "kafka.raw_options"];
     fn walk(prefix: &str, file: &toml::Table, known: &toml::Table, out: &mut Vec<String>) {
         for (key, value) in file {
             let name = format!("{prefix}{key}");
             match (known.get(key), value) {
                 (None, _) => out.push(name),
-                (Some(toml::Value::Table(k)), toml::Value::Table(f)) if name != "kafka.options" => {
+                (Some(toml::Value::Table(k)), toml::Value::Table(f))
+                    if !FREE_FORM.contains(&name.as_str()) =>
+                {
                     walk(&format!("{name}."), f, k, out)
                 }
                 _ => {}
@@ -250,6 +257,20 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn every_table_of_the_configuration_takes_environment_variables() {
+        let defaults: toml::Table = toml::from_str(crate::config::DEFAULT_CONFIG_TOML).unwrap();
+        for (name, value) in &defaults {
+            if value.is_table() {
+                assert!(
+                    SECTIONS.contains(&name.as_str()),
+                    "[{name}] is missing from SECTIONS: its EDGE_BRIDGE_ variables are refused"
+                );
+            }
+        }
+        assert_eq!(key_of("RAW_DEADBAND_ABSOLUTE"), "raw.deadband_absolute");
+    }
+
     fn err(r: Result<Config, LoadError>) -> String {
         r.unwrap_err().to_string()
     }
@@ -320,7 +341,8 @@ mod tests {
             jail.create_file(
                 "all.toml",
                 "colour = 1\n[window]\nsizee = \"1s\"\nsize = \"5s\"\n[kafak]\nx = 1\n\
-                 [kafka.options]\n\"linger.ms\" = \"5\"\n[kafka]\nbrokerz = \"x\"\n",
+                 [kafka.options]\n\"linger.ms\" = \"5\"\n[kafka.raw_options]\n\"debug\" = \"msg\"\n\
+                 [kafka]\nbrokerz = \"x\"\n",
             )?;
             let e = err(load(Some(Path::new("all.toml")), json!({})));
             for key in [
@@ -334,7 +356,10 @@ mod tests {
                     "{key}: {e}"
                 );
             }
-            assert!(!e.contains("linger") && !e.contains("window.size\""), "{e}");
+            assert!(
+                !e.contains("linger") && !e.contains("debug") && !e.contains("window.size\""),
+                "{e}"
+            );
             Ok(())
         });
         Jail::expect_with(|jail| {
