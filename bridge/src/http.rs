@@ -46,7 +46,10 @@ struct Point {
     /// Wall-clock ms at the end of the sample.
     t: i64,
     readings_per_s: f64,
-    upstream_bytes_per_s: f64,
+    /// MQTT payload bytes in.
+    received_bytes_per_s: f64,
+    /// Bytes on the wire to the Kafka brokers (all streams, compressed, protocol included).
+    uplink_sent_bytes_per_s: f64,
 }
 
 /// Binds `addr` and serves in `tasks` until they stop. Binding errors are returned at once, so a
@@ -210,11 +213,7 @@ async fn status_json(State(s): State<AppState>) -> impl IntoResponse {
 async fn sample_history(stats: Arc<Stats>, history: Arc<Mutex<VecDeque<Point>>>) {
     let totals = |s: &Stats| {
         let v = s.snapshot();
-        let sent: u64 = [v.raw, v.aggregate, v.dead_letter, v.late_stream]
-            .iter()
-            .map(|c| c.bytes_delivered)
-            .sum();
-        (v.readings_in, sent)
+        (v.readings_in, v.bytes_in, v.wire_sent_bytes)
     };
     let mut last = totals(&stats);
     let mut tick = tokio::time::interval(SAMPLE);
@@ -230,7 +229,8 @@ async fn sample_history(stats: Arc<Stats>, history: Arc<Mutex<VecDeque<Point>>>)
         h.push_back(Point {
             t: crate::clock::wall_ms(),
             readings_per_s: (now.0 - last.0) as f64 / secs,
-            upstream_bytes_per_s: (now.1 - last.1) as f64 / secs,
+            received_bytes_per_s: (now.1 - last.1) as f64 / secs,
+            uplink_sent_bytes_per_s: (now.2 - last.2) as f64 / secs,
         });
         last = now;
     }

@@ -279,9 +279,36 @@ fn status_page_in_chromium(http: u16, metrics: &HashMap<String, f64>) {
             + 6;
         dom[start..].split('<').next().unwrap().to_owned()
     };
+    // Byte counts are shown in units, the exact figure in data-exact.
+    let exact_of = |id: &str| -> (String, String) {
+        let tag = format!("id=\"{id}\" data-exact=\"");
+        let start = dom.find(&tag).unwrap_or_else(|| panic!("no exact #{id}")) + tag.len();
+        let exact = dom[start..].split('"').next().unwrap().to_owned();
+        let shown = dom[start..].split_once('>').unwrap().1;
+        (exact, shown.split('<').next().unwrap().to_owned())
+    };
+    let (exact, shown) = exact_of("received_bytes");
+    assert_eq!(
+        exact,
+        format!("{}", metrics["edge_bridge_received_bytes_total"] as u64)
+    );
+    assert!(
+        [" B", " kB", " MB"].iter().any(|u| shown.ends_with(u)),
+        "bytes in units: {shown}"
+    );
+    let (exact, shown) = exact_of("uplink_sent_bytes");
+    assert!(
+        exact.parse::<u64>().unwrap() > 0,
+        "bytes on the wire: {exact}"
+    );
+    assert!(shown.ends_with("B"), "{shown}");
+    let (_, shown) = exact_of("uplink_reduction_ratio");
+    assert!(
+        shown.ends_with("x less") || shown.ends_with("x MORE"),
+        "{shown}"
+    );
     for (id, series) in [
         ("readings_received", "edge_bridge_readings_received_total"),
-        ("received_bytes", "edge_bridge_received_bytes_total"),
         ("aggregates_emitted", "edge_bridge_aggregates_emitted_total"),
         (
             "aggregates_delivered",
