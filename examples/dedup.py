@@ -28,7 +28,7 @@ import struct
 import sys
 
 import xxhash
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, KafkaError, KafkaException
 
 TAGS = {"raw": b"r", "aggregate": b"a", "dead-letter": b"d"}
 
@@ -62,7 +62,8 @@ def main():
     p.add_argument("--brokers", required=True)
     p.add_argument("--topic", required=True)
     p.add_argument("--stream", choices=sorted(TAGS), required=True,
-                   help="which of the bridge's streams the topic holds")
+                   help="which of the bridge's streams the topic holds (raw for the late topic: "
+                        "late records are told by their late.window_start header)")
     p.add_argument("--remember", type=int, default=10_000,
                    help="ids remembered per key (default 10,000)")
     p.add_argument("--check", action="store_true",
@@ -102,7 +103,12 @@ def main():
             at_end.discard(msg.partition())
             headers = dict(msg.headers() or [])
             tag = b"l" if "late.window_start" in headers else TAGS[args.stream]
-            _, timestamp_ms = msg.timestamp()
+            kind, timestamp_ms = msg.timestamp()
+            if kind != TIMESTAMP_CREATE_TIME:
+                # The id covers the bridge's timestamp (event time); a topic that stamps
+                # records with the broker's append time has replaced it.
+                sys.exit(f"{args.topic}: records carry the broker's append time, not the bridge's "
+                         "timestamp (message.timestamp.type=LogAppendTime): their ids cannot be computed")
             rid = record_id(tag, msg.key(), timestamp_ms, msg.value())
             total += 1
             if args.check and "edge.id" in headers:

@@ -38,12 +38,6 @@ else
   BIN="${CARGO_TARGET_DIR:-target}/release"
 fi
 
-WORK=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-
 # The environment of a variant: EDGE_BRIDGE_* settings over the defaults.
 variant_env() {
   case "$1" in
@@ -57,6 +51,14 @@ variant_env() {
     *) echo "unknown variant $1 (defaults, before, ids, deadband, sample)" >&2; exit 2 ;;
   esac
 }
+
+for variant in $VARIANTS; do variant_env "$variant" >/dev/null; done
+WORK=$(mktemp -d)
+echo "(logs: $WORK)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 run() {
   local variant=$1 rate=$2 dir="$WORK/$1-$2"
@@ -97,12 +99,15 @@ run() {
   wait "$proxy" || true
   kill "$tansu"
   wait "$tansu" 2>/dev/null || true
+  pids=()
   python3 - "$variant" "$rate" "$dir/summary.txt" "$dir/proxy.counts" <<'PY'
 import re, sys
 variant, rate, summary, counts = sys.argv[1], sys.argv[2], open(sys.argv[3]).read(), open(sys.argv[4]).read()
 m = re.search(r"readings in: (\d+) \((\d+) bytes\)", summary)
+if not m or int(m.group(1)) == 0:
+    sys.exit(f"{variant} at {rate}/s: the bridge took in no reading; see its log")
 readings, mqtt_bytes = int(m.group(1)), int(m.group(2))
-wire = int(re.search(r"upstream=(\d+)", counts).group(1))
+wire = max(int(re.search(r"upstream=(\d+)", counts).group(1)), 1)
 own = re.search(r"uplink: (\d+) bytes on the wire.*?the raw stream (\d+)\)", summary)
 own, own_raw = (int(own.group(1)), int(own.group(2))) if own else (0, 0)
 aggs = re.search(r"aggregate: produced \d+, delivered (\d+)", summary)
@@ -120,4 +125,3 @@ for rate in $RATES; do
     run "$variant" "$rate"
   done
 done
-echo "(logs: $WORK)"

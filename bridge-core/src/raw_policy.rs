@@ -4,7 +4,9 @@
 //! window can be left out of the raw stream (a late or refused reading is in no aggregate, so
 //! it is always sent). Decisions use event time, so a replay of the same readings decides the
 //! same way; the last reading sent per sensor is kept in memory only, so after a restart each
-//! sensor's first reading is sent.
+//! sensor's first reading is sent. At most `max_sensors` are remembered: when full, sensors
+//! quiet for longer than the interval are forgotten, and a reading of a sensor that still finds
+//! no room is sent.
 //!
 //! - [`RawPolicy::All`]: every reading.
 //! - [`RawPolicy::Deadband`]: report by exception, as process historians do: a reading is sent
@@ -127,6 +129,9 @@ impl RawFilter {
         if !send {
             return Err(skip_reason);
         }
+        if self.last.len() >= self.max_sensors && !self.last.contains_key(sensor) {
+            self.forget_before(ts_ms);
+        }
         let remembered = self.last.len();
         match self.last.get_mut(sensor) {
             // The heartbeat counts from the newest event time sent, whatever the order.
@@ -143,6 +148,22 @@ impl RawFilter {
             None => {}
         }
         Ok(())
+    }
+
+    /// Forgets the sensors whose last reading sent is more than the policy's interval before
+    /// `ts_ms` (sensors gone quiet, as the windower forgets them). A sensor's next reading that
+    /// far on is sent anyway, so this changes no decision, except for a sensor whose clock lags
+    /// the others by more than the interval: it gets one more reading sent.
+    fn forget_before(&mut self, ts_ms: i64) {
+        let interval = match self.policy {
+            RawPolicy::All => return,
+            RawPolicy::Deadband {
+                max_interval_ms, ..
+            } => max_interval_ms,
+            RawPolicy::Sample { interval_ms } => interval_ms,
+        };
+        let horizon = ts_ms.saturating_sub(interval);
+        self.last.retain(|_, last| last.ts_ms >= horizon);
     }
 }
 
@@ -234,6 +255,28 @@ mod tests {
             ],
         );
         assert_eq!(got, [true, false, true, false, false, true, true, true]);
+    }
+
+    #[test]
+    fn quiet_sensors_are_forgotten_to_make_room() {
+        let mut f = RawFilter::new(
+            RawPolicy::Sample {
+                interval_ms: 10_000,
+            },
+            1,
+        )
+        .unwrap();
+        let got = admitted(
+            &mut f,
+            &[
+                ("a", 0, 1.0),
+                ("b", 25_000, 1.0), // a's last is over 10 s before: forgotten, b remembered
+                ("b", 26_000, 1.0), // so b is thinned
+                ("a", 27_000, 1.0), // a is new again, and b is recent: a is not remembered
+                ("a", 28_000, 1.0), // so a is sent again
+            ],
+        );
+        assert_eq!(got, [true, true, false, true, true]);
     }
 
     #[test]

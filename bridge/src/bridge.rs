@@ -388,7 +388,7 @@ fn restore_windows(
         "Restored the open windows of the previous run"
     );
     if !saved.clean {
-        warn!("The previous run did not stop cleanly: open windows are as of its last periodic save (window.save_interval); readings after it are in the raw topic but not in those aggregates");
+        warn!("The previous run did not stop cleanly: open windows are as of its last periodic save (window.save_interval); readings after it are in the raw topic (unless raw.policy left them out) but not in those aggregates");
     }
     Ok(())
 }

@@ -250,7 +250,8 @@ pub struct KafkaConfig {
     /// duration, or `auto` ([`Config::raw_linger`]).
     #[serde(deserialize_with = "text")]
     pub raw_linger: String,
-    /// The raw stream's compression level (-1: the codec's default; zstd 1..=22).
+    /// The raw stream's compression level (-1: the codec's default; zstd and lz4 up to 12,
+    /// gzip 9: librdkafka's range).
     pub raw_compression_level: i32,
     /// Passed to the raw stream's producer only, over `options`.
     #[serde(deserialize_with = "option_texts")]

@@ -193,11 +193,18 @@ fn lean_record_settings_are_read_and_checked() {
     c.kafka.raw_compression_level = -1;
     c.kafka.raw_linger = "901s".into();
     assert!(problems(&c).contains("kafka.raw_linger: at most 900s"));
+    c.kafka.raw_linger = "3s".into();
+    assert!(problems(&c).contains("more than half of spool.spill_after (5s)"));
+    c.spool.spill_after = std::time::Duration::from_secs(10);
+    assert_eq!(c.raw_linger(), Ok(std::time::Duration::from_secs(3)));
+    c.spool.spill_after = std::time::Duration::from_secs(5);
     c.kafka.raw_linger = "soon".into();
     assert!(problems(&c).contains("is not auto or a duration"));
     // auto: long batches where nothing waits on them, short where MQTT acks do.
     c.kafka.raw_linger = "auto".into();
     assert_eq!(c.raw_linger(), Ok(std::time::Duration::from_millis(500)));
+    c.spool.spill_after = std::time::Duration::from_millis(1_000);
+    assert_eq!(c.raw_linger(), Ok(std::time::Duration::from_millis(250)));
     c.mqtt.url = "mqtt://broker:1883".into();
     assert_eq!(c.raw_linger(), Ok(std::time::Duration::from_millis(20)));
 }

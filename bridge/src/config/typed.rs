@@ -37,15 +37,19 @@ impl Config {
     }
 
     /// The raw stream producer's batching time: `kafka.raw_linger`, whose `auto` depends on
-    /// whether acknowledgements wait on it (see [`super::RAW_LINGER_EXTERNAL`]).
+    /// whether acknowledgements wait on it (see [`super::RAW_LINGER_EXTERNAL`]). It must stay
+    /// well under `spool.spill_after`: records waiting that long without a delivery report
+    /// mean the uplink is down, and a raw batch that lingers so long would look like it.
     pub fn raw_linger(&self) -> Result<Duration, String> {
         let text = self.kafka.raw_linger.trim();
         let linger = if text == "auto" {
-            if self.mqtt.url.is_empty() {
+            let linger = if self.mqtt.url.is_empty() {
                 super::RAW_LINGER_EMBEDDED
             } else {
                 super::RAW_LINGER_EXTERNAL
-            }
+            };
+            let quarter = (self.spool.spill_after / 4).as_millis() as u64;
+            linger.min(Duration::from_millis(quarter))
         } else {
             humantime::parse_duration(text).map_err(|e| {
                 format!("kafka.raw_linger: {text:?} is not auto or a duration like 500ms: {e}")
@@ -56,6 +60,13 @@ impl Config {
                 "kafka.raw_linger: at most 900s (librdkafka's limit); a few hundred ms is usual"
                     .into(),
             );
+        }
+        if linger * 2 > self.spool.spill_after {
+            return Err(format!(
+                "kafka.raw_linger: {} is more than half of spool.spill_after ({}): the uplink would look down while a batch lingers; shorten it or raise spool.spill_after",
+                humantime::format_duration(linger),
+                humantime::format_duration(self.spool.spill_after)
+            ));
         }
         millis("kafka.raw_linger", linger)?;
         Ok(linger)

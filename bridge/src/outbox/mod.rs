@@ -183,9 +183,6 @@ impl<S: Sink> Outbox<S> {
         &self.sink
     }
 
-    /// Sends or spools one record. `ack`: the MQTT message this record completes, acknowledged
-    /// once the record is delivered or durably spooled. `made_ms`: wall-clock ms when the
-    /// bridge made the record.
     /// An MQTT message that made no record (its reading was left out of the raw stream and
     /// closed no window): its ack goes out in arrival order, as soon as those before it.
     pub fn nothing_to_send(&mut self, ack: AckToken) {
@@ -193,6 +190,9 @@ impl<S: Sink> Outbox<S> {
         self.acks.done(seq);
     }
 
+    /// Sends or spools one record. `ack`: the MQTT message this record completes, acknowledged
+    /// once the record is delivered or durably spooled. `made_ms`: wall-clock ms when the
+    /// bridge made the record.
     pub async fn submit(
         &mut self,
         routed: Routed,

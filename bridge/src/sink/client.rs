@@ -99,17 +99,13 @@ impl Role {
 /// them. `raw_linger`: [`crate::Config::raw_linger`].
 pub fn producer_config(k: &KafkaConfig, role: Role, raw_linger: Duration) -> ClientConfig {
     let mut c = ClientConfig::new();
-    let linger_ms = match role {
-        Role::Raw => raw_linger.as_millis().to_string(),
-        // Aggregates within 20 ms: batches still form in a flood of closing windows.
-        Role::Prompt => "20".to_string(),
-    };
     c.set("bootstrap.servers", &k.brokers)
         .set("client.id", format!("edge-bridge-{}", role.as_str()))
         .set("enable.idempotence", "true")
         .set("compression.type", &k.compression)
-        // Upstream links are metered, and larger batches compress better.
-        .set("linger.ms", linger_ms)
+        // Aggregates within 20 ms: batches still form in a flood of closing windows (the raw
+        // stream's is set below).
+        .set("linger.ms", "20")
         // Bound librdkafka's in-memory queue for a small gateway (its default is 1 GiB). At
         // 20 ms of linger even 200,000 readings/s fill only 4,000 records per batch, so this
         // holds five such batches. Each queued record costs about 200 bytes of librdkafka
@@ -123,7 +119,7 @@ pub fn producer_config(k: &KafkaConfig, role: Role, raw_linger: Duration) -> Cli
         // come back out of order.
         .set("message.timeout.ms", "0")
         // Reconnect within 2 s of the uplink coming back (librdkafka's default backs off to
-        // 10 s); a gateway has one producer, so the extra attempts cost nothing.
+        // 10 s); a gateway has two producers, so the extra attempts cost nothing.
         .set("reconnect.backoff.max.ms", "2000")
         // Bytes on the wire per broker (txbytes, rxbytes), for the uplink figures.
         .set(
@@ -150,13 +146,14 @@ pub fn producer_config(k: &KafkaConfig, role: Role, raw_linger: Duration) -> Cli
             c.set(key, value);
         }
     }
-    if role == Role::Raw {
-        c.set("compression.level", k.raw_compression_level.to_string());
-    }
     for (key, value) in &k.options {
         c.set(key, value);
     }
+    // The raw stream's own settings come after [kafka.options], so that a `linger.ms` there
+    // (for the aggregates) does not undo kafka.raw_linger; [kafka.raw_options] comes last.
     if role == Role::Raw {
+        c.set("linger.ms", raw_linger.as_millis().to_string())
+            .set("compression.level", k.raw_compression_level.to_string());
         for (key, value) in &k.raw_options {
             c.set(key, value);
         }

@@ -501,7 +501,9 @@ mod tests {
 
     #[test]
     fn the_raw_stream_batches_longer_and_compresses_harder() {
-        let k = KafkaConfig::default();
+        let mut k = KafkaConfig::default();
+        // A linger in [kafka.options] is the aggregates'; the raw stream keeps its own.
+        k.options.insert("linger.ms".into(), "20".into());
         let raw = producer_config(&k, Role::Raw, LINGER);
         let prompt = producer_config(&k, Role::Prompt, LINGER);
         assert_eq!(raw.get("linger.ms"), Some("500"));
