@@ -111,6 +111,10 @@ pub fn producer_config(k: &KafkaConfig, role: Role, raw_linger: Duration) -> Cli
         // holds five such batches. Each queued record costs about 200 bytes of librdkafka
         // bookkeeping besides its payload: with 50,000 records (as before) a Kafka broker that
         // lagged in a flood put the bridge over its 64 MiB budget, and throughput did not gain.
+        // The raw producer's longer linger is cut short by full batches (librdkafka's 10,000
+        // records): at 40,000 readings/s into one partition a batch is full in 250 ms, and the
+        // 500 ms default took that rate without spooling (BENCHMARKS.md, CPU per reading); with
+        // several partitions each batch fills more slowly, which is not measured yet.
         .set("queue.buffering.max.kbytes", "4096")
         .set("queue.buffering.max.messages", "20000")
         // Never give up on a record by time: while the uplink is down, records wait (in this
