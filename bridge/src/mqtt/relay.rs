@@ -179,7 +179,12 @@ async fn relay<S: AsyncRead + AsyncWrite>(
             if n == 0 {
                 return to_broker.shutdown().await;
             }
+            let started = tokio::time::Instant::now();
             to_broker.write_all(&buf[..n]).await?;
+            note_stall(
+                started,
+                "the MQTT broker did not read the bridge's acks and pings",
+            );
             frames.extend(&buf[..n]);
             let mut acks = 0;
             while let Some(packet) = frames.next_packet() {
@@ -213,7 +218,12 @@ async fn relay<S: AsyncRead + AsyncWrite>(
                 frames.start += len;
             }
             if frames.start > from {
+                let started = tokio::time::Instant::now();
                 to_client.write_all(&frames.buf[from..frames.start]).await?;
+                note_stall(
+                    started,
+                    "the bridge's MQTT client did not read the broker's messages",
+                );
             }
             frames.compact();
             if waiting {
@@ -237,6 +247,22 @@ async fn relay<S: AsyncRead + AsyncWrite>(
     tokio::select! {
         r = up => r,
         r = down => r,
+    }
+}
+
+/// A write that waited this long is logged: rumqttc gives up on a connection whose writes wait
+/// 5 s, and the broker then sends every unacknowledged message again.
+const STALL: Duration = Duration::from_secs(1);
+
+/// Logs a write through the relay that took [`STALL`] or more (at most one line per stall, so at
+/// most one a second), to tell which side stopped reading before a reconnect.
+fn note_stall(started: tokio::time::Instant, what: &str) {
+    let waited = started.elapsed();
+    if waited >= STALL {
+        warn!(
+            ?waited,
+            "MQTT relay: {what} for a while; a wait of 5 s makes the client reconnect"
+        );
     }
 }
 
