@@ -186,15 +186,10 @@ impl Decoder {
     }
 
     /// Whether a reading's topic follows from its sensor id ([`TopicFilter::topic_of`]): the id
-    /// is made of the filter's `+` levels and the filter has no `#`.
+    /// is made of the filter's `+` levels (there is one at least: [`Decoder::new`] checks) and
+    /// the filter has no `#`.
     pub fn topic_follows_from_sensor(&self) -> bool {
-        self.opts.sensor_id == SensorIdSource::Wildcards
-            && self.filter.topic_of(&self.sensor_placeholder()).is_some()
-    }
-
-    /// An id with as many parts as the filter has `+` levels.
-    fn sensor_placeholder(&self) -> String {
-        vec!["x"; self.filter.single_wildcards()].join("/")
+        self.opts.sensor_id == SensorIdSource::Wildcards && !self.filter.has_rest()
     }
 
     /// Decodes one publish. `arrival_ms` is the gateway's wall clock when it arrived: the event

@@ -171,6 +171,17 @@ impl RawFilter {
 mod tests {
     use super::*;
 
+    /// One reading per sensor per 10 s, remembering at most `max_sensors`.
+    fn sample_10s(max_sensors: usize) -> RawFilter {
+        RawFilter::new(
+            RawPolicy::Sample {
+                interval_ms: 10_000,
+            },
+            max_sensors,
+        )
+        .unwrap()
+    }
+
     fn admitted(f: &mut RawFilter, readings: &[(&str, i64, f64)]) -> Vec<bool> {
         readings
             .iter()
@@ -234,13 +245,7 @@ mod tests {
 
     #[test]
     fn sample_sends_the_first_reading_of_each_slice() {
-        let mut f = RawFilter::new(
-            RawPolicy::Sample {
-                interval_ms: 10_000,
-            },
-            10,
-        )
-        .unwrap();
+        let mut f = sample_10s(10);
         let got = admitted(
             &mut f,
             &[
@@ -259,13 +264,7 @@ mod tests {
 
     #[test]
     fn quiet_sensors_are_forgotten_to_make_room() {
-        let mut f = RawFilter::new(
-            RawPolicy::Sample {
-                interval_ms: 10_000,
-            },
-            1,
-        )
-        .unwrap();
+        let mut f = sample_10s(1);
         let got = admitted(
             &mut f,
             &[
@@ -281,13 +280,7 @@ mod tests {
 
     #[test]
     fn sensors_beyond_the_bound_are_always_sent() {
-        let mut f = RawFilter::new(
-            RawPolicy::Sample {
-                interval_ms: 10_000,
-            },
-            1,
-        )
-        .unwrap();
+        let mut f = sample_10s(1);
         let got = admitted(
             &mut f,
             &[("a", 0, 1.0), ("b", 0, 1.0), ("b", 1, 1.0), ("a", 1, 1.0)],

@@ -81,13 +81,18 @@ impl TopicFilter {
         self.levels.iter().filter(|l| **l == Level::One).count()
     }
 
+    /// Whether the filter ends in `#`.
+    pub fn has_rest(&self) -> bool {
+        self.levels.last() == Some(&Level::Rest)
+    }
+
     /// The topic a sensor id made of this filter's `+` levels came from: each `+` replaced by
     /// the id's next `/`-separated part. `None` when the filter has a `#` (the levels it
     /// matched are not in the id) or no `+`, or the id has another number of parts. For every
     /// topic `t` with `wildcard_id(t) == Some(id)`, `topic_of(id) == Some(t)`: this is why the
     /// raw stream can leave the topic header out (see [`crate::encode::TopicHeader::Auto`]).
     pub fn topic_of(&self, sensor: &str) -> Option<String> {
-        if self.levels.contains(&Level::Rest) || self.single_wildcards() == 0 {
+        if self.has_rest() || self.single_wildcards() == 0 {
             return None;
         }
         let mut parts = sensor.split('/');

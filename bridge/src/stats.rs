@@ -82,8 +82,7 @@ pub struct Stats {
     pub rejected_by_reason: [AtomicU64; DecodeError::REASONS.len()],
     pub refused_by_reason: [AtomicU64; Refusal::REASONS.len()],
     /// Readings aggregated but left out of the raw stream by the raw policy (also counted in
-    /// `aggregated`), and by reason.
-    pub thinned: AtomicU64,
+    /// `aggregated`), by reason.
     pub thinned_by_reason: [AtomicU64; raw_policy::REASONS.len()],
     /// Gauges the main loop sets: open windows, sensors tracked, records in the producer.
     pub open_windows: AtomicU64,
@@ -137,7 +136,6 @@ impl Stats {
                 if let Some(i) = raw_policy::REASONS.iter().position(|r| *r == reason) {
                     self.thinned_by_reason[i].fetch_add(1, Relaxed);
                 }
-                self.thinned.fetch_add(1, Relaxed);
                 &self.aggregated
             }
             Verdict::Late => &self.late,
@@ -181,7 +179,7 @@ impl Stats {
             late: self.late.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
             refused: self.refused.load(Relaxed),
-            thinned: self.thinned.load(Relaxed),
+            thinned: self.thinned_by_reason.iter().map(|c| c.load(Relaxed)).sum(),
             windows_emitted: self.windows_emitted.load(Relaxed),
             broker_dropped: self.broker_dropped.load(Relaxed),
             spool_records: self.spool_records.load(Relaxed),

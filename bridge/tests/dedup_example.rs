@@ -9,7 +9,7 @@ mod support;
 use std::process::Command;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use edge_bridge::config::RecordId;
 use edge_bridge::stats::Stats;
@@ -68,10 +68,7 @@ async fn the_example_computes_the_bridge_s_ids_and_drops_every_copy() {
         let _ = stop_rx.await;
     })
     .await;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = support::now_ms();
     // The same readings twice: every raw record twice, byte for byte.
     for copy in ["first", "second"] {
         support::publish(port, dataset(now - 120_000), READINGS, None, copy).await;

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use edge_bridge::stats::{Stats, Summary};
 use edge_bridge::Config;
@@ -20,13 +20,6 @@ use support::proxy::Proxy;
 use support::{
     free_port, publish, read_topic, reference, wait_listening, BridgeProcess, Mosquitto, Tansu,
 };
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn clean_dataset(seed: u64, sensors: u32, rate: f64, start_ms: i64) -> Dataset {
     Dataset::new(DatasetOptions {
@@ -135,7 +128,7 @@ async fn uplink_outage_loses_nothing_and_sends_aggregates_first() {
     let after = Duration::from_secs(8);
     let total_secs = (before + outage + after).as_secs();
     let n = 2_000 * total_secs;
-    let start_ms = now_ms();
+    let start_ms = support::now_ms();
     let publisher = tokio::spawn(publish(
         port,
         clean_dataset(7, 20, 100.0, start_ms),
@@ -298,7 +291,7 @@ async fn full_queue_with_the_embedded_broker_spools_before_the_broker_drops() {
 
     // 20 sensors x 100 readings/s, in real time: 3 s, an 8 s outage, 4 s.
     let n = 2_000 * 15;
-    let start_ms = now_ms();
+    let start_ms = support::now_ms();
     let publisher = tokio::spawn(publish(
         port,
         clean_dataset(11, 20, 100.0, start_ms),
@@ -408,7 +401,7 @@ async fn kill_during_outage_loses_no_spooled_record() {
     proxy.cut();
 
     let n = 6_000u64;
-    let start_ms = now_ms() - 60_000;
+    let start_ms = support::now_ms() - 60_000;
     let started = Instant::now();
     publish(
         port,
@@ -477,7 +470,7 @@ async fn damaged_spool_is_skipped_and_counted_exactly() {
     let port = mqtt_port(&cfg);
     let bridge = start(cfg).await;
     let n = 3_000u64;
-    let start_ms = now_ms() - 600_000;
+    let start_ms = support::now_ms() - 600_000;
     publish(
         port,
         clean_dataset(5, 5, 20.0, start_ms),
@@ -546,7 +539,7 @@ async fn full_spool_drops_raw_first_and_keeps_every_aggregate() {
     let port = mqtt_port(&cfg);
     let bridge = start(cfg).await;
     let n = 30_000u64;
-    let start_ms = now_ms() - 3_600_000;
+    let start_ms = support::now_ms() - 3_600_000;
     publish(
         port,
         clean_dataset(9, 10, 50.0, start_ms),
@@ -606,7 +599,7 @@ async fn restart_mid_window_changes_no_aggregate() {
     let state = tempfile::tempdir().unwrap();
     // Event time starts at a window boundary; 4 sensors at 2 readings/s: each 10 s window
     // holds 20 readings per sensor, and the restart falls after 30 readings, mid-window.
-    let start_ms = (now_ms() - 300_000) / 10_000 * 10_000;
+    let start_ms = (support::now_ms() - 300_000) / 10_000 * 10_000;
     let data = || clean_dataset(21, 4, 2.0, start_ms);
     let total = 4 * 2 * 35u64;
     let first = 30u64;
@@ -674,7 +667,7 @@ async fn kill_under_load_with_mosquitto_loses_nothing_acknowledged() {
     support::wait_for_log(&mut bridge.child, &log, "Subscribed");
 
     let n = 20_000u64;
-    let start_ms = now_ms() - 3_600_000;
+    let start_ms = support::now_ms() - 3_600_000;
     let publisher = tokio::spawn(publish(
         mosquitto.port,
         clean_dataset(13, 10, 50.0, start_ms),

@@ -11,7 +11,7 @@ mod support;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use edge_bridge::config::RecordId;
 use edge_bridge::stats::Stats;
@@ -22,13 +22,6 @@ use support::{free_port, read_topic, reference, Mosquitto, Tansu};
 
 const READINGS: u64 = 3_000;
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn dataset(seed: u64, start_ms: i64) -> Dataset {
     Dataset::new(DatasetOptions {
@@ -82,7 +75,7 @@ async fn publish_and_check(config: Config, publish_port: u16, seed: u64) {
         support::wait_subscribed(&stats).await;
     }
 
-    let start_ms = now_ms() - 120_000;
+    let start_ms = support::now_ms() - 120_000;
     let report = support::publish(
         publish_port,
         dataset(seed, start_ms),
@@ -286,7 +279,7 @@ async fn tutorial_producer_payloads_are_aggregated() {
     })
     .await;
 
-    let t0 = (now_ms() - 60_000) / 10_000 * 10_000;
+    let t0 = (support::now_ms() - 60_000) / 10_000 * 10_000;
     let iso = |ms: i64| {
         chrono::DateTime::from_timestamp_millis(ms)
             .unwrap()

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use edge_bridge::stats::Stats;
 use edge_bridge::Config;
@@ -20,13 +20,6 @@ use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Message, Values};
 use support::{free_port, read_topic, reference, Tansu};
 
 const N: u64 = 2_000;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn dataset(start_ms: i64) -> Dataset {
     Dataset::new(DatasetOptions {
@@ -108,7 +101,7 @@ async fn metrics_health_and_status_page_after_a_known_dataset() {
     .await;
     assert_eq!(get(http, "/healthz"), (200, "ok\n".to_owned()));
 
-    let start_ms = now_ms() - 300_000;
+    let start_ms = support::now_ms() - 300_000;
     support::publish(mqtt, dataset(start_ms), N, None, "sim-http").await;
 
     // What the dataset must produce, computed here.

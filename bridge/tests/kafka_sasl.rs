@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use edge_bridge::stats::Stats;
 use edge_bridge::Config;
@@ -95,11 +95,7 @@ async fn refused_then_delivered(mechanism: &str, cli_mechanism: &str) {
     let state = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("bridge.log");
-    let start_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-        - 60_000;
+    let start_ms = support::now_ms() - 60_000;
     let sent: Vec<Message> = dataset(start_ms).take(READINGS as usize).collect();
 
     // A wrong password: refused with the keys to check, the readings kept in the spool.

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use edge_bridge::stats::Stats;
 use edge_bridge::Config;
@@ -78,10 +78,7 @@ impl Cluster {
 }
 
 fn dataset() -> Dataset {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = support::now_ms();
     Dataset::new(DatasetOptions {
         sensors: 4,
         rate: 10.0,

@@ -8,7 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use edge_bridge::stats::Stats;
 use edge_bridge_core::raw_policy::{RawFilter, RawPolicy};
@@ -60,10 +60,7 @@ async fn deadband_sends_what_it_says_and_acknowledges_the_rest() {
     })
     .await;
     support::wait_subscribed(&stats).await;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = support::now_ms();
     let start_ms = now - 300_000;
     let messages: Vec<_> = dataset(start_ms).take(READINGS as usize).collect();
     support::publish(

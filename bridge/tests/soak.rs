@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Values};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -65,13 +65,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
                 .unwrap_or_else(|_| panic!("{name}={v} is not valid"))
         })
         .unwrap_or(default)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 struct Plan {
@@ -434,7 +427,7 @@ async fn soak() {
         sensors: env_or("SOAK_SENSORS", 10_000),
         rate: env_or("SOAK_RATE", 4.0),
         seconds: env_or("SOAK_SECONDS", 3_600),
-        start_ms: now_ms(),
+        start_ms: support::now_ms(),
     });
     assert_eq!(1000 % plan.period_ms(), 0, "SOAK_RATE must divide 1000 ms");
     let period = Duration::from_secs(plan.seconds / 6);

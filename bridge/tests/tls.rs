@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use edge_bridge::stats::{MqttRefusal, Stats};
 use edge_bridge::Config;
@@ -29,18 +29,11 @@ use support::{free_port, read_topic, Mosquitto, Tansu};
 const USER: &str = "sensor-gw";
 const PASSWORD: &str = "correct horse battery";
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 fn dataset(seed: u64) -> Dataset {
     Dataset::new(DatasetOptions {
         sensors: 5,
         rate: 10.0,
-        start_ms: now_ms() - 60_000,
+        start_ms: support::now_ms() - 60_000,
         seed,
         values: Values::Walk,
         faults: Faults::default(),
@@ -198,7 +191,10 @@ async fn embedded_broker_over_tls_with_passwords() {
         ])
         .args(["--cafile", &path(&pki.ca), "-u", USER, "-P", PASSWORD])
         .args(["-t", "sensors/m5/temperature"])
-        .args(["-m", &format!("{{\"ts\": {}, \"value\": 21.5}}", now_ms())])
+        .args([
+            "-m",
+            &format!("{{\"ts\": {}, \"value\": 21.5}}", support::now_ms()),
+        ])
         .output()
         .expect("mosquitto_pub");
     assert!(

@@ -8,7 +8,7 @@ mod support;
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use edge_bridge::stats::Stats;
 use edge_bridge_core::Stream;
@@ -32,10 +32,7 @@ async fn the_wire_bytes_the_bridge_reports_are_what_the_link_carried() {
         let _ = stop_rx.await;
     })
     .await;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = support::now_ms();
     let data = Dataset::new(DatasetOptions {
         sensors: 100,
         rate: 4.0,

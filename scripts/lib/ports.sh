@@ -1,4 +1,5 @@
-# Sourced by the scripts that start servers: `free_ports N` prints N free local ports, or fails.
+# Sourced by the scripts that start servers: `free_ports N` prints N free local ports, or fails;
+# `wait_port PORT` waits up to 20 s for a server to listen on it, or exits.
 # They come from below the kernel's ephemeral range (from 10000 on; a range that starts below
 # 11000 leaves no room and is refused): a port picked by binding port 0 and
 # closing can be handed to an outgoing connection (a Kafka client, a scrape) before the
@@ -24,3 +25,5 @@ else:
 print(*ports)
 PY
 }
+
+wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }

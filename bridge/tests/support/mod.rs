@@ -184,6 +184,14 @@ fn tool(env: &str, default: &str) -> PathBuf {
     p
 }
 
+/// Wall-clock epoch milliseconds, for readings' event times.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_millis() as i64
+}
+
 /// A bridge in this process for one test: state in `state`, Kafka at `brokers`, the embedded
 /// broker on a free port (MQTT 3.1.1 only), no HTTP port (tests run side by side), and
 /// windows closed after 1 s without readings.
