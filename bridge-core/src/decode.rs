@@ -116,6 +116,8 @@ pub enum DecodeError {
     MissingSensorId(String),
     #[error("bad sensor id: {0}")]
     BadSensorId(String),
+    #[error("no measurement: {0}")]
+    NoMeasurement(String),
 }
 
 impl DecodeError {
@@ -132,11 +134,12 @@ impl DecodeError {
             DecodeError::FutureTimestamp { .. } => "future_timestamp",
             DecodeError::MissingSensorId(_) => "missing_sensor_id",
             DecodeError::BadSensorId(_) => "bad_sensor_id",
+            DecodeError::NoMeasurement(_) => "no_measurement",
         }
     }
 
     /// Every reason code, for pre-registering metrics.
-    pub const REASONS: [&'static str; 10] = [
+    pub const REASONS: [&'static str; 11] = [
         "topic_mismatch",
         "not_json",
         "not_object",
@@ -147,6 +150,7 @@ impl DecodeError {
         "future_timestamp",
         "missing_sensor_id",
         "bad_sensor_id",
+        "no_measurement",
     ];
 }
 
@@ -183,6 +187,10 @@ impl Decoder {
 
     pub fn options(&self) -> &DecodeOptions {
         &self.opts
+    }
+
+    pub fn filter(&self) -> &TopicFilter {
+        &self.filter
     }
 
     /// Whether a reading's topic follows from its sensor id ([`TopicFilter::topic_of`]): the id

@@ -39,12 +39,15 @@ pub const HEADER_ERROR_REASON: &str = "error.reason";
 pub const HEADER_ERROR_MESSAGE: &str = "error.message";
 /// Late records: the start (epoch ms) of the closed window the reading belonged to.
 pub const HEADER_LATE_WINDOW: &str = "late.window_start";
+/// Raw, late and dead-letter records of a configured route (`[[routes]]`): the route's name.
+pub const HEADER_ROUTE: &str = "edge.route";
 
 /// Header names the bridge writes itself. An MQTT 5 user property with one of these names is
 /// renamed with [`USER_PROPERTY_PREFIX`], so that a sensor cannot forge a record id or a topic
 /// and consumers that read the first header with a name get the bridge's.
-const RESERVED_HEADERS: [&str; 5] = [
+const RESERVED_HEADERS: [&str; 6] = [
     HEADER_MQTT_TOPIC,
+    HEADER_ROUTE,
     HEADER_RECORD_ID,
     HEADER_ERROR_REASON,
     HEADER_ERROR_MESSAGE,
@@ -103,10 +106,14 @@ impl Default for EncodeOptions {
 /// Encodes records.
 #[derive(Debug, Clone)]
 pub struct Encoder {
-    measurement: String,
+    /// The statistics object's name; `None`: each series key names its measurement
+    /// ([`crate::route::series_key`]), and aggregate values say which in `"measurement"`.
+    measurement: Option<String>,
     id_header: bool,
     /// Whether raw records carry `mqtt.topic` ([`TopicHeader`] resolved for the decoder).
     topic_header: bool,
+    /// The `edge.route` header of a configured route's raw, late and dead-letter records.
+    route: Option<Bytes>,
 }
 
 impl Default for Encoder {
@@ -120,13 +127,28 @@ impl Encoder {
     /// ([`crate::Decoder::topic_follows_from_sensor`]), for [`TopicHeader::Auto`].
     pub fn new(options: &EncodeOptions, topic_follows_from_key: bool) -> Self {
         Self {
-            measurement: options.measurement.clone(),
+            measurement: Some(options.measurement.clone()),
             id_header: options.id_header,
             topic_header: match options.topic_header {
                 TopicHeader::Always => true,
                 TopicHeader::Auto => !topic_follows_from_key,
             },
+            route: None,
         }
+    }
+
+    /// The encoder of a configured route: its records name it in `edge.route`, and with
+    /// `measurement` `None` its series keys name their measurements.
+    pub fn for_route(
+        options: &EncodeOptions,
+        topic_follows_from_key: bool,
+        route: &str,
+        measurement: Option<&str>,
+    ) -> Self {
+        let mut e = Self::new(options, topic_follows_from_key);
+        e.measurement = measurement.map(str::to_owned);
+        e.route = Some(Bytes::copy_from_slice(route.as_bytes()));
+        e
     }
 
     /// The raw record of a decoded reading. `payload` is the MQTT payload as received, and
@@ -141,14 +163,39 @@ impl Encoder {
         payload: Bytes,
         user_properties: &[(String, String)],
     ) -> OutRecord {
+        self.raw_of(
+            &reading.sensor,
+            reading.ts_ms,
+            mqtt_topic,
+            payload,
+            user_properties,
+        )
+    }
+
+    /// The raw record of one MQTT message from `sensor` at event time `ts_ms`: one record
+    /// however many measurements its payload held.
+    pub fn raw_of(
+        &self,
+        sensor: &str,
+        ts_ms: i64,
+        mqtt_topic: &ByteString,
+        payload: Bytes,
+        user_properties: &[(String, String)],
+    ) -> OutRecord {
         let mut headers = Vec::with_capacity(
-            usize::from(self.topic_header) + usize::from(self.id_header) + user_properties.len(),
+            usize::from(self.topic_header)
+                + usize::from(self.id_header)
+                + usize::from(self.route.is_some())
+                + user_properties.len(),
         );
         if self.topic_header {
             headers.push((
                 Cow::Borrowed(HEADER_MQTT_TOPIC),
                 mqtt_topic.as_bytes().clone(),
             ));
+        }
+        if let Some(route) = &self.route {
+            headers.push((Cow::Borrowed(HEADER_ROUTE), route.clone()));
         }
         headers.extend(user_properties.iter().map(|(k, v)| {
             let name = if RESERVED_HEADERS.contains(&k.as_str()) {
@@ -158,14 +205,14 @@ impl Encoder {
             };
             (Cow::Owned(name), Bytes::copy_from_slice(v.as_bytes()))
         }));
-        let key = shared_slice(&reading.sensor, [mqtt_topic.as_bytes(), &payload]);
+        let key = shared_slice(sensor, [mqtt_topic.as_bytes(), &payload]);
         if self.id_header {
-            headers.push(id_header(IdStream::Raw, &key, reading.ts_ms, &payload));
+            headers.push(id_header(IdStream::Raw, &key, ts_ms, &payload));
         }
         OutRecord {
             key,
             value: payload,
-            timestamp_ms: reading.ts_ms,
+            timestamp_ms: ts_ms,
             headers,
         }
     }
@@ -185,12 +232,21 @@ impl Encoder {
 
     /// The aggregate record of a closed window.
     pub fn aggregate(&self, w: &ClosedWindow) -> OutRecord {
+        let (sensor, from_key) = match &self.measurement {
+            Some(m) => (&*w.sensor, MeasurementName::Fixed(m)),
+            None => match crate::route::split_series(&w.sensor) {
+                (sensor, Some(m)) => (sensor, MeasurementName::Named(m)),
+                // Not written by this encoder's route; keep the record readable.
+                (sensor, None) => (sensor, MeasurementName::Named("value")),
+            },
+        };
         let value = serde_json::to_vec(&AggregateValue {
             w,
-            measurement: &self.measurement,
+            sensor,
+            measurement: from_key,
         })
         .expect("serializing numbers and strings to a Vec cannot fail");
-        let key = Bytes::copy_from_slice(w.sensor.as_bytes());
+        let key = Bytes::copy_from_slice(sensor.as_bytes());
         let value = Bytes::from(value);
         let mut headers = Vec::new();
         if self.id_header {
@@ -232,6 +288,9 @@ impl Encoder {
             ),
         ]);
         headers.extend(id);
+        if let Some(route) = &self.route {
+            headers.push((Cow::Borrowed(HEADER_ROUTE), route.clone()));
+        }
         OutRecord {
             key,
             value: payload,
@@ -294,18 +353,32 @@ fn shared_slice(s: &str, buffers: [&Bytes; 2]) -> Bytes {
 /// `{"time", "<measurement>": {...}, "start", "end", "sensor"}`; the tutorial's two fields first.
 struct AggregateValue<'a> {
     w: &'a ClosedWindow,
-    measurement: &'a str,
+    sensor: &'a str,
+    measurement: MeasurementName<'a>,
+}
+
+/// The statistics object's name: fixed for the route (the tutorial's record, unchanged), or the
+/// series' own, which the record then also gives as `"measurement"`.
+enum MeasurementName<'a> {
+    Fixed(&'a str),
+    Named(&'a str),
 }
 
 impl Serialize for AggregateValue<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let w = self.w;
-        let mut m = s.serialize_map(Some(5))?;
+        let mut m = s.serialize_map(None)?;
         m.serialize_entry("time", &w.end_ms)?;
-        m.serialize_entry(self.measurement, &Stats(w))?;
+        let name = match self.measurement {
+            MeasurementName::Fixed(n) | MeasurementName::Named(n) => n,
+        };
+        m.serialize_entry(name, &Stats(w))?;
         m.serialize_entry("start", &w.start_ms)?;
         m.serialize_entry("end", &w.end_ms)?;
-        m.serialize_entry("sensor", &*w.sensor)?;
+        m.serialize_entry("sensor", self.sensor)?;
+        if let MeasurementName::Named(n) = self.measurement {
+            m.serialize_entry("measurement", n)?;
+        }
         m.end()
     }
 }

@@ -25,4 +25,10 @@ pub mod raw_policy;
 
 pub use raw_policy::RawPolicy;
 
-pub use pipeline::{Pipeline, Routed, Stream, Verdict};
+pub use pipeline::{Pipeline, Routed, Stream, Verdict, IGNORED_REASONS};
+pub mod field_path;
+pub mod route;
+pub mod router;
+
+pub use route::{MeasurementSpec, NoMeasurement, PayloadFormat, RouteOptions, SensorRule};
+pub use router::{Router, RouterError};

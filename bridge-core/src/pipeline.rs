@@ -6,9 +6,10 @@
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use crate::decode::{DecodeConfigError, DecodeOptions, Decoder};
+use crate::decode::{DecodeConfigError, DecodeError, DecodeOptions, Decoder};
 use crate::encode::{EncodeOptions, Encoder, OutRecord};
 use crate::raw_policy::{RawFilter, RawPolicy, RawPolicyError};
+use crate::route::{self, Claim, NoMeasurement, RouteConfigError, RouteDecoder, RouteOptions};
 use crate::window::{
     Admission, ClosedWindow, RestoreError, WindowConfigError, WindowOptions, WindowSnapshot,
     Windower,
@@ -63,7 +64,13 @@ pub enum Verdict {
     Refused(&'static str),
     /// Not decodable (reason code): dead-letter only.
     Rejected(&'static str),
+    /// Counted and dropped by the route's rules: `excluded` (an exclusion matched its topic)
+    /// or `no_measurement` (the route drops payloads without one). No record.
+    Ignored(&'static str),
 }
+
+/// Reasons of [`Verdict::Ignored`].
+pub const IGNORED_REASONS: [&str; 2] = ["excluded", "no_measurement"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineConfigError {
@@ -73,12 +80,23 @@ pub enum PipelineConfigError {
     Window(#[from] WindowConfigError),
     #[error("raw policy: {0}")]
     RawPolicy(#[from] RawPolicyError),
+    #[error("{0}")]
+    Route(#[from] RouteConfigError),
+}
+
+/// How a pipeline reads payloads.
+#[derive(Debug)]
+enum Reader {
+    /// The tutorial's topic filter and `{"ts", "value"}` payloads, on the fast path.
+    Tutorial(Decoder),
+    /// A configured route; `single` is its one fixed measurement name, if it has one.
+    Route { decoder: RouteDecoder, single: bool },
 }
 
 /// Decoder, windower and encoder wired together.
 #[derive(Debug)]
 pub struct Pipeline {
-    decoder: Decoder,
+    reader: Reader,
     windower: Windower,
     encoder: Encoder,
     raw_filter: RawFilter,
@@ -98,12 +116,83 @@ impl Pipeline {
         let decoder = Decoder::new(decode)?;
         Ok(Self {
             encoder: Encoder::new(encode, decoder.topic_follows_from_sensor()),
-            decoder,
+            reader: Reader::Tutorial(decoder),
             raw_filter: RawFilter::new(RawPolicy::All, window.max_sensors)?,
             windower: Windower::new(window)?,
             route_late,
             closed: Vec::new(),
         })
+    }
+
+    /// The pipeline of a configured route. `encode.measurement` is not used: the route names
+    /// its measurements.
+    pub fn for_route(
+        route: RouteOptions,
+        window: WindowOptions,
+        encode: &EncodeOptions,
+        route_late: bool,
+    ) -> Result<Self, PipelineConfigError> {
+        let decoder = RouteDecoder::new(route)?;
+        let single = decoder.single_measurement().map(str::to_owned);
+        let opts = decoder.options();
+        // The topic follows from the key only where the key is one filter's `+` levels.
+        let follows = opts.sensor_id == route::SensorRule::Topic
+            && decoder.filters().len() == 1
+            && !decoder.filters()[0].has_rest();
+        let encoder = Encoder::for_route(encode, follows, &opts.name, single.as_deref());
+        Ok(Self {
+            encoder,
+            reader: Reader::Route {
+                decoder,
+                single: single.is_some(),
+            },
+            raw_filter: RawFilter::new(RawPolicy::All, window.max_sensors)?,
+            windower: Windower::new(window)?,
+            route_late,
+            closed: Vec::new(),
+        })
+    }
+
+    /// Whether this pipeline takes `topic`.
+    pub fn claims(&self, topic: &str) -> Claim {
+        match &self.reader {
+            Reader::Tutorial(d) => {
+                if d.filter().matches(topic) {
+                    Claim::Yes
+                } else {
+                    Claim::No
+                }
+            }
+            Reader::Route { decoder, .. } => decoder.claims(topic),
+        }
+    }
+
+    /// The topic filters to subscribe to.
+    pub fn topic_filters(&self) -> Vec<&str> {
+        match &self.reader {
+            Reader::Tutorial(d) => vec![d.filter().as_str()],
+            Reader::Route { decoder, .. } => decoder.filters().iter().map(|f| f.as_str()).collect(),
+        }
+    }
+
+    /// The dead letter of a publish no pipeline takes, encoded by this one.
+    pub fn unclaimed(
+        &self,
+        topic: &ByteString,
+        payload: Bytes,
+        filters: &str,
+        now_ms: i64,
+        out: &mut Vec<Routed>,
+    ) -> Verdict {
+        let e = DecodeError::TopicMismatch {
+            topic: topic.to_string(),
+            filter: filters.to_owned(),
+        };
+        out.push(Routed {
+            stream: Stream::DeadLetter,
+            record: self.encoder.dead_letter(topic, payload, now_ms, &e),
+        });
+        Verdict::Rejected(e.reason())
     }
 
     /// The same pipeline with `policy` deciding which aggregated readings the raw stream
@@ -128,7 +217,13 @@ impl Pipeline {
         now_ms: i64,
         out: &mut Vec<Routed>,
     ) -> Verdict {
-        let reading = match self.decoder.decode(topic, &payload, now_ms) {
+        let decoder = match &self.reader {
+            Reader::Tutorial(d) => d,
+            Reader::Route { .. } => {
+                return self.ingest_route(topic, payload, user_properties, now_ms, out)
+            }
+        };
+        let reading = match decoder.decode(topic, &payload, now_ms) {
             Ok(r) => r,
             Err(e) => {
                 out.push(Routed {
@@ -176,6 +271,86 @@ impl Pipeline {
             record: raw,
         });
         verdict
+    }
+
+    /// [`Pipeline::ingest`] for a configured route: each measurement is added to its own
+    /// series; the message is one raw record, left out only when the raw policy leaves out
+    /// every one of its measurements.
+    fn ingest_route(
+        &mut self,
+        topic: &ByteString,
+        payload: Bytes,
+        user_properties: &[(String, String)],
+        now_ms: i64,
+        out: &mut Vec<Routed>,
+    ) -> Verdict {
+        let Reader::Route { decoder, single } = &self.reader else {
+            unreachable!("called for routes only")
+        };
+        if decoder.claims(topic) == Claim::Excluded {
+            return Verdict::Ignored("excluded");
+        }
+        let m = match decoder.decode(topic, &payload, now_ms) {
+            Ok(m) => m,
+            Err(DecodeError::NoMeasurement(_))
+                if decoder.options().no_measurement == NoMeasurement::Drop =>
+            {
+                return Verdict::Ignored("no_measurement")
+            }
+            Err(e) => {
+                out.push(Routed {
+                    stream: Stream::DeadLetter,
+                    record: self.encoder.dead_letter(topic, payload.clone(), now_ms, &e),
+                });
+                return Verdict::Rejected(e.reason());
+            }
+        };
+        let (mut added, mut sent, mut thinned) = (false, false, None);
+        let (mut late_start, mut refused) = (None, None);
+        for (name, value) in &m.values {
+            let key = route::series_key(&m.sensor, (!single).then_some(name.as_str()));
+            match self
+                .windower
+                .record(&key, m.ts_ms, *value, now_ms, &mut self.closed)
+            {
+                Admission::Added { .. } => {
+                    added = true;
+                    match self.raw_filter.admit(&key, m.ts_ms, *value) {
+                        Ok(()) => sent = true,
+                        Err(reason) => thinned = Some(reason),
+                    }
+                }
+                Admission::Late { window_start } => {
+                    late_start.get_or_insert(window_start);
+                }
+                Admission::Refused(r) => {
+                    refused.get_or_insert(r.reason());
+                }
+            }
+        }
+        self.emit_closed(out);
+        if let (Some(reason), false, None, None) = (thinned, sent, late_start, refused) {
+            return Verdict::Thinned(reason);
+        }
+        let raw = self
+            .encoder
+            .raw_of(&m.sensor, m.ts_ms, topic, payload.clone(), user_properties);
+        if let (Some(window_start), true) = (late_start, self.route_late) {
+            out.push(Routed {
+                stream: Stream::Late,
+                record: self.encoder.late(&raw, window_start),
+            });
+        }
+        out.push(Routed {
+            stream: Stream::Raw,
+            record: raw,
+        });
+        match (added, late_start, refused) {
+            (true, _, _) => Verdict::Aggregated,
+            (false, Some(_), _) => Verdict::Late,
+            (false, None, Some(reason)) => Verdict::Refused(reason),
+            (false, None, None) => unreachable!("a decoded payload has a measurement"),
+        }
     }
 
     /// Closes the windows of sensors idle as of wall-clock `now_ms`.

@@ -3,7 +3,8 @@
 //! Milliseconds are the unit of Kafka timestamps and of the tutorial's window bounds, so finer
 //! digits are truncated (as the tutorial's `int(datetime.timestamp() * 1000)` does).
 
-use chrono::{DateTime, NaiveDateTime};
+use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeZone};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -54,6 +55,41 @@ pub fn parse_text(text: &str, unit: EpochUnit) -> Result<i64, TimestampError> {
             .map(|d| d.and_utc().timestamp_millis())
     }
     .map_err(|_| TimestampError::Unparseable(text.to_owned()))?;
+    check_epoch(ms)
+}
+
+/// Like [`parse_text`], except that a date and time without an offset is a local time in `zone`
+/// (Tasmota's `"Time": "2024-12-02T18:00:00"`). At daylight-saving changes, as `java.time` does:
+/// a time in the repeated hour is its first occurrence (the earlier instant, still on summer
+/// time), and a time in the skipped hour, which a correct clock never shows, is read with the
+/// offset in force before the change (02:30 on a spring-forward night in Berlin is 01:30 UTC,
+/// the instant the clocks would show as 03:30).
+pub fn parse_text_in(text: &str, unit: EpochUnit, zone: Tz) -> Result<i64, TimestampError> {
+    let bytes = text.as_bytes();
+    if zone == Tz::UTC
+        || has_offset(bytes)
+        || bytes.iter().all(|b| b.is_ascii_digit() || *b == b'.')
+    {
+        return parse_text(text, unit);
+    }
+    let naive = text
+        .parse::<NaiveDateTime>()
+        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f"))
+        .map_err(|_| TimestampError::Unparseable(text.to_owned()))?;
+    let ms = match zone.from_local_datetime(&naive) {
+        LocalResult::Single(t) => t.timestamp_millis(),
+        LocalResult::Ambiguous(first, _) => first.timestamp_millis(),
+        LocalResult::None => {
+            // In a gap: the offset in force just before it. Gaps last at most a few hours, and
+            // two changes are never a day apart.
+            let before = naive - chrono::Duration::hours(24);
+            let offset = match zone.from_local_datetime(&before) {
+                LocalResult::Single(t) | LocalResult::Ambiguous(_, t) => t.offset().fix(),
+                LocalResult::None => return Err(TimestampError::Unparseable(text.to_owned())),
+            };
+            (naive - offset).and_utc().timestamp_millis()
+        }
+    };
     check_epoch(ms)
 }
 
@@ -149,6 +185,78 @@ fn check_epoch(ms: i64) -> Result<i64, TimestampError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_times_in_a_zone() {
+        let a = EpochUnit::Auto;
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        // Summer: UTC+2; winter: UTC+1.
+        assert_eq!(parse_text_in("2024-06-10T08:13:20", a, berlin), Ok(T));
+        assert_eq!(
+            parse_text_in("2024-06-10 08:13:20.5", a, berlin),
+            Ok(T + 500)
+        );
+        assert_eq!(
+            parse_text_in("2024-12-02T19:00:00", a, berlin),
+            parse_text("2024-12-02T18:00:00Z", a)
+        );
+        // An offset or an epoch number is not local time.
+        assert_eq!(parse_text_in("2024-06-10T06:13:20Z", a, berlin), Ok(T));
+        assert_eq!(parse_text_in("2024-06-10T07:13:20+01:00", a, berlin), Ok(T));
+        assert_eq!(parse_text_in("1718000000", a, berlin), Ok(T));
+        assert_eq!(parse_text_in("2024-06-10T06:13:20", a, Tz::UTC), Ok(T));
+        assert!(matches!(
+            parse_text_in("tomorrow", a, berlin),
+            Err(TimestampError::Unparseable(_))
+        ));
+    }
+
+    #[test]
+    fn the_repeated_hour_is_its_first_occurrence() {
+        // 2024-10-27 in Berlin: 03:00 summer time became 02:00 winter time, so 02:30 happened
+        // at 00:30 UTC and again at 01:30 UTC.
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let a = EpochUnit::Auto;
+        assert_eq!(
+            parse_text_in("2024-10-27T02:30:00", a, berlin),
+            parse_text("2024-10-27T00:30:00Z", a)
+        );
+        // Just outside it on both sides: unambiguous.
+        assert_eq!(
+            parse_text_in("2024-10-27T01:59:59", a, berlin),
+            parse_text("2024-10-26T23:59:59Z", a)
+        );
+        assert_eq!(
+            parse_text_in("2024-10-27T03:00:00", a, berlin),
+            parse_text("2024-10-27T02:00:00Z", a)
+        );
+    }
+
+    #[test]
+    fn the_skipped_hour_reads_with_the_offset_before_it() {
+        // 2024-03-31 in Berlin: 02:00 winter time became 03:00 summer time; 02:30 never
+        // showed on a correct clock. Read with +01:00, it is 01:30 UTC (shown as 03:30).
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let a = EpochUnit::Auto;
+        assert_eq!(
+            parse_text_in("2024-03-31T02:30:00", a, berlin),
+            parse_text("2024-03-31T01:30:00Z", a)
+        );
+        assert_eq!(
+            parse_text_in("2024-03-31T03:30:00", a, berlin),
+            parse_text("2024-03-31T01:30:00Z", a)
+        );
+        assert_eq!(
+            parse_text_in("2024-03-31T01:59:59", a, berlin),
+            parse_text("2024-03-31T00:59:59Z", a)
+        );
+        // New York skips 02:00-03:00 at UTC-5.
+        let ny: Tz = "America/New_York".parse().unwrap();
+        assert_eq!(
+            parse_text_in("2024-03-10T02:15:00", a, ny),
+            parse_text("2024-03-10T07:15:00Z", a)
+        );
+    }
 
     const T: i64 = 1_718_000_000_000; // 2024-06-10T06:13:20Z
 

@@ -166,6 +166,80 @@ impl TopicFilter {
     }
 }
 
+impl TopicFilter {
+    /// The levels `topic` matched with `+` and `#`, joined with `/` (for `zigbee2mqtt/#`,
+    /// `zigbee2mqtt/living room/thermo` gives `living room/thermo`). `None` when the topic does
+    /// not match, nothing matched a wildcard, or a matched level is empty.
+    pub fn wildcard_levels<'t>(&self, topic: &'t str) -> Option<Cow<'t, str>> {
+        if !self.matches(topic) {
+            return None;
+        }
+        let parts: Vec<&'t str> = topic.split('/').collect();
+        let mut picked: Vec<&'t str> = Vec::new();
+        for (i, level) in self.levels.iter().enumerate() {
+            match level {
+                Level::Exact(_) => {}
+                Level::One => picked.push(parts[i]),
+                Level::Rest => picked.extend(&parts[i.min(parts.len())..]),
+            }
+        }
+        if picked.is_empty() || picked.iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        if picked.len() == 1 {
+            return Some(Cow::Borrowed(picked[0]));
+        }
+        // Contiguous levels are a slice of the topic: borrow it.
+        let first = picked[0].as_ptr() as usize - topic.as_ptr() as usize;
+        let last = picked[picked.len() - 1];
+        let end = last.as_ptr() as usize - topic.as_ptr() as usize + last.len();
+        let joined = picked.join("/");
+        if topic[first..end] == joined {
+            Some(Cow::Borrowed(&topic[first..end]))
+        } else {
+            Some(Cow::Owned(joined))
+        }
+    }
+
+    /// A topic that both filters match, if there is one: two routes whose filters overlap
+    /// would both be sent such a topic's messages.
+    pub fn overlap(&self, other: &TopicFilter) -> Option<String> {
+        let mut topic: Vec<&str> = Vec::new();
+        let (a, b) = (&self.levels, &other.levels);
+        let mut i = 0;
+        loop {
+            match (a.get(i), b.get(i)) {
+                (None, None) => break,
+                (Some(Level::Rest), _) | (_, Some(Level::Rest)) => {
+                    // `#` also matches the parent level; the other filter decides the rest.
+                    let rest = if a.get(i) == Some(&Level::Rest) {
+                        &b[i..]
+                    } else {
+                        &a[i..]
+                    };
+                    for l in rest {
+                        match l {
+                            Level::Exact(t) => topic.push(t),
+                            Level::One => topic.push("x"),
+                            Level::Rest => {}
+                        }
+                    }
+                    break;
+                }
+                (None, Some(_)) | (Some(_), None) => return None,
+                (Some(Level::Exact(x)), Some(Level::Exact(y))) if x != y => return None,
+                (Some(Level::Exact(x)), _) | (_, Some(Level::Exact(x))) => topic.push(x),
+                (Some(Level::One), Some(Level::One)) => topic.push("x"),
+            }
+            i += 1;
+        }
+        if topic.is_empty() {
+            topic.push("x");
+        }
+        Some(topic.join("/"))
+    }
+}
+
 /// The topic level at `index` (0-based), if present and non-empty.
 pub fn level(topic: &str, index: usize) -> Option<&str> {
     topic.split('/').nth(index).filter(|l| !l.is_empty())
@@ -174,6 +248,63 @@ pub fn level(topic: &str, index: usize) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcard_levels_include_the_rest() {
+        let f = TopicFilter::parse("zigbee2mqtt/#").unwrap();
+        assert_eq!(
+            f.wildcard_levels("zigbee2mqtt/living room/thermo")
+                .as_deref(),
+            Some("living room/thermo")
+        );
+        assert_eq!(f.wildcard_levels("zigbee2mqtt/a").as_deref(), Some("a"));
+        assert_eq!(f.wildcard_levels("zigbee2mqtt"), None);
+        assert_eq!(f.wildcard_levels("zigbee2mqtt/a//b"), None);
+        assert_eq!(f.wildcard_levels("other/a"), None);
+        let f = TopicFilter::parse("tele/+/SENSOR").unwrap();
+        assert_eq!(
+            f.wildcard_levels("tele/kitchen/SENSOR").as_deref(),
+            Some("kitchen")
+        );
+        let f = TopicFilter::parse("site/+/line/+/#").unwrap();
+        assert_eq!(
+            f.wildcard_levels("site/n/line/7/a/b").as_deref(),
+            Some("n/7/a/b")
+        );
+        assert!(matches!(
+            f.wildcard_levels("site/n/line/7/a"),
+            Some(Cow::Owned(_))
+        ));
+        let f = TopicFilter::parse("a/b").unwrap();
+        assert_eq!(f.wildcard_levels("a/b"), None);
+    }
+
+    #[test]
+    fn overlapping_filters_give_a_topic_both_match() {
+        let check = |a: &str, b: &str| {
+            let (fa, fb) = (
+                TopicFilter::parse(a).unwrap(),
+                TopicFilter::parse(b).unwrap(),
+            );
+            let got = fa.overlap(&fb);
+            assert_eq!(got, fb.overlap(&fa), "{a} {b}: symmetric");
+            if let Some(t) = &got {
+                assert!(fa.matches(t) && fb.matches(t), "{a} {b}: {t}");
+            }
+            got.is_some()
+        };
+        assert!(check("a/+", "+/b"));
+        assert!(check("zigbee2mqtt/#", "zigbee2mqtt/bridge/state"));
+        assert!(check("a/#", "a"));
+        assert!(check("#", "x/y/z"));
+        assert!(check("+/sensor/+/state", "kitchen/#"));
+        assert!(check("a/b", "a/b"));
+        assert!(!check("a/+", "b/+"));
+        assert!(!check("tele/+/SENSOR", "tele/+/STATE"));
+        assert!(!check("a/+", "a/+/c"));
+        assert!(!check("a/b/#", "a/c/#"));
+        assert!(!check("zigbee2mqtt/#", "tele/+/SENSOR"));
+    }
 
     #[test]
     fn parses_and_rejects_filters() {

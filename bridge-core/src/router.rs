@@ -1,0 +1,471 @@
+//! Several routes, one per family of devices: each publish goes to the one route that claims
+//! its topic.
+//!
+//! Routes are tried in the order configured. Their topic filters must not overlap (checked at
+//! start, with a topic both would match as the example): a broker may deliver a message once
+//! per matching subscription, and which route owns a topic must not depend on the order of
+//! the list. Within its filters, a route's exclusions drop chatter (`zigbee2mqtt/bridge/#`).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use thiserror::Error;
+
+use crate::pipeline::{Pipeline, Routed, Verdict};
+use crate::raw_policy::RawPolicy;
+use crate::route::Claim;
+use crate::topic::TopicFilter;
+use crate::window::{RestoreError, WindowSnapshot};
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RouterError {
+    #[error("no route is configured")]
+    Empty,
+    #[error("two routes are named {0:?}; route names must be unique")]
+    SameName(String),
+    #[error("route names must not be empty")]
+    EmptyName,
+    #[error("topic filters {a:?} (route {route_a:?}) and {b:?} (route {route_b:?}) overlap: topic {example:?} matches both; make them disjoint (a route's `exclude` does not change what is subscribed)")]
+    Overlap {
+        a: String,
+        route_a: String,
+        b: String,
+        route_b: String,
+        example: String,
+    },
+}
+
+/// The routes, in order.
+#[derive(Debug)]
+pub struct Router {
+    routes: Vec<(String, Pipeline)>,
+    /// Every filter, for the dead letter of a topic no route takes.
+    filters: String,
+}
+
+impl Router {
+    pub fn new(routes: Vec<(String, Pipeline)>) -> Result<Self, RouterError> {
+        if routes.is_empty() {
+            return Err(RouterError::Empty);
+        }
+        let mut all: Vec<(&str, TopicFilter)> = Vec::new();
+        for (i, (name, p)) in routes.iter().enumerate() {
+            if name.is_empty() {
+                return Err(RouterError::EmptyName);
+            }
+            if routes[..i].iter().any(|(n, _)| n == name) {
+                return Err(RouterError::SameName(name.clone()));
+            }
+            for f in p.topic_filters() {
+                let f = TopicFilter::parse(f).expect("validated by the route's decoder");
+                for (other_route, other) in &all {
+                    if let Some(example) = f.overlap(other) {
+                        return Err(RouterError::Overlap {
+                            a: other.as_str().to_owned(),
+                            route_a: (*other_route).to_owned(),
+                            b: f.as_str().to_owned(),
+                            route_b: name.clone(),
+                            example,
+                        });
+                    }
+                }
+                all.push((name, f));
+            }
+        }
+        let filters = all
+            .iter()
+            .map(|(_, f)| f.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(Self { routes, filters })
+    }
+
+    /// Every route's pipeline with `policy` deciding what the raw stream carries.
+    pub fn with_raw_policy(
+        self,
+        policy: RawPolicy,
+    ) -> Result<Self, crate::pipeline::PipelineConfigError> {
+        let routes = self
+            .routes
+            .into_iter()
+            .map(|(n, p)| Ok((n, p.with_raw_policy(policy.clone())?)))
+            .collect::<Result<_, crate::pipeline::PipelineConfigError>>()?;
+        Ok(Self {
+            routes,
+            filters: self.filters,
+        })
+    }
+
+    /// The routes' names and pipelines, in order.
+    pub fn routes(&self) -> impl Iterator<Item = (&str, &Pipeline)> {
+        self.routes.iter().map(|(n, p)| (n.as_str(), p))
+    }
+
+    /// Every topic filter to subscribe to, in route order.
+    pub fn topic_filters(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .flat_map(|(_, p)| p.topic_filters())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Handles one publish (see [`Pipeline::ingest`]) in the route that claims its topic. A
+    /// topic no route claims is a dead letter (`topic_mismatch`).
+    pub fn ingest(
+        &mut self,
+        topic: &ByteString,
+        payload: Bytes,
+        user_properties: &[(String, String)],
+        now_ms: i64,
+        out: &mut Vec<Routed>,
+    ) -> Verdict {
+        // The common case, one route, skips the claim: its decoder matches the topic anyway.
+        if self.routes.len() == 1 {
+            return self.routes[0]
+                .1
+                .ingest(topic, payload, user_properties, now_ms, out);
+        }
+        for (_, p) in &mut self.routes {
+            if p.claims(topic) != Claim::No {
+                return p.ingest(topic, payload, user_properties, now_ms, out);
+            }
+        }
+        self.routes[0]
+            .1
+            .unclaimed(topic, payload, &self.filters, now_ms, out)
+    }
+
+    /// Closes the windows of sensors idle as of wall-clock `now_ms`, in every route.
+    pub fn flush_idle(&mut self, now_ms: i64, out: &mut Vec<Routed>) {
+        for (_, p) in &mut self.routes {
+            p.flush_idle(now_ms, out);
+        }
+    }
+
+    /// Closes every open window of every route.
+    pub fn drain(&mut self, out: &mut Vec<Routed>) {
+        for (_, p) in &mut self.routes {
+            p.drain(out);
+        }
+    }
+
+    /// Each route's open windows, by route name.
+    pub fn snapshot(&self) -> BTreeMap<String, WindowSnapshot> {
+        self.routes
+            .iter()
+            .map(|(n, p)| (n.clone(), p.snapshot()))
+            .collect()
+    }
+
+    /// Loads saved windows into the routes of the same name. Returns the names of saved
+    /// routes that no longer exist (their windows are not restored).
+    pub fn restore(
+        &mut self,
+        saved: BTreeMap<String, WindowSnapshot>,
+        now_ms: i64,
+        out: &mut Vec<Routed>,
+    ) -> Result<Vec<String>, (String, RestoreError)> {
+        let mut unknown = Vec::new();
+        for (name, snap) in saved {
+            match self.routes.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, p)) => p.restore(snap, now_ms, out).map_err(|e| (name, e))?,
+                None => unknown.push(name),
+            }
+        }
+        Ok(unknown)
+    }
+
+    /// Open windows over all routes.
+    pub fn open_windows(&self) -> usize {
+        self.routes
+            .iter()
+            .map(|(_, p)| p.windower().open_windows())
+            .sum()
+    }
+
+    /// Series tracked over all routes (a sensor with several measurements counts once per
+    /// measurement).
+    pub fn sensors(&self) -> usize {
+        self.routes
+            .iter()
+            .map(|(_, p)| p.windower().sensors())
+            .sum()
+    }
+
+    /// Series forgotten at the memory bound, over all routes.
+    pub fn forgotten_sensors(&self) -> u64 {
+        self.routes
+            .iter()
+            .map(|(_, p)| p.windower().forgotten_sensors())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::{EncodeOptions, HEADER_ROUTE};
+    use crate::pipeline::Stream;
+    use crate::route::{MeasurementSpec, NoMeasurement, PayloadFormat, RouteOptions, SensorRule};
+    use crate::timestamp::EpochUnit;
+    use crate::window::WindowOptions;
+    use crate::DecodeOptions;
+
+    const NOW: i64 = 1_733_162_460_000;
+
+    fn route(name: &str, topics: &[&str], m: &[(&str, &str)]) -> RouteOptions {
+        RouteOptions {
+            name: name.into(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            exclude: vec!["zigbee2mqtt/bridge/#".into()],
+            sensor_id: SensorRule::Topic,
+            format: PayloadFormat::Json,
+            timestamp: "/ts".into(),
+            time_zone: chrono_tz::Tz::UTC,
+            epoch_unit: EpochUnit::Auto,
+            measurements: MeasurementSpec::Fields(
+                m.iter()
+                    .map(|(n, p)| (n.to_string(), p.to_string()))
+                    .collect(),
+            ),
+            no_measurement: NoMeasurement::Drop,
+            max_future_skew_ms: 3_600_000,
+            max_sensor_id_bytes: 256,
+        }
+    }
+
+    fn pipeline(r: RouteOptions) -> (String, Pipeline) {
+        (
+            r.name.clone(),
+            Pipeline::for_route(
+                r,
+                WindowOptions::default(),
+                &EncodeOptions::default(),
+                false,
+            )
+            .unwrap(),
+        )
+    }
+
+    fn router() -> Router {
+        Router::new(vec![
+            pipeline(route(
+                "zigbee",
+                &["zigbee2mqtt/#"],
+                &[("temperature", "/temperature"), ("humidity", "/humidity")],
+            )),
+            pipeline(route(
+                "tasmota",
+                &["tele/+/SENSOR"],
+                &[("temperature", "/SHT3X/Temperature")],
+            )),
+        ])
+        .unwrap()
+    }
+
+    fn ingest(r: &mut Router, topic: &str, payload: &str, out: &mut Vec<Routed>) -> Verdict {
+        r.ingest(
+            &ByteString::from(topic),
+            Bytes::from(payload.to_owned()),
+            &[],
+            NOW,
+            out,
+        )
+    }
+
+    fn json(rec: &Routed) -> serde_json::Value {
+        serde_json::from_slice(&rec.record.value).unwrap()
+    }
+
+    #[test]
+    fn each_measurement_is_a_series_with_its_own_record() {
+        let mut r = router();
+        let mut out = Vec::new();
+        let t = "zigbee2mqtt/hall/thermo";
+        for (ts, temp, hum) in [(1_733_162_400, 20, 40), (1_733_162_401, 22, 50)] {
+            let v = ingest(
+                &mut r,
+                t,
+                &format!(r#"{{"ts":{ts},"temperature":{temp},"humidity":{hum}}}"#),
+                &mut out,
+            );
+            assert_eq!(v, Verdict::Aggregated);
+        }
+        // One raw record per message, naming the route.
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|o| o.stream == Stream::Raw));
+        assert!(out[0]
+            .record
+            .headers
+            .iter()
+            .any(|(k, v)| k == HEADER_ROUTE && &v[..] == b"zigbee"));
+        assert_eq!(&out[0].record.key[..], b"hall/thermo");
+        out.clear();
+        // Closes the window of both series: one aggregate each, keyed by the sensor.
+        ingest(
+            &mut r,
+            t,
+            r#"{"ts":1733162411,"temperature":1,"humidity":1}"#,
+            &mut out,
+        );
+        let aggs: Vec<serde_json::Value> = out
+            .iter()
+            .filter(|o| o.stream == Stream::Aggregate)
+            .inspect(|o| assert_eq!(&o.record.key[..], b"hall/thermo"))
+            .map(json)
+            .collect();
+        assert_eq!(aggs.len(), 2);
+        let by = |m: &str| aggs.iter().find(|a| a["measurement"] == m).unwrap().clone();
+        assert_eq!(by("temperature")["temperature"]["count"], 2);
+        assert_eq!(by("temperature")["temperature"]["mean"], 21.0);
+        assert_eq!(by("humidity")["humidity"]["max"], 50);
+        assert_eq!(by("humidity")["sensor"], "hall/thermo");
+        assert_eq!(by("humidity")["time"], 1_733_162_410_000i64);
+        assert!(by("humidity").get("temperature").is_none());
+    }
+
+    #[test]
+    fn a_single_measurement_route_writes_the_tutorials_record() {
+        let mut r = router();
+        let mut out = Vec::new();
+        ingest(
+            &mut r,
+            "tele/k/SENSOR",
+            r#"{"ts":1733162400,"SHT3X":{"Temperature":21}}"#,
+            &mut out,
+        );
+        ingest(
+            &mut r,
+            "tele/k/SENSOR",
+            r#"{"ts":1733162411,"SHT3X":{"Temperature":21}}"#,
+            &mut out,
+        );
+        let agg = out.iter().find(|o| o.stream == Stream::Aggregate).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&agg.record.value).unwrap(),
+            r#"{"time":1733162410000,"temperature":{"count":1,"min":21,"max":21,"mean":21.0,"sum":21},"start":1733162400000,"end":1733162410000,"sensor":"k"}"#
+        );
+    }
+
+    #[test]
+    fn exclusions_chatter_and_unclaimed_topics() {
+        let mut r = router();
+        let mut out = Vec::new();
+        assert_eq!(
+            ingest(
+                &mut r,
+                "zigbee2mqtt/bridge/state",
+                r#"{"state":"online"}"#,
+                &mut out
+            ),
+            Verdict::Ignored("excluded")
+        );
+        assert_eq!(
+            ingest(
+                &mut r,
+                "zigbee2mqtt/button",
+                r#"{"action":"single"}"#,
+                &mut out
+            ),
+            Verdict::Ignored("no_measurement")
+        );
+        assert!(out.is_empty());
+        assert_eq!(
+            ingest(&mut r, "zigbee2mqtt/t", "{oops", &mut out),
+            Verdict::Rejected("not_json")
+        );
+        assert!(out[0]
+            .record
+            .headers
+            .iter()
+            .any(|(k, v)| k == HEADER_ROUTE && &v[..] == b"zigbee"));
+        out.clear();
+        assert_eq!(
+            ingest(&mut r, "other/topic", "{}", &mut out),
+            Verdict::Rejected("topic_mismatch")
+        );
+        assert_eq!(out[0].stream, Stream::DeadLetter);
+    }
+
+    #[test]
+    fn overlapping_routes_and_duplicate_names_are_refused() {
+        let e = Router::new(vec![
+            pipeline(route("a", &["home/#"], &[("t", "/t")])),
+            pipeline(route("b", &["home/+/sensor/+/state"], &[("t", "/t")])),
+        ])
+        .unwrap_err();
+        assert!(
+            matches!(e, RouterError::Overlap { ref example, .. } if example == "home/x/sensor/x/state"),
+            "{e}"
+        );
+        let e =
+            Router::new(vec![pipeline(route("a", &["x/+", "+/y"], &[("t", "/t")]))]).unwrap_err();
+        assert!(matches!(e, RouterError::Overlap { .. }));
+        let e = Router::new(vec![
+            pipeline(route("a", &["x/+"], &[("t", "/t")])),
+            pipeline(route("a", &["y/+"], &[("t", "/t")])),
+        ])
+        .unwrap_err();
+        assert_eq!(e, RouterError::SameName("a".into()));
+        assert_eq!(Router::new(Vec::new()).unwrap_err(), RouterError::Empty);
+    }
+
+    #[test]
+    fn windows_are_saved_and_restored_per_route() {
+        let mut r = router();
+        let mut out = Vec::new();
+        ingest(
+            &mut r,
+            "zigbee2mqtt/t",
+            r#"{"ts":1733162400,"temperature":1,"humidity":2}"#,
+            &mut out,
+        );
+        ingest(
+            &mut r,
+            "tele/k/SENSOR",
+            r#"{"ts":1733162400,"SHT3X":{"Temperature":3}}"#,
+            &mut out,
+        );
+        assert_eq!((r.open_windows(), r.sensors()), (3, 3));
+        let mut saved = r.snapshot();
+        assert_eq!(saved.keys().collect::<Vec<_>>(), ["tasmota", "zigbee"]);
+        saved.insert("gone".into(), saved["tasmota"].clone());
+        let mut fresh = router();
+        let unknown = fresh.restore(saved, NOW, &mut out).unwrap();
+        assert_eq!(unknown, ["gone"]);
+        assert_eq!(fresh.open_windows(), 3);
+        out.clear();
+        fresh.drain(&mut out);
+        assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn the_tutorial_route_is_a_router_of_one() {
+        let p = Pipeline::new(
+            DecodeOptions::default(),
+            WindowOptions::default(),
+            &EncodeOptions::default(),
+            false,
+        )
+        .unwrap();
+        let mut r = Router::new(vec![("default".into(), p)]).unwrap();
+        assert_eq!(r.topic_filters(), ["sensors/+/temperature"]);
+        let mut out = Vec::new();
+        assert_eq!(
+            ingest(
+                &mut r,
+                "sensors/a/temperature",
+                r#"{"ts":1733162400,"value":1}"#,
+                &mut out
+            ),
+            Verdict::Aggregated
+        );
+        assert!(out[0].record.headers.is_empty());
+        assert_eq!(
+            ingest(&mut r, "other", r#"{"value":1}"#, &mut out),
+            Verdict::Rejected("topic_mismatch")
+        );
+    }
+}
