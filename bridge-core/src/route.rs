@@ -9,7 +9,8 @@
 
 use std::borrow::Cow;
 
-use chrono_tz::Tz;
+/// IANA time zones, for [`RouteOptions::time_zone`].
+pub use chrono_tz::Tz;
 use serde_json::Value;
 use smallvec::SmallVec;
 use smol_str::SmolStr;

@@ -26,7 +26,7 @@ pub enum RouterError {
     SameName(String),
     #[error("route names must not be empty")]
     EmptyName,
-    #[error("topic filters {a:?} (route {route_a:?}) and {b:?} (route {route_b:?}) overlap: topic {example:?} matches both; make them disjoint (a route's `exclude` does not change what is subscribed)")]
+    #[error("topic filters {a:?} (route {route_a:?}) and {b:?} (route {route_b:?}) overlap: topic {example:?} matches both; make them disjoint, for example by giving one family of devices its own topic prefix (Zigbee2MQTT's base_topic, Tasmota's %prefix%, ESPHome's topic_prefix). A broker sends a copy of a message per matching subscription, which would count it twice, and a route's `exclude` does not change what is subscribed")]
     Overlap {
         a: String,
         route_a: String,

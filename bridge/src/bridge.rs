@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use edge_bridge_core::{Pipeline, Routed, Stream, Verdict};
+use edge_bridge_core::{Routed, Router, Stream, Verdict};
 use futures_util::FutureExt;
 use tracing::{debug, error, info, warn};
 
@@ -55,7 +55,7 @@ pub async fn run(
 pub struct Bridge {
     config: Config,
     stats: Arc<Stats>,
-    pipeline: Pipeline,
+    pipeline: Router,
     outbox: Outbox,
     source: MqttSource,
     /// Every background task, stopped when the bridge stops.
@@ -85,13 +85,10 @@ impl Bridge {
     }
 
     async fn start_in(config: Config, stats: Arc<Stats>, tasks: Tasks) -> anyhow::Result<Self> {
-        let mut pipeline = Pipeline::new(
-            config.decode_options().map_err(anyhow::Error::msg)?,
-            config.window_options().map_err(anyhow::Error::msg)?,
-            &config.encode_options(),
-            !config.kafka.late_topic.is_empty(),
-        )?
-        .with_raw_policy(config.raw_policy().map_err(anyhow::Error::msg)?)?;
+        let mut pipeline = config
+            .router()
+            .map_err(|e| anyhow::anyhow!(e.join("; ")))?
+            .with_raw_policy(config.raw_policy().map_err(anyhow::Error::msg)?)?;
         std::fs::create_dir_all(&config.state_dir).with_context(|| {
             format!(
                 "cannot create state_dir {}; set --state-dir (or EDGE_BRIDGE_STATE_DIR) to a directory the bridge may write",
@@ -119,9 +116,9 @@ impl Bridge {
         restore_windows(&config, &mut pipeline, &mut out)?;
         submit_all(&mut outbox, &stats, &mut out, None, wall_ms()).await?;
 
-        let source = crate::mqtt::start(&config, &stats, &tasks).await?;
+        let source = crate::mqtt::start(&config, &pipeline.topic_filters(), &stats, &tasks).await?;
         info!(
-            topic = config.mqtt.topic,
+            topics = pipeline.topic_filters().join(", "),
             brokers = config.kafka.brokers,
             raw = config.kafka.raw_topic,
             aggregates = config.kafka.agg_topic,
@@ -203,9 +200,8 @@ impl Bridge {
                     }
                     pipeline.flush_idle(caught_up_ms, &mut out);
                     submit_all(&mut outbox, &stats, &mut out, None, wall_ms()).await?;
-                    let w = pipeline.windower();
-                    stats.open_windows.store(w.open_windows() as u64, Relaxed);
-                    stats.sensors.store(w.sensors() as u64, Relaxed);
+                    stats.open_windows.store(pipeline.open_windows() as u64, Relaxed);
+                    stats.sensors.store(pipeline.sensors() as u64, Relaxed);
                     summary.maybe_log(&stats, &pipeline, &outbox);
                     let every = config.window.save_interval;
                     if !every.is_zero() && last_save.elapsed() >= every {
@@ -256,7 +252,7 @@ impl Bridge {
 
 /// What handling a publish needs: the pipeline, and where its records go.
 struct Intake<'a> {
-    pipeline: &'a mut Pipeline,
+    pipeline: &'a mut Router,
     outbox: &'a mut Outbox,
     stats: &'a Stats,
     rejections: &'a mut RateLimitedWarn,
@@ -362,7 +358,7 @@ async fn create_topics(admin: TopicAdmin, config: &Config, tasks: &Tasks) -> any
 /// Restores the windows saved by the previous run, emitting those that closed meanwhile.
 fn restore_windows(
     config: &Config,
-    pipeline: &mut Pipeline,
+    pipeline: &mut Router,
     out: &mut Vec<Routed>,
 ) -> anyhow::Result<()> {
     let Some(saved) = state::load(&config.state_dir).with_context(|| {
@@ -374,11 +370,24 @@ fn restore_windows(
     else {
         return Ok(());
     };
-    let sensors = saved.windows.sensors.len();
-    let open: usize = saved.windows.sensors.iter().map(|s| s.windows.len()).sum();
-    pipeline
-        .restore(saved.windows, wall_ms(), out)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", state::path(&config.state_dir).display()))?;
+    let sensors: usize = saved.routes.values().map(|w| w.sensors.len()).sum();
+    let open: usize = saved
+        .routes
+        .values()
+        .flat_map(|w| &w.sensors)
+        .map(|s| s.windows.len())
+        .sum();
+    let gone = pipeline
+        .restore(saved.routes, wall_ms(), out)
+        .map_err(|(route, e)| {
+            anyhow::anyhow!(
+                "{} (route {route:?}): {e}",
+                state::path(&config.state_dir).display()
+            )
+        })?;
+    if !gone.is_empty() {
+        warn!(routes = gone.join(", "), "Saved windows of routes that are no longer configured are not restored (their open windows are lost)");
+    }
     info!(
         sensors,
         open_windows = open,
@@ -394,7 +403,7 @@ fn restore_windows(
 }
 
 /// Saves the open windows; false if that failed (logged).
-fn save_windows(config: &Config, pipeline: &Pipeline, clean: bool) -> bool {
+fn save_windows(config: &Config, pipeline: &Router, clean: bool) -> bool {
     match state::save(&config.state_dir, pipeline.snapshot(), clean, wall_ms()) {
         Ok(()) => true,
         Err(e) => {
@@ -454,7 +463,7 @@ impl SummaryLine {
         }
     }
 
-    fn maybe_log(&mut self, stats: &Stats, pipeline: &Pipeline, outbox: &Outbox) {
+    fn maybe_log(&mut self, stats: &Stats, pipeline: &Router, outbox: &Outbox) {
         let elapsed = self.last.elapsed();
         // A tenth of slack: called from a timer of the same period, a line due a hair later
         // than the tick would otherwise be skipped to the next one.
@@ -470,7 +479,7 @@ impl SummaryLine {
             rejected = s.rejected,
             broker_dropped = s.broker_dropped,
             windows_emitted = s.windows_emitted,
-            open_windows = pipeline.windower().open_windows(),
+            open_windows = pipeline.open_windows(),
             raw_delivered = s.raw.delivered,
             aggregates_delivered = s.aggregate.delivered,
             failed =

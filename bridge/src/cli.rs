@@ -173,6 +173,11 @@ pub fn main() -> ExitCode {
                         "Configuration is valid. Effective configuration (secrets redacted):"
                     );
                     print!("{}", config.to_redacted_toml());
+                    // As TOML comments, so the output stays a configuration file.
+                    println!("\n# Effective routes, in the order a publish tries them:");
+                    for line in config.routes_summary() {
+                        println!("#   {line}");
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => config_error(&e),

@@ -96,6 +96,16 @@ fn unknown_keys(text: &str, path: &Path) -> Vec<String> {
     fn walk(prefix: &str, file: &toml::Table, known: &toml::Table, out: &mut Vec<String>) {
         for (key, value) in file {
             let name = format!("{prefix}{key}");
+            if let ("routes", toml::Value::Array(routes)) = (name.as_str(), value) {
+                for (i, route) in routes.iter().enumerate() {
+                    let keys = route.as_table().into_iter().flat_map(|t| t.keys());
+                    out.extend(
+                        keys.filter(|k| !crate::config::ROUTE_KEYS.contains(&k.as_str()))
+                            .map(|k| format!("routes[{i}].{k}")),
+                    );
+                }
+                continue;
+            }
             match (known.get(key), value) {
                 (None, _) => out.push(name),
                 (Some(toml::Value::Table(k)), toml::Value::Table(f))

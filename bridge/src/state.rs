@@ -7,14 +7,19 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use edge_bridge_core::WindowSnapshot;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use crate::config::DEFAULT_ROUTE;
 use crate::spool::fs::{DiskFs, Fs};
 
 const FILE: &str = "windows.json";
-const VERSION: u32 = 1;
+/// Version 2 keeps each route's windows under its name. Version 1 (one route, before routes
+/// existed) is read as the windows of the route without `[[routes]]`.
+const VERSION: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
@@ -22,13 +27,19 @@ struct Saved {
     /// Written by a clean stop (false: a periodic save, the process may have died after it).
     clean: bool,
     saved_at_ms: i64,
-    windows: WindowSnapshot,
+    /// Version 1's windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    windows: Option<WindowSnapshot>,
+    /// Version 2: by route name.
+    #[serde(default)]
+    routes: BTreeMap<String, WindowSnapshot>,
 }
 
 /// A loaded state file.
 #[derive(Debug)]
 pub struct Loaded {
-    pub windows: WindowSnapshot,
+    /// Open windows by route name.
+    pub routes: BTreeMap<String, WindowSnapshot>,
     pub clean: bool,
     pub saved_at_ms: i64,
 }
@@ -37,12 +48,18 @@ pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE)
 }
 
-pub fn save(state_dir: &Path, windows: WindowSnapshot, clean: bool, now_ms: i64) -> io::Result<()> {
+pub fn save(
+    state_dir: &Path,
+    routes: BTreeMap<String, WindowSnapshot>,
+    clean: bool,
+    now_ms: i64,
+) -> io::Result<()> {
     let saved = Saved {
         version: VERSION,
         clean,
         saved_at_ms: now_ms,
-        windows,
+        windows: None,
+        routes,
     };
     let data = serde_json::to_vec(&saved).map_err(io::Error::other)?;
     DiskFs.write_atomic(&path(state_dir), &data)
@@ -59,9 +76,20 @@ pub fn load(state_dir: &Path) -> io::Result<Option<Loaded>> {
     };
     match serde_json::from_slice::<Saved>(&data) {
         Ok(s) if s.version == VERSION => Ok(Some(Loaded {
-            windows: s.windows,
+            routes: s.routes,
             clean: s.clean,
             saved_at_ms: s.saved_at_ms,
+        })),
+        Ok(Saved {
+            version: 1,
+            windows: Some(windows),
+            clean,
+            saved_at_ms,
+            ..
+        }) => Ok(Some(Loaded {
+            routes: BTreeMap::from([(DEFAULT_ROUTE.to_owned(), windows)]),
+            clean,
+            saved_at_ms,
         })),
         Ok(s) => {
             set_aside(&p, &format!("unknown version {}", s.version))?;
@@ -91,13 +119,39 @@ mod tests {
         assert!(load(dir.path()).unwrap().is_none());
         let mut w = Windower::new(WindowOptions::default()).unwrap();
         w.record("s", 1_718_000_001_000, 2.5, 0, &mut Vec::new());
-        save(dir.path(), w.snapshot(), true, 42).unwrap();
+        let routes = BTreeMap::from([("zigbee".to_owned(), w.snapshot())]);
+        save(dir.path(), routes.clone(), true, 42).unwrap();
         let l = load(dir.path()).unwrap().unwrap();
         assert!(l.clean);
         assert_eq!(l.saved_at_ms, 42);
-        assert_eq!(l.windows, w.snapshot());
+        assert_eq!(l.routes, routes);
         std::fs::write(path(dir.path()), b"{not json").unwrap();
         assert!(load(dir.path()).unwrap().is_none());
         assert!(dir.path().join("windows.json.bad").exists());
+    }
+
+    /// A file saved before routes existed: its windows are the default route's.
+    #[test]
+    fn reads_version_1_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Windower::new(WindowOptions::default()).unwrap();
+        w.record("s", 1_718_000_001_000, 2.5, 0, &mut Vec::new());
+        let v1 = serde_json::json!({
+            "version": 1, "clean": false, "saved_at_ms": 7, "windows": w.snapshot()
+        });
+        std::fs::write(path(dir.path()), serde_json::to_vec(&v1).unwrap()).unwrap();
+        let l = load(dir.path()).unwrap().unwrap();
+        assert_eq!((l.clean, l.saved_at_ms), (false, 7));
+        assert_eq!(
+            l.routes,
+            BTreeMap::from([(DEFAULT_ROUTE.to_owned(), w.snapshot())])
+        );
+        // A version that is neither is set aside, not guessed at.
+        std::fs::write(
+            path(dir.path()),
+            br#"{"version":3,"clean":true,"saved_at_ms":1}"#,
+        )
+        .unwrap();
+        assert!(load(dir.path()).unwrap().is_none());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
-use edge_bridge_core::{raw_policy, DecodeError, Refusal, Stream, Verdict};
+use edge_bridge_core::{raw_policy, DecodeError, Refusal, Stream, Verdict, IGNORED_REASONS};
 use prometheus_client::metrics::histogram::Histogram;
 
 /// Per output stream.
@@ -84,6 +84,9 @@ pub struct Stats {
     /// Readings aggregated but left out of the raw stream by the raw policy (also counted in
     /// `aggregated`), by reason.
     pub thinned_by_reason: [AtomicU64; raw_policy::REASONS.len()],
+    /// Publishes a route dropped by its own rules (an exclusion, or no measurement with
+    /// `no_measurement = "drop"`), by [`IGNORED_REASONS`] index.
+    pub ignored_by_reason: [AtomicU64; IGNORED_REASONS.len()],
     /// Gauges the main loop sets: open windows, sensors tracked, records in the producer.
     pub open_windows: AtomicU64,
     pub sensors: AtomicU64,
@@ -150,6 +153,10 @@ impl Stats {
                     self.refused_by_reason[i].fetch_add(1, Relaxed);
                 }
                 &self.refused
+            }
+            Verdict::Ignored(reason) => {
+                let i = IGNORED_REASONS.iter().position(|r| *r == reason);
+                &self.ignored_by_reason[i.unwrap_or(0)]
             }
         };
         counter.fetch_add(1, Relaxed);

@@ -113,7 +113,7 @@ async fn a_broker_that_ignores_its_window_is_held_at_the_bound() {
             keep_alive: Duration::from_secs(60),
         },
         tls: None,
-        filter: "sensors/+/temperature".into(),
+        filters: vec!["sensors/+/temperature".into()],
         stats: Arc::new(Stats::default()),
     };
     let mut client = External::start(options, &tasks).unwrap();

@@ -32,6 +32,9 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    /// Routes for devices that do not speak the tutorial's dialect (`[[routes]]`). Empty: one
+    /// route from `mqtt.topic`, `[decode]` and `window.measurement`, the tutorial's.
+    pub routes: Vec<RouteConfig>,
 }
 
 impl Default for Config {
@@ -46,8 +49,91 @@ impl Default for Config {
             spool: SpoolConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
+            routes: Vec::new(),
         }
     }
+}
+
+/// One `[[routes]]` entry: a family of devices (see [`edge_bridge_core::route`]). Keys not
+/// given take the defaults below; skew, sensor id length, windows' idle timeout and memory
+/// bounds come from `[decode]` and `[window]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Named in the `edge.route` header, in logs and in the saved windows.
+    pub name: String,
+    /// Topic filters subscribed to; they must not overlap any other filter.
+    pub topics: Vec<String>,
+    /// Filters of topics under `topics` that are not this route's (counted and dropped).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// `topic` (the `+` and `#` levels), `topic-level:N`, or `field:/json/pointer`.
+    #[serde(default = "route_sensor_id")]
+    pub sensor_id: String,
+    /// `json` or `text`.
+    #[serde(default = "route_format")]
+    pub format: String,
+    /// JSON Pointer of the event time; empty: the arrival time.
+    #[serde(default)]
+    pub timestamp: String,
+    /// IANA zone of timestamps without an offset (`Europe/Berlin`).
+    #[serde(default = "route_time_zone")]
+    pub time_zone: String,
+    #[serde(default)]
+    pub epoch_unit: EpochUnit,
+    /// json: measurement name -> JSON Pointer (a name with `{key}` for a path with `*`).
+    #[serde(default)]
+    pub measurements: BTreeMap<String, String>,
+    /// text: the measurement's name, or `topic-level:N`.
+    #[serde(default)]
+    pub measurement: String,
+    /// A payload with none of the measurements: `dead-letter` or `drop` (counted).
+    #[serde(default = "route_no_measurement")]
+    pub no_measurement: String,
+    /// This route's window size and grace; absent: `window.size` and `window.grace`.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub window_size: Option<Duration>,
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub window_grace: Option<Duration>,
+}
+
+/// Every key of a `[[routes]]` entry, for the unknown-key check (a test holds it to
+/// [`RouteConfig`]).
+pub const ROUTE_KEYS: [&str; 13] = [
+    "name",
+    "topics",
+    "exclude",
+    "sensor_id",
+    "format",
+    "timestamp",
+    "time_zone",
+    "epoch_unit",
+    "measurements",
+    "measurement",
+    "no_measurement",
+    "window_size",
+    "window_grace",
+];
+
+fn route_sensor_id() -> String {
+    "topic".into()
+}
+fn route_format() -> String {
+    "json".into()
+}
+fn route_time_zone() -> String {
+    "UTC".into()
+}
+fn route_no_measurement() -> String {
+    "dead-letter".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -453,6 +539,7 @@ pub use broker::{
     listen_v5_addr, Broker, ClientTls, EmbeddedBroker, ExternalBroker, Protocol, Qos, TlsListener,
 };
 pub use redact::{redact_url, REDACTED};
+pub use typed::DEFAULT_ROUTE;
 
 #[cfg(test)]
 mod tests;

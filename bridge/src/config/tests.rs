@@ -35,7 +35,8 @@ fn documented_default_file_names_every_key() {
     assert_eq!(a, b);
     // Each key's environment variable is documented next to it.
     for key in &b {
-        if key == "kafka.options" {
+        // Free-form, and an array of tables that lives in the file only.
+        if key == "kafka.options" || key == "routes" {
             continue;
         }
         let var = format!("EDGE_BRIDGE_{}", key.replace('.', "_").to_uppercase());
@@ -366,4 +367,126 @@ fn mqtt5_listener_follows_the_plaintext_listener_s_host_unless_given_an_address(
         );
         assert!(c.validate().unwrap_err().contains(&e));
     }
+}
+
+/// The unknown-key check's list of route keys is every key of [`RouteConfig`], and the
+/// documented default file shows each one.
+#[test]
+fn route_keys_are_every_key_of_a_route() {
+    let full = RouteConfig {
+        name: "n".into(),
+        topics: vec!["a/+".into()],
+        exclude: Vec::new(),
+        sensor_id: "topic".into(),
+        format: "json".into(),
+        timestamp: String::new(),
+        time_zone: "UTC".into(),
+        epoch_unit: Default::default(),
+        measurements: BTreeMap::new(),
+        measurement: String::new(),
+        no_measurement: "drop".into(),
+        window_size: Some(std::time::Duration::from_secs(1)),
+        window_grace: Some(std::time::Duration::from_secs(1)),
+    };
+    let table = toml::Table::try_from(&full).unwrap();
+    let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
+    let mut want = ROUTE_KEYS.to_vec();
+    keys.sort();
+    want.sort();
+    assert_eq!(keys, want);
+    for key in ROUTE_KEYS {
+        assert!(
+            DEFAULT_CONFIG_TOML.contains(&format!("\n# {key} = ")),
+            "routes key {key} is not documented"
+        );
+    }
+}
+
+const ROUTES_EXAMPLE: &str = r#"
+[[routes]]
+name = "zigbee2mqtt"
+topics = ["zigbee2mqtt/#"]
+exclude = ["zigbee2mqtt/bridge/#", "zigbee2mqtt/+/availability"]
+measurements = { temperature = "/temperature", humidity = "/humidity" }
+no_measurement = "drop"
+
+[[routes]]
+name = "esphome"
+topics = ["esphome/+/sensor/+/state"]
+sensor_id = "topic-level:1"
+format = "text"
+measurement = "topic-level:3"
+window_size = "1m"
+"#;
+
+#[test]
+fn routes_from_a_file() {
+    let c: Config = toml::from_str(ROUTES_EXAMPLE).unwrap();
+    assert_eq!(c.routes.len(), 2);
+    assert_eq!(
+        c.routes[1].window_size,
+        Some(std::time::Duration::from_secs(60))
+    );
+    assert_eq!(c.routes[1].time_zone, "UTC");
+    assert!(c.validate().is_ok(), "{:?}", c.validate());
+    let router = c.router().unwrap();
+    assert_eq!(
+        router.topic_filters(),
+        ["zigbee2mqtt/#", "esphome/+/sensor/+/state"]
+    );
+    let esphome = router.routes().nth(1).unwrap().1;
+    assert_eq!(esphome.windower().options().size_ms, 60_000);
+}
+
+#[test]
+fn route_mistakes_are_each_named() {
+    let mut c: Config = toml::from_str(ROUTES_EXAMPLE).unwrap();
+    c.mqtt.topic = "plant/+/t".into();
+    c.routes[0].time_zone = "Mars/Olympus".into();
+    c.routes[0].format = "xml".into();
+    c.routes[1].sensor_id = "payload".into();
+    c.routes[1].no_measurement = "ignore".into();
+    let errors = c.validate().unwrap_err();
+    let has = |s: &str| errors.iter().any(|e| e.contains(s));
+    assert!(
+        has("mqtt.topic: applies to the tutorial's single route only"),
+        "{errors:?}"
+    );
+    assert!(
+        has(r#"routes[0] ("zigbee2mqtt").time_zone: "Mars/Olympus""#),
+        "{errors:?}"
+    );
+    assert!(
+        has(r#"routes[0] ("zigbee2mqtt").format: "xml""#),
+        "{errors:?}"
+    );
+    assert!(
+        has(r#"routes[1] ("esphome").sensor_id: "payload""#),
+        "{errors:?}"
+    );
+    assert!(
+        has(r#"routes[1] ("esphome").no_measurement: "ignore""#),
+        "{errors:?}"
+    );
+
+    let mut c: Config = toml::from_str(ROUTES_EXAMPLE).unwrap();
+    // ESPHome's default prefix is the node's name: that overlaps zigbee2mqtt/#.
+    c.routes[1].topics = vec!["+/sensor/+/state".into()];
+    let errors = c.validate().unwrap_err();
+    assert!(errors[0].contains("overlap"), "{errors:?}");
+
+    let mut c: Config = toml::from_str(ROUTES_EXAMPLE).unwrap();
+    c.routes[0].measurements.clear();
+    c.routes[1].measurement.clear();
+    let errors = c.validate().unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.contains("has no measurements")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("needs the measurement's name")),
+        "{errors:?}"
+    );
 }

@@ -6,11 +6,250 @@ use std::time::Duration;
 use edge_bridge_core::decode::{DecodeOptions, SensorIdSource};
 use edge_bridge_core::raw_policy::RawFilter;
 use edge_bridge_core::window::WindowOptions;
-use edge_bridge_core::{EncodeOptions, RawPolicy};
+use edge_bridge_core::{
+    EncodeOptions, MeasurementSpec, NoMeasurement, PayloadFormat, Pipeline, RawPolicy,
+    RouteOptions, Router, SensorRule,
+};
 
-use super::{Config, RecordId};
+use super::{Config, RecordId, RouteConfig};
+
+/// The name of the one route a configuration without `[[routes]]` has (saved windows are kept
+/// under it).
+pub const DEFAULT_ROUTE: &str = "default";
 
 impl Config {
+    /// Every route's pipeline, in order: the `[[routes]]`, or the tutorial's one route from
+    /// `mqtt.topic`, `[decode]` and `window.measurement`. Each error names its key. The raw
+    /// policy is not applied here ([`Config::raw_policy`], [`Router::with_raw_policy`]).
+    pub fn router(&self) -> Result<Router, Vec<String>> {
+        let route_late = !self.kafka.late_topic.is_empty();
+        let encode = self.encode_options();
+        let window = self.window_options().map_err(|e| vec![e])?;
+        let mut pipelines = Vec::new();
+        let mut errors = Vec::new();
+        if self.routes.is_empty() {
+            let decode = self.decode_options().map_err(|e| vec![e])?;
+            match Pipeline::new(decode, window, &encode, route_late) {
+                Ok(p) => pipelines.push((DEFAULT_ROUTE.to_owned(), p)),
+                Err(e) => errors.push(format!("decode / mqtt.topic: {e}")),
+            }
+        }
+        errors.extend(self.tutorial_keys_beside_routes());
+        for (i, r) in self.routes.iter().enumerate() {
+            let built = self.route_options(i, r).and_then(|(opts, window)| {
+                Pipeline::for_route(opts, window, &encode, route_late)
+                    .map_err(|e| vec![format!("routes[{i}]: {e}")])
+            });
+            match built {
+                Ok(p) => pipelines.push((r.name.clone(), p)),
+                Err(e) => errors.extend(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Router::new(pipelines).map_err(|e| vec![format!("routes: {e}")])
+    }
+
+    /// The effective routes, one line each, in the order a publish tries them: what
+    /// `check-config` shows below the configuration.
+    pub fn routes_summary(&self) -> Vec<String> {
+        let w = &self.window;
+        let dur = |d: Duration| humantime::format_duration(d).to_string();
+        if self.routes.is_empty() {
+            let d = &self.decode;
+            return vec![format!(
+                "{DEFAULT_ROUTE}: topics {:?}; sensor id {}; json {{{:?}: time, {:?}: value}}; measurement {:?}; windows {} + grace {}",
+                self.mqtt.topic, d.sensor_id, d.ts_field, d.value_field, w.measurement, dur(w.size), dur(w.grace)
+            )];
+        }
+        self.routes
+            .iter()
+            .map(|r| {
+                let what = if r.format == "text" {
+                    format!("text, measurement {:?}", r.measurement)
+                } else {
+                    let m: Vec<String> = r
+                        .measurements
+                        .iter()
+                        .map(|(n, p)| format!("{n} = {p:?}"))
+                        .collect();
+                    let ts = if r.timestamp.is_empty() {
+                        "arrival time".to_owned()
+                    } else {
+                        format!("time {:?} ({})", r.timestamp, r.time_zone)
+                    };
+                    format!("json, {ts}, measurements {}", m.join(", "))
+                };
+                let exclude = if r.exclude.is_empty() {
+                    String::new()
+                } else {
+                    format!(" except {:?}", r.exclude)
+                };
+                format!(
+                    "{}: topics {:?}{exclude}; sensor id {}; {what}; no measurement: {}; windows {} + grace {}",
+                    r.name,
+                    r.topics,
+                    r.sensor_id,
+                    r.no_measurement,
+                    dur(r.window_size.unwrap_or(w.size)),
+                    dur(r.window_grace.unwrap_or(w.grace)),
+                )
+            })
+            .collect()
+    }
+
+    /// The tutorial's route keys do nothing once `[[routes]]` are given: say so rather than
+    /// let an operator believe they apply.
+    fn tutorial_keys_beside_routes(&self) -> Vec<String> {
+        if self.routes.is_empty() {
+            return Vec::new();
+        }
+        let (defaults, d) = (Config::default(), &self.decode);
+        let set = [
+            ("mqtt.topic", self.mqtt.topic != defaults.mqtt.topic),
+            ("decode.sensor_id", d.sensor_id != defaults.decode.sensor_id),
+            ("decode.ts_field", d.ts_field != defaults.decode.ts_field),
+            (
+                "decode.value_field",
+                d.value_field != defaults.decode.value_field,
+            ),
+            (
+                "window.measurement",
+                self.window.measurement != defaults.window.measurement,
+            ),
+        ];
+        set.iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(key, _)| format!("{key}: applies to the tutorial's single route only, and [[routes]] are given; put it in a route (topics, sensor_id, timestamp, measurements)"))
+            .collect()
+    }
+
+    /// One `[[routes]]` entry read into the core's options and its windows' options.
+    fn route_options(
+        &self,
+        i: usize,
+        r: &RouteConfig,
+    ) -> Result<(RouteOptions, WindowOptions), Vec<String>> {
+        let key = |k: &str| format!("routes[{i}] ({:?}).{k}", r.name);
+        let mut errors = Vec::new();
+        let sensor_id = match r.sensor_id.as_str() {
+            "topic" => Some(SensorRule::Topic),
+            s => match (s.strip_prefix("topic-level:"), s.strip_prefix("field:")) {
+                (Some(n), _) => n.parse().ok().map(SensorRule::TopicLevel),
+                (_, Some(p)) if !p.is_empty() => Some(SensorRule::Field(p.to_owned())),
+                _ => None,
+            },
+        };
+        let format = match r.format.as_str() {
+            "json" => Some(PayloadFormat::Json),
+            "text" => Some(PayloadFormat::Text),
+            _ => None,
+        };
+        let measurements = match format {
+            Some(PayloadFormat::Text) => {
+                if !r.measurements.is_empty() {
+                    errors.push(format!("{}: format \"text\" takes one `measurement` (a name or topic-level:N), not `measurements`", key("measurements")));
+                }
+                match r.measurement.strip_prefix("topic-level:") {
+                    Some(n) => n.parse().ok().map(MeasurementSpec::TopicLevel),
+                    None if r.measurement.is_empty() => {
+                        errors.push(format!(
+                            "{}: format \"text\" needs the measurement's name, or topic-level:N",
+                            key("measurement")
+                        ));
+                        None
+                    }
+                    None => Some(MeasurementSpec::Named(r.measurement.clone())),
+                }
+            }
+            _ => {
+                if !r.measurement.is_empty() {
+                    errors.push(format!(
+                        "{}: format \"json\" takes `measurements = {{ NAME = \"/json/pointer\" }}`",
+                        key("measurement")
+                    ));
+                }
+                Some(MeasurementSpec::Fields(
+                    r.measurements
+                        .iter()
+                        .map(|(n, p)| (n.clone(), p.clone()))
+                        .collect(),
+                ))
+            }
+        };
+        let no_measurement = match r.no_measurement.as_str() {
+            "dead-letter" => Some(NoMeasurement::DeadLetter),
+            "drop" => Some(NoMeasurement::Drop),
+            _ => None,
+        };
+        let time_zone = r.time_zone.parse::<edge_bridge_core::route::Tz>().ok();
+        if sensor_id.is_none() {
+            errors.push(format!(
+                "{}: {:?} is not topic, topic-level:N or field:/json/pointer",
+                key("sensor_id"),
+                r.sensor_id
+            ));
+        }
+        if format.is_none() {
+            errors.push(format!(
+                "{}: {:?} is not json or text",
+                key("format"),
+                r.format
+            ));
+        }
+        if no_measurement.is_none() {
+            errors.push(format!(
+                "{}: {:?} is not dead-letter or drop",
+                key("no_measurement"),
+                r.no_measurement
+            ));
+        }
+        if time_zone.is_none() {
+            errors.push(format!(
+                "{}: {:?} is not an IANA time zone name such as Europe/Berlin or UTC",
+                key("time_zone"),
+                r.time_zone
+            ));
+        }
+        let mut window = self.window_options().map_err(|e| vec![e])?;
+        if let Some(size) = r.window_size {
+            window.size_ms = millis(&key("window_size"), size).map_err(|e| vec![e])?;
+        }
+        if let Some(grace) = r.window_grace {
+            window.grace_ms = millis(&key("window_grace"), grace).map_err(|e| vec![e])?;
+        }
+        let (
+            Some(sensor_id),
+            Some(format),
+            Some(measurements),
+            Some(no_measurement),
+            Some(time_zone),
+        ) = (sensor_id, format, measurements, no_measurement, time_zone)
+        else {
+            return Err(errors);
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let opts = RouteOptions {
+            name: r.name.clone(),
+            topics: r.topics.clone(),
+            exclude: r.exclude.clone(),
+            sensor_id,
+            format,
+            timestamp: r.timestamp.clone(),
+            time_zone,
+            epoch_unit: r.epoch_unit,
+            measurements,
+            no_measurement,
+            max_future_skew_ms: millis("decode.max_future_skew", self.decode.max_future_skew)
+                .map_err(|e| vec![e])?,
+            max_sensor_id_bytes: self.decode.max_sensor_id_bytes,
+        };
+        Ok((opts, window))
+    }
+
     /// The decoder's options, from `mqtt.topic` and `[decode]`.
     pub fn decode_options(&self) -> Result<DecodeOptions, String> {
         let d = &self.decode;

@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use edge_bridge_core::decode::Decoder;
 use edge_bridge_core::window::Windower;
 
 use super::Config;
@@ -17,21 +16,30 @@ impl Config {
         if let Err(e) = self.broker() {
             errors.extend(e);
         }
-        match self.decode_options() {
-            Ok(opts) => {
-                if let Err(e) = Decoder::new(opts) {
-                    errors.push(format!("decode / mqtt.topic: {e}"));
-                }
-            }
-            Err(e) => errors.push(e),
-        }
-        match self.window_options() {
-            Ok(opts) => {
-                if let Err(e) = Windower::new(opts) {
+        let window_ok = match self.window_options() {
+            Ok(opts) => match Windower::new(opts) {
+                Ok(_) => true,
+                Err(e) => {
                     errors.push(format!("window: {e}"));
+                    false
                 }
+            },
+            Err(e) => {
+                errors.push(e);
+                false
             }
-            Err(e) => errors.push(e),
+        };
+        // The routes build their windows from `[window]`: with a bad one, check the routes
+        // against the default windows, so that each problem is reported once.
+        let routes = if window_ok {
+            self.router()
+        } else {
+            let mut probe = self.clone();
+            probe.window = super::WindowConfig::default();
+            probe.router()
+        };
+        if let Err(e) = routes {
+            errors.extend(e);
         }
         if self.window.measurement.is_empty() {
             errors.push("window.measurement: must not be empty".into());

@@ -177,14 +177,14 @@ fn loopback_ports() -> Result<(SocketAddr, SocketAddr), MqttError> {
 }
 
 impl Embedded {
-    /// Starts the broker, subscribes the bridge's link to `filter`, and returns once the broker
+    /// Starts the broker, subscribes the bridge's link to `filters`, and returns once the broker
     /// accepts connections on every listener. The gate, for TLS or passwords, runs on the
     /// caller's tokio runtime.
     pub async fn start(
         config_file: Option<&Path>,
         listeners: &Listeners,
         security: Security,
-        filter: &str,
+        filters: &[String],
         stats: Arc<Stats>,
         tasks: &Tasks,
     ) -> Result<Self, MqttError> {
@@ -206,13 +206,15 @@ impl Embedded {
             .link("edge-bridge")
             .map_err(|e| MqttError::Embedded(format!("cannot link to the broker: {e}")))?;
         let broker_thread = spawn_broker(broker)?;
-        tx.subscribe(filter)
-            .map_err(|e| MqttError::Embedded(format!("cannot subscribe to {filter}: {e}")))?;
+        for filter in filters {
+            tx.subscribe(filter.as_str())
+                .map_err(|e| MqttError::Embedded(format!("cannot subscribe to {filter}: {e}")))?;
+        }
         wait_accepting(&rumqttd_listeners, &broker_thread).await?;
         if let Some(gate) = gate {
             gate.open(tasks);
         }
-        info!(v4 = ?listeners.v4, v5 = ?listeners.v5, tls = ?listeners.tls, filter, "Embedded MQTT broker listening");
+        info!(v4 = ?listeners.v4, v5 = ?listeners.v5, tls = ?listeners.tls, filters = filters.join(", "), "Embedded MQTT broker listening");
         // The in-process link is connected and subscribed for as long as the process runs.
         stats.mqtt_connected.store(1, Relaxed);
         stats.mqtt_subscribed.store(1, Relaxed);

@@ -58,7 +58,8 @@ pub struct ExternalOptions {
     /// TLS for `mqtts://`, built from the broker's files: the CA to trust and an optional
     /// client certificate.
     pub tls: Option<Arc<ClientConfig>>,
-    pub filter: String,
+    /// Topic filters, one subscription each (the routes' filters, which do not overlap).
+    pub filters: Vec<String>,
     /// Where the connection state and reconnections are counted.
     pub stats: Arc<Stats>,
 }
@@ -72,7 +73,7 @@ impl std::fmt::Debug for ExternalOptions {
             .field("username", &b.credentials.as_ref().map(|(u, _)| u))
             .field("tls", &self.tls.is_some())
             .field("client_id", &b.client_id)
-            .field("filter", &self.filter)
+            .field("filters", &self.filters)
             .field("protocol", &b.protocol)
             .finish_non_exhaustive()
     }
@@ -474,15 +475,24 @@ impl Session for V5 {
 async fn run<S: Session>(mut session: S, o: ExternalOptions, tx: mpsc::Sender<Inbound>) {
     let mut backoff = BACKOFF_MIN;
     let mut resubscribe = false;
+    // Filters subscribed in this round, and their acknowledgements still to come.
+    let (mut requested, mut unacked) = (0usize, 0usize);
     // Set once the bridge's own DISCONNECT (at a stop) has gone out: the broker closing the
     // connection then is the expected end, not a failure to reconnect from.
     let mut closing = false;
     loop {
         // Never await the client's request queue here: only this task drains it.
-        if resubscribe {
-            match session.try_subscribe(&o.filter, o.broker.qos) {
-                Ok(()) => resubscribe = false,
-                Err(e) => debug!(error = %e, "Subscribe request queued behind acks; retrying"),
+        while resubscribe {
+            match session.try_subscribe(&o.filters[requested], o.broker.qos) {
+                Ok(()) => {
+                    requested += 1;
+                    unacked += 1;
+                    resubscribe = requested < o.filters.len();
+                }
+                Err(e) => {
+                    debug!(error = %e, "Subscribe request queued behind acks; retrying");
+                    break;
+                }
             }
         }
         match session.poll().await {
@@ -490,7 +500,9 @@ async fn run<S: Session>(mut session: S, o: ExternalOptions, tx: mpsc::Sender<In
                 backoff = BACKOFF_MIN;
                 info!(url = %redacted(&o.broker.url), session_present, "Connected to MQTT broker ({})", S::VERSION);
                 // The broker lost (or never had) the session: subscribe again.
-                resubscribe |= !session_present;
+                if !session_present {
+                    (resubscribe, requested, unacked) = (true, 0, 0);
+                }
                 o.stats.mqtt_connected.store(1, Relaxed);
                 // A kept session keeps its subscription.
                 o.stats
@@ -503,8 +515,10 @@ async fn run<S: Session>(mut session: S, o: ExternalOptions, tx: mpsc::Sender<In
                 }
             }
             Polled::Subscribed { codes } => {
-                info!(filter = o.filter, codes = %codes, "Subscribed");
-                o.stats.mqtt_subscribed.store(1, Relaxed);
+                unacked = unacked.saturating_sub(1);
+                let done = unacked == 0 && requested == o.filters.len();
+                info!(filters = o.filters.join(", "), codes = %codes, "Subscribed");
+                o.stats.mqtt_subscribed.store(u64::from(done), Relaxed);
             }
             Polled::Disconnecting => closing = true,
             Polled::Other => {}

@@ -140,16 +140,16 @@ pub fn file_problems(config: &Config) -> Vec<String> {
 
 /// Starts the MQTT side the configuration asks for: certificates and password files are read
 /// here, so a bad one stops the start with an error naming its key. With the embedded broker,
-/// returns once it accepts connections.
+/// returns once it accepts connections. `filters` are the routes' topic filters.
 pub async fn start(
     config: &Config,
+    filters: &[String],
     stats: &Arc<Stats>,
     tasks: &Tasks,
 ) -> anyhow::Result<MqttSource> {
     let broker = config
         .broker()
         .map_err(|errors| anyhow::anyhow!(errors.join("; ")))?;
-    let topic = &config.mqtt.topic;
     Ok(match broker {
         Broker::Embedded(e) => {
             let listeners = Listeners {
@@ -173,7 +173,7 @@ pub async fn start(
             };
             let file = e.broker_config.as_deref().map(Path::new);
             MqttSource::Embedded(
-                Embedded::start(file, &listeners, security, topic, stats.clone(), tasks).await?,
+                Embedded::start(file, &listeners, security, filters, stats.clone(), tasks).await?,
             )
         }
         Broker::External(x) => {
@@ -187,7 +187,7 @@ pub async fn start(
                 ExternalOptions {
                     broker: x,
                     tls,
-                    filter: topic.clone(),
+                    filters: filters.to_vec(),
                     stats: stats.clone(),
                 },
                 tasks,
