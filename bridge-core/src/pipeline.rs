@@ -64,13 +64,15 @@ pub enum Verdict {
     Refused(&'static str),
     /// Not decodable (reason code): dead-letter only.
     Rejected(&'static str),
-    /// Counted and dropped by the route's rules: `excluded` (an exclusion matched its topic)
-    /// or `no_measurement` (the route drops payloads without one). No record.
+    /// Counted and dropped by the routes' rules, with no record: `excluded` (an exclusion
+    /// matched its topic), `no_measurement` (the route drops payloads without one), or
+    /// `unrouted` (brought by a subscription widened to keep overlapping routes' filters from
+    /// delivering a message twice, and claimed by no route).
     Ignored(&'static str),
 }
 
 /// Reasons of [`Verdict::Ignored`].
-pub const IGNORED_REASONS: [&str; 2] = ["excluded", "no_measurement"];
+pub const IGNORED_REASONS: [&str; 3] = ["excluded", "no_measurement", "unrouted"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineConfigError {
@@ -175,24 +177,9 @@ impl Pipeline {
         }
     }
 
-    /// The dead letter of a publish no pipeline takes, encoded by this one.
-    pub fn unclaimed(
-        &self,
-        topic: &ByteString,
-        payload: Bytes,
-        filters: &str,
-        now_ms: i64,
-        out: &mut Vec<Routed>,
-    ) -> Verdict {
-        let e = DecodeError::TopicMismatch {
-            topic: topic.to_string(),
-            filter: filters.to_owned(),
-        };
-        out.push(Routed {
-            stream: Stream::DeadLetter,
-            record: self.encoder.dead_letter(topic, payload, now_ms, &e),
-        });
-        Verdict::Rejected(e.reason())
+    /// Whether this is the tutorial's pipeline (not a configured route).
+    pub fn is_tutorial(&self) -> bool {
+        matches!(self.reader, Reader::Tutorial(_))
     }
 
     /// The same pipeline with `policy` deciding which aggregated readings the raw stream

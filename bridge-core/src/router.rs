@@ -1,10 +1,13 @@
-//! Several routes, one per family of devices: each publish goes to the one route that claims
-//! its topic.
+//! Several routes, one per family of devices: each publish goes to the first route, in the
+//! order configured, that claims its topic (one of its filters matches and none of its
+//! exclusions does).
 //!
-//! Routes are tried in the order configured. Their topic filters must not overlap (checked at
-//! start, with a topic both would match as the example): a broker may deliver a message once
-//! per matching subscription, and which route owns a topic must not depend on the order of
-//! the list. Within its filters, a route's exclusions drop chatter (`zigbee2mqtt/bridge/#`).
+//! Routes' filters may overlap (Zigbee2MQTT's `zigbee2mqtt/#` and Shelly's `+/events/rpc` both
+//! match `zigbee2mqtt/events/rpc`). A broker may send a copy of a message per matching
+//! subscription (Mosquitto does with MQTT 5), which would count a reading twice, so the bridge
+//! does not subscribe to overlapping filters: it subscribes to a disjoint cover of them
+//! ([`TopicFilter::disjoint_cover`]), and topics the cover brings that no route claims are
+//! counted and dropped (`unrouted`).
 
 use std::collections::BTreeMap;
 
@@ -26,22 +29,14 @@ pub enum RouterError {
     SameName(String),
     #[error("route names must not be empty")]
     EmptyName,
-    #[error("topic filters {a:?} (route {route_a:?}) and {b:?} (route {route_b:?}) overlap: topic {example:?} matches both; make them disjoint, for example by giving one family of devices its own topic prefix (Zigbee2MQTT's base_topic, Tasmota's %prefix%, ESPHome's topic_prefix). A broker sends a copy of a message per matching subscription, which would count it twice, and a route's `exclude` does not change what is subscribed")]
-    Overlap {
-        a: String,
-        route_a: String,
-        b: String,
-        route_b: String,
-        example: String,
-    },
 }
 
 /// The routes, in order.
 #[derive(Debug)]
 pub struct Router {
     routes: Vec<(String, Pipeline)>,
-    /// Every filter, for the dead letter of a topic no route takes.
-    filters: String,
+    /// What to subscribe to: the routes' filters, made disjoint.
+    subscriptions: Vec<String>,
 }
 
 impl Router {
@@ -49,7 +44,7 @@ impl Router {
         if routes.is_empty() {
             return Err(RouterError::Empty);
         }
-        let mut all: Vec<(&str, TopicFilter)> = Vec::new();
+        let mut filters = Vec::new();
         for (i, (name, p)) in routes.iter().enumerate() {
             if name.is_empty() {
                 return Err(RouterError::EmptyName);
@@ -57,28 +52,20 @@ impl Router {
             if routes[..i].iter().any(|(n, _)| n == name) {
                 return Err(RouterError::SameName(name.clone()));
             }
-            for f in p.topic_filters() {
-                let f = TopicFilter::parse(f).expect("validated by the route's decoder");
-                for (other_route, other) in &all {
-                    if let Some(example) = f.overlap(other) {
-                        return Err(RouterError::Overlap {
-                            a: other.as_str().to_owned(),
-                            route_a: (*other_route).to_owned(),
-                            b: f.as_str().to_owned(),
-                            route_b: name.clone(),
-                            example,
-                        });
-                    }
-                }
-                all.push((name, f));
-            }
+            filters.extend(
+                p.topic_filters()
+                    .into_iter()
+                    .map(|f| TopicFilter::parse(f).expect("validated by the route's decoder")),
+            );
         }
-        let filters = all
+        let subscriptions = TopicFilter::disjoint_cover(&filters)
             .iter()
-            .map(|(_, f)| f.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        Ok(Self { routes, filters })
+            .map(|f| f.as_str().to_owned())
+            .collect();
+        Ok(Self {
+            routes,
+            subscriptions,
+        })
     }
 
     /// Every route's pipeline with `policy` deciding what the raw stream carries.
@@ -93,7 +80,7 @@ impl Router {
             .collect::<Result<_, crate::pipeline::PipelineConfigError>>()?;
         Ok(Self {
             routes,
-            filters: self.filters,
+            subscriptions: self.subscriptions,
         })
     }
 
@@ -102,7 +89,7 @@ impl Router {
         self.routes.iter().map(|(n, p)| (n.as_str(), p))
     }
 
-    /// Every topic filter to subscribe to, in route order.
+    /// The routes' topic filters, in route order.
     pub fn topic_filters(&self) -> Vec<String> {
         self.routes
             .iter()
@@ -111,8 +98,15 @@ impl Router {
             .collect()
     }
 
-    /// Handles one publish (see [`Pipeline::ingest`]) in the route that claims its topic. A
-    /// topic no route claims is a dead letter (`topic_mismatch`).
+    /// The filters to subscribe to: [`Router::topic_filters`] where they do not overlap, else
+    /// a disjoint cover of them (see the module documentation).
+    pub fn subscriptions(&self) -> &[String] {
+        &self.subscriptions
+    }
+
+    /// Handles one publish (see [`Pipeline::ingest`]) in the first route that claims its topic.
+    /// A topic that routes' filters match but their exclusions leave out is ignored as
+    /// `excluded`; one no filter matches (brought by a widened subscription) as `unrouted`.
     pub fn ingest(
         &mut self,
         topic: &ByteString,
@@ -121,20 +115,22 @@ impl Router {
         now_ms: i64,
         out: &mut Vec<Routed>,
     ) -> Verdict {
-        // The common case, one route, skips the claim: its decoder matches the topic anyway.
-        if self.routes.len() == 1 {
+        // The tutorial's route alone skips the claim: its decoder matches the topic, and a
+        // topic it does not match is a dead letter (`topic_mismatch`), as it always was.
+        if self.routes.len() == 1 && self.routes[0].1.is_tutorial() {
             return self.routes[0]
                 .1
                 .ingest(topic, payload, user_properties, now_ms, out);
         }
+        let mut excluded = false;
         for (_, p) in &mut self.routes {
-            if p.claims(topic) != Claim::No {
-                return p.ingest(topic, payload, user_properties, now_ms, out);
+            match p.claims(topic) {
+                Claim::Yes => return p.ingest(topic, payload, user_properties, now_ms, out),
+                Claim::Excluded => excluded = true,
+                Claim::No => {}
             }
         }
-        self.routes[0]
-            .1
-            .unclaimed(topic, payload, &self.filters, now_ms, out)
+        Verdict::Ignored(if excluded { "excluded" } else { "unrouted" })
     }
 
     /// Closes the windows of sensors idle as of wall-clock `now_ms`, in every route.
@@ -382,33 +378,114 @@ mod tests {
             .iter()
             .any(|(k, v)| k == HEADER_ROUTE && &v[..] == b"zigbee"));
         out.clear();
+        out.clear();
         assert_eq!(
             ingest(&mut r, "other/topic", "{}", &mut out),
-            Verdict::Rejected("topic_mismatch")
+            Verdict::Ignored("unrouted")
         );
-        assert_eq!(out[0].stream, Stream::DeadLetter);
+        assert!(out.is_empty());
     }
 
     #[test]
-    fn overlapping_routes_and_duplicate_names_are_refused() {
-        let e = Router::new(vec![
-            pipeline(route("a", &["home/#"], &[("t", "/t")])),
-            pipeline(route("b", &["home/+/sensor/+/state"], &[("t", "/t")])),
-        ])
-        .unwrap_err();
-        assert!(
-            matches!(e, RouterError::Overlap { ref example, .. } if example == "home/x/sensor/x/state"),
-            "{e}"
+    fn overlapping_routes_go_by_order_and_subscribe_once() {
+        let mut shelly = route(
+            "shelly",
+            &["+/events/rpc"],
+            &[("temperature", "/params/temperature:0/tC")],
         );
-        let e =
-            Router::new(vec![pipeline(route("a", &["x/+", "+/y"], &[("t", "/t")]))]).unwrap_err();
-        assert!(matches!(e, RouterError::Overlap { .. }));
+        shelly.timestamp = String::new();
+        let mut r = Router::new(vec![
+            pipeline(route(
+                "zigbee",
+                &["zigbee2mqtt/#"],
+                &[("temperature", "/temperature")],
+            )),
+            pipeline(shelly),
+            pipeline(route("tasmota", &["tele/+/SENSOR"], &[("t", "/t")])),
+        ])
+        .unwrap();
+        assert_eq!(
+            r.topic_filters(),
+            ["zigbee2mqtt/#", "+/events/rpc", "tele/+/SENSOR"]
+        );
+        assert_eq!(r.subscriptions(), ["+/#"]);
+        let mut out = Vec::new();
+        // Both match: the first route in order takes it.
+        ingest(
+            &mut r,
+            "zigbee2mqtt/events/rpc",
+            r#"{"temperature":1}"#,
+            &mut out,
+        );
+        assert!(out[0]
+            .record
+            .headers
+            .iter()
+            .any(|(k, v)| k == HEADER_ROUTE && &v[..] == b"zigbee"));
+        out.clear();
+        let shelly_msg = r#"{"params":{"temperature:0":{"tC":2}}}"#;
+        assert_eq!(
+            ingest(&mut r, "dev1/events/rpc", shelly_msg, &mut out),
+            Verdict::Aggregated
+        );
+        assert!(out[0]
+            .record
+            .headers
+            .iter()
+            .any(|(k, v)| k == HEADER_ROUTE && &v[..] == b"shelly"));
+        // Excluded by the first route and matched by no other.
+        assert_eq!(
+            ingest(&mut r, "zigbee2mqtt/bridge/state", "{}", &mut out),
+            Verdict::Ignored("excluded")
+        );
+        // Brought by the widened subscription, taken by no route.
+        assert_eq!(
+            ingest(&mut r, "tele/k/STATE", "{}", &mut out),
+            Verdict::Ignored("unrouted")
+        );
+    }
+
+    #[test]
+    fn an_exclusion_passes_the_topic_to_the_next_route() {
+        let mut all = route(
+            "everything-else",
+            &["zigbee2mqtt/#"],
+            &[("state", "/state")],
+        );
+        all.exclude.clear();
+        let mut r = Router::new(vec![
+            pipeline(route(
+                "zigbee",
+                &["zigbee2mqtt/#"],
+                &[("temperature", "/temperature")],
+            )),
+            pipeline(all),
+        ])
+        .unwrap();
+        let mut out = Vec::new();
+        assert_eq!(
+            ingest(&mut r, "zigbee2mqtt/bridge/x", r#"{"state":1}"#, &mut out),
+            Verdict::Aggregated
+        );
+        assert!(out[0]
+            .record
+            .headers
+            .iter()
+            .any(|(k, v)| k == HEADER_ROUTE && &v[..] == b"everything-else"));
+    }
+
+    #[test]
+    fn duplicate_and_empty_names_are_refused() {
         let e = Router::new(vec![
             pipeline(route("a", &["x/+"], &[("t", "/t")])),
             pipeline(route("a", &["y/+"], &[("t", "/t")])),
         ])
         .unwrap_err();
         assert_eq!(e, RouterError::SameName("a".into()));
+        assert_eq!(
+            Router::new(vec![pipeline(route("", &["x/+"], &[("t", "/t")]))]).unwrap_err(),
+            RouterError::EmptyName
+        );
         assert_eq!(Router::new(Vec::new()).unwrap_err(), RouterError::Empty);
     }
 

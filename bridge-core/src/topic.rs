@@ -201,6 +201,53 @@ impl TopicFilter {
         }
     }
 
+    /// The narrowest filter that matches every topic either filter matches: levels that agree
+    /// are kept, levels that differ become `+`, and from where the two differ in length (or
+    /// either has `#`) on, `#`.
+    pub fn join(&self, other: &TopicFilter) -> TopicFilter {
+        let (a, b) = (&self.levels, &other.levels);
+        let mut levels = Vec::new();
+        for i in 0..a.len().max(b.len()) {
+            let level = match (a.get(i), b.get(i)) {
+                (Some(x), Some(y)) if x == y && *x != Level::Rest => x.clone(),
+                (Some(Level::Rest), _) | (_, Some(Level::Rest)) | (None, _) | (_, None) => {
+                    levels.push(Level::Rest);
+                    break;
+                }
+                _ => Level::One,
+            };
+            levels.push(level);
+        }
+        let text = levels
+            .iter()
+            .map(|l| match l {
+                Level::Exact(t) => t.as_ref(),
+                Level::One => "+",
+                Level::Rest => "#",
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        TopicFilter { text, levels }
+    }
+
+    /// Subscriptions that receive every topic of `filters`, each message once: overlapping
+    /// filters are replaced by their [`TopicFilter::join`] until none overlap. A broker may
+    /// send a copy of a message per matching subscription (Mosquitto does with MQTT 5), so
+    /// overlapping subscriptions would deliver, and count, a reading twice.
+    pub fn disjoint_cover(filters: &[TopicFilter]) -> Vec<TopicFilter> {
+        let mut set: Vec<TopicFilter> = Vec::new();
+        for f in filters {
+            let mut f = f.clone();
+            // Absorb every member that overlaps the growing filter; a join can overlap members
+            // that the parts did not, hence the loop.
+            while let Some(i) = set.iter().position(|g| g.overlap(&f).is_some()) {
+                f = set.remove(i).join(&f);
+            }
+            set.push(f);
+        }
+        set
+    }
+
     /// A topic that both filters match, if there is one: two routes whose filters overlap
     /// would both be sent such a topic's messages.
     pub fn overlap(&self, other: &TopicFilter) -> Option<String> {
@@ -304,6 +351,71 @@ mod tests {
         assert!(!check("a/+", "a/+/c"));
         assert!(!check("a/b/#", "a/c/#"));
         assert!(!check("zigbee2mqtt/#", "tele/+/SENSOR"));
+    }
+
+    #[test]
+    fn joins_cover_both_filters() {
+        let join = |a: &str, b: &str| {
+            let j = TopicFilter::parse(a)
+                .unwrap()
+                .join(&TopicFilter::parse(b).unwrap());
+            assert!(TopicFilter::parse(j.as_str()).is_ok());
+            j.as_str().to_owned()
+        };
+        assert_eq!(join("zigbee2mqtt/#", "+/events/rpc"), "+/#");
+        assert_eq!(join("a/b/c", "a/x/c"), "a/+/c");
+        assert_eq!(join("a/b", "a/b/c"), "a/b/#");
+        assert_eq!(join("a/#", "a/b/+"), "a/#");
+        assert_eq!(join("a/+", "a/+"), "a/+");
+        assert_eq!(join("#", "a"), "#");
+    }
+
+    #[test]
+    fn a_disjoint_cover_receives_every_topic_once() {
+        let parse = |fs: &[&str]| -> Vec<TopicFilter> {
+            fs.iter().map(|f| TopicFilter::parse(f).unwrap()).collect()
+        };
+        let cases: [(&[&str], &[&str]); 4] = [
+            (
+                &["tele/+/SENSOR", "zigbee2mqtt/#"],
+                &["tele/+/SENSOR", "zigbee2mqtt/#"],
+            ),
+            (
+                &["zigbee2mqtt/#", "+/events/rpc", "tele/+/SENSOR"],
+                &["+/#"],
+            ),
+            (&["a/+/c", "a/b/+", "x/y"], &["a/+/+", "x/y"]),
+            (&["a/b", "a/#", "b/c"], &["a/#", "b/c"]),
+        ];
+        let topics = [
+            "tele/k/SENSOR",
+            "zigbee2mqtt/x/y",
+            "d/events/rpc",
+            "a/b/c",
+            "a/q/c",
+            "a/b/z",
+            "x/y",
+            "a/b",
+            "a",
+            "b/c",
+            "zigbee2mqtt",
+        ];
+        for (input, want) in cases {
+            let filters = parse(input);
+            let cover = TopicFilter::disjoint_cover(&filters);
+            let names: Vec<&str> = cover.iter().map(|f| f.as_str()).collect();
+            assert_eq!(names, want, "{input:?}");
+            for (i, a) in cover.iter().enumerate() {
+                for b in &cover[i + 1..] {
+                    assert_eq!(a.overlap(b), None, "{input:?}: {a:?} {b:?}");
+                }
+            }
+            for t in topics {
+                if filters.iter().any(|f| f.matches(t)) {
+                    assert_eq!(cover.iter().filter(|f| f.matches(t)).count(), 1, "{t}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -116,9 +116,16 @@ impl Bridge {
         restore_windows(&config, &mut pipeline, &mut out)?;
         submit_all(&mut outbox, &stats, &mut out, None, wall_ms()).await?;
 
-        let source = crate::mqtt::start(&config, &pipeline.topic_filters(), &stats, &tasks).await?;
+        let source = crate::mqtt::start(&config, pipeline.subscriptions(), &stats, &tasks).await?;
+        if pipeline.subscriptions() != pipeline.topic_filters() {
+            warn!(
+                routes = pipeline.topic_filters().join(", "),
+                subscribed = pipeline.subscriptions().join(", "),
+                "Routes' topic filters overlap: subscribed to a disjoint cover of them instead, so that no message arrives twice; topics no route takes are counted in edge_bridge_messages_ignored_total{{reason=\"unrouted\"}} and dropped"
+            );
+        }
         info!(
-            topics = pipeline.topic_filters().join(", "),
+            topics = pipeline.subscriptions().join(", "),
             brokers = config.kafka.brokers,
             raw = config.kafka.raw_topic,
             aggregates = config.kafka.agg_topic,

@@ -178,6 +178,9 @@ pub fn main() -> ExitCode {
                     for line in config.routes_summary() {
                         println!("#   {line}");
                     }
+                    if let Ok(router) = config.router() {
+                        println!("# Subscribed to: {}", router.subscriptions().join(", "));
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => config_error(&e),

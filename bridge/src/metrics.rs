@@ -103,7 +103,7 @@ fn families(st: &Stats, s: &Summary) -> Vec<(&'static str, &'static str, Value)>
         ("edge_bridge_readings_rejected", "Undecodable payloads, sent to the dead-letter topic, by reason.", by_reason(&DecodeError::REASONS, &st.rejected_by_reason)),
         ("edge_bridge_readings_thinned", "Readings in the aggregates that the raw policy (raw.policy) left out of the raw stream, by reason (deadband, sample).", by_reason(&raw_policy::REASONS, &st.thinned_by_reason)),
         ("edge_bridge_readings_refused", "Readings left out of the aggregates by a memory bound, by reason (still in the raw topic).", by_reason(&Refusal::REASONS, &st.refused_by_reason)),
-        ("edge_bridge_messages_ignored", "Publishes a route dropped by its own rules, by reason: excluded (matched a route's exclude), no_measurement (none of the route's measurements, with no_measurement = \"drop\").", by_reason(&IGNORED_REASONS, &st.ignored_by_reason)),
+        ("edge_bridge_messages_ignored", "Publishes dropped by the routes' rules, by reason: excluded (matched a route's exclude), no_measurement (none of the route's measurements, with no_measurement = \"drop\"), unrouted (brought by a subscription widened because routes' filters overlap, and taken by no route).", by_reason(&IGNORED_REASONS, &st.ignored_by_reason)),
         ("edge_bridge_readings_broker_dropped", "Readings the embedded broker accepted but deleted before the bridge read them.", Counter(s.broker_dropped)),
         ("edge_bridge_windows_open", "Open windows over all sensors.", Gauge(load(&st.open_windows) as f64)),
         ("edge_bridge_sensors", "Sensors tracked.", Gauge(load(&st.sensors) as f64)),
