@@ -19,35 +19,8 @@ use edge_bridge::stats::Stats;
 use serde_json::{json, Value};
 use support::{read_topic, Mosquitto, Record, Tansu};
 
-const ROUTES: &str = r#"
-[[routes]]
-name = "zigbee2mqtt"
-topics = ["zigbee2mqtt/#"]
-exclude = ["zigbee2mqtt/bridge/#", "zigbee2mqtt/+/availability"]
-measurements = { temperature = "/temperature", humidity = "/humidity" }
-no_measurement = "drop"
-
-[[routes]]
-name = "tasmota"
-topics = ["tele/+/SENSOR"]
-timestamp = "/Time"
-time_zone = "Europe/Berlin"
-measurements = { temperature = "/SHT3X/Temperature", humidity = "/SHT3X/Humidity", "probe_{key}" = "/DS18B20-*/Temperature" }
-
-[[routes]]
-name = "esphome"
-topics = ["esphome/+/sensor/+/state"]
-sensor_id = "topic-level:1"
-format = "text"
-measurement = "topic-level:3"
-
-[[routes]]
-name = "shelly"
-topics = ["+/events/rpc"]
-timestamp = "/params/ts"
-measurements = { temperature = "/params/temperature:0/tC", humidity = "/params/humidity:0/rh" }
-no_measurement = "drop"
-"#;
+/// The documented example (README, "Pointing real sensors at it"), tested as it is.
+const ROUTES: &str = include_str!("../../deploy/routes-example.toml");
 
 /// 2024-12-02T18:00:00Z, when Berlin is at UTC+1.
 const T0: i64 = 1_733_162_400_000;
@@ -490,4 +463,19 @@ async fn device_families_through_mosquitto() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_families_through_the_embedded_broker() {
     run_families(false).await;
+}
+
+/// The README shows the tested file, not a copy that could drift from it.
+#[test]
+fn the_readme_shows_the_tested_routes() {
+    let readme = include_str!("../../README.md");
+    let body = ROUTES
+        .lines()
+        .skip_while(|l| l.starts_with('#') || l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        readme.contains(&body),
+        "README.md must show deploy/routes-example.toml from its first route on"
+    );
 }
