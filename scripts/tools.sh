@@ -10,7 +10,9 @@
 #     SQLite storage (feature libsql) is what lets users be made before authentication is on.
 #     About a quarter of an hour to build, once, also cached under $EDGE_TOOLS_DIR.
 #   - A Python environment with confluent-kafka and xxhash from PyPI, for the consumer-side
-#     example (examples/dedup.py) and its test (bridge/tests/dedup_example.rs).
+#     example (examples/dedup.py) and its test (bridge/tests/dedup_example.rs), and pysparkplug
+#     (with its paho-mqtt), an independent Sparkplug B implementation, for the edge node of
+#     examples/sparkplug_node.py and its test (bridge/tests/sparkplug.rs).
 # Source it (`. scripts/tools.sh`) to get EDGE_TOOLS_DIR, TANSU_BIN, NISSHI_BIN and
 # EDGE_EXAMPLES_PYTHON exported.
 set -euo pipefail
@@ -43,8 +45,8 @@ if ! grep -qF "nisshi $NISSHI_VERSION " "$EDGE_TOOLS_DIR/nisshi/.crates.toml" 2>
 fi
 
 # Pinned: the example's test checks its output, not the clients' changelogs.
-if ! "$EDGE_EXAMPLES_PYTHON" -c 'import confluent_kafka, xxhash' 2>/dev/null; then
-  echo "tools: installing confluent-kafka and xxhash into $EXAMPLES_VENV" >&2
+if ! "$EDGE_EXAMPLES_PYTHON" -c 'import confluent_kafka, xxhash, pysparkplug' 2>/dev/null; then
+  echo "tools: installing confluent-kafka, xxhash and pysparkplug into $EXAMPLES_VENV" >&2
   python3 -m venv "$EXAMPLES_VENV"
-  "$EXAMPLES_VENV/bin/pip" install --quiet confluent-kafka==2.16.1 xxhash==4.1.0
+  "$EXAMPLES_VENV/bin/pip" install --quiet confluent-kafka==2.16.1 xxhash==4.1.0 pysparkplug==0.6.1
 fi

@@ -118,6 +118,10 @@ pub enum DecodeError {
     BadSensorId(String),
     #[error("no measurement: {0}")]
     NoMeasurement(String),
+    #[error("payload is not a Sparkplug B protobuf payload: {0}")]
+    NotProtobuf(String),
+    #[error("unknown Sparkplug B alias: {0}")]
+    UnknownAlias(String),
 }
 
 impl DecodeError {
@@ -135,11 +139,13 @@ impl DecodeError {
             DecodeError::MissingSensorId(_) => "missing_sensor_id",
             DecodeError::BadSensorId(_) => "bad_sensor_id",
             DecodeError::NoMeasurement(_) => "no_measurement",
+            DecodeError::NotProtobuf(_) => "not_protobuf",
+            DecodeError::UnknownAlias(_) => "unknown_alias",
         }
     }
 
     /// Every reason code, for pre-registering metrics.
-    pub const REASONS: [&'static str; 11] = [
+    pub const REASONS: [&'static str; 13] = [
         "topic_mismatch",
         "not_json",
         "not_object",
@@ -151,6 +157,8 @@ impl DecodeError {
         "missing_sensor_id",
         "bad_sensor_id",
         "no_measurement",
+        "not_protobuf",
+        "unknown_alias",
     ];
 }
 

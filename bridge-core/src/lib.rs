@@ -29,6 +29,7 @@ pub use pipeline::{Pipeline, Routed, Stream, Verdict, IGNORED_REASONS};
 pub mod field_path;
 pub mod route;
 pub mod router;
+pub mod sparkplug;
 
 pub use route::{MeasurementSpec, NoMeasurement, PayloadFormat, RouteOptions, SensorRule};
 pub use router::{Router, RouterError};

@@ -9,7 +9,10 @@ use bytestring::ByteString;
 use crate::decode::{DecodeConfigError, DecodeError, DecodeOptions, Decoder};
 use crate::encode::{EncodeOptions, Encoder, OutRecord};
 use crate::raw_policy::{RawFilter, RawPolicy, RawPolicyError};
-use crate::route::{self, Claim, NoMeasurement, RouteConfigError, RouteDecoder, RouteOptions};
+use crate::route::{
+    self, Claim, NoMeasurement, PayloadFormat, RouteConfigError, RouteDecoder, RouteOptions,
+};
+use crate::sparkplug::{Outcome, SparkplugDecoder};
 use crate::window::{
     Admission, ClosedWindow, RestoreError, WindowConfigError, WindowOptions, WindowSnapshot,
     Windower,
@@ -71,8 +74,9 @@ pub enum Verdict {
     Ignored(&'static str),
 }
 
-/// Reasons of [`Verdict::Ignored`].
-pub const IGNORED_REASONS: [&str; 3] = ["excluded", "no_measurement", "unrouted"];
+/// Reasons of [`Verdict::Ignored`] (`control`: a Sparkplug B DEATH, command or host STATE,
+/// or a BIRTH or DATA without a numeric metric).
+pub const IGNORED_REASONS: [&str; 4] = ["excluded", "no_measurement", "unrouted", "control"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineConfigError {
@@ -92,7 +96,12 @@ enum Reader {
     /// The tutorial's topic filter and `{"ts", "value"}` payloads, on the fast path.
     Tutorial(Decoder),
     /// A configured route; `single` is its one fixed measurement name, if it has one.
-    Route { decoder: RouteDecoder, single: bool },
+    Route {
+        decoder: Box<RouteDecoder>,
+        single: bool,
+        /// A `sparkplug-b` route's alias tables (the decoder then only matches topics).
+        sparkplug: Option<Box<SparkplugDecoder>>,
+    },
 }
 
 /// Decoder, windower and encoder wired together.
@@ -142,11 +151,19 @@ impl Pipeline {
             && decoder.filters().len() == 1
             && !decoder.filters()[0].has_rest();
         let encoder = Encoder::for_route(encode, follows, &opts.name, single.as_deref());
+        let sparkplug = (opts.format == PayloadFormat::SparkplugB).then(|| {
+            Box::new(SparkplugDecoder::new(
+                window.max_sensors,
+                opts.max_future_skew_ms,
+                opts.max_sensor_id_bytes,
+            ))
+        });
         Ok(Self {
             encoder,
             reader: Reader::Route {
-                decoder,
+                decoder: Box::new(decoder),
                 single: single.is_some(),
+                sparkplug,
             },
             raw_filter: RawFilter::new(RawPolicy::All, window.max_sensors)?,
             windower: Windower::new(window)?,
@@ -271,14 +288,44 @@ impl Pipeline {
         now_ms: i64,
         out: &mut Vec<Routed>,
     ) -> Verdict {
-        let Reader::Route { decoder, single } = &self.reader else {
+        let Reader::Route {
+            decoder,
+            single,
+            sparkplug,
+        } = &mut self.reader
+        else {
             unreachable!("called for routes only")
         };
         if decoder.claims(topic) == Claim::Excluded {
             return Verdict::Ignored("excluded");
         }
-        let m = match decoder.decode(topic, &payload, now_ms) {
-            Ok(m) => m,
+        let single = *single;
+        let decoded = match sparkplug {
+            Some(spb) => match spb.decode(topic, &payload, now_ms) {
+                Ok(Outcome::Control) => return Verdict::Ignored("control"),
+                Ok(Outcome::Measured {
+                    sensor,
+                    ts_ms,
+                    values,
+                    ..
+                }) => Ok((
+                    std::borrow::Cow::Owned(sensor),
+                    ts_ms,
+                    smallvec::SmallVec::<[_; 4]>::from_vec(values),
+                )),
+                Err(e) => Err(e),
+            },
+            None => decoder.decode(topic, &payload, now_ms).map(|m| {
+                let values = m
+                    .values
+                    .into_iter()
+                    .map(|(name, value)| (name, value, m.ts_ms))
+                    .collect::<smallvec::SmallVec<[_; 4]>>();
+                (m.sensor, m.ts_ms, values)
+            }),
+        };
+        let (sensor, ts_ms, values) = match decoded {
+            Ok(d) => d,
             Err(DecodeError::NoMeasurement(_))
                 if decoder.options().no_measurement == NoMeasurement::Drop =>
             {
@@ -294,15 +341,15 @@ impl Pipeline {
         };
         let (mut added, mut sent, mut thinned) = (false, false, None);
         let (mut late_start, mut refused) = (None, None);
-        for (name, value) in &m.values {
-            let key = route::series_key(&m.sensor, (!single).then_some(name.as_str()));
+        for (name, value, value_ts) in &values {
+            let key = route::series_key(&sensor, (!single).then_some(name.as_str()));
             match self
                 .windower
-                .record(&key, m.ts_ms, *value, now_ms, &mut self.closed)
+                .record(&key, *value_ts, *value, now_ms, &mut self.closed)
             {
                 Admission::Added { .. } => {
                     added = true;
-                    match self.raw_filter.admit(&key, m.ts_ms, *value) {
+                    match self.raw_filter.admit(&key, *value_ts, *value) {
                         Ok(()) => sent = true,
                         Err(reason) => thinned = Some(reason),
                     }
@@ -321,7 +368,7 @@ impl Pipeline {
         }
         let raw = self
             .encoder
-            .raw_of(&m.sensor, m.ts_ms, topic, payload.clone(), user_properties);
+            .raw_of(&sensor, ts_ms, topic, payload.clone(), user_properties);
         if let (Some(window_start), true) = (late_start, self.route_late) {
             out.push(Routed {
                 stream: Stream::Late,

@@ -41,6 +41,9 @@ pub enum PayloadFormat {
     /// The whole payload is one number as text (ESPHome, Home Assistant statestream, Shelly
     /// Gen1); surrounding whitespace allowed. The event time is the arrival time.
     Text,
+    /// Sparkplug B protobuf ([`crate::sparkplug`]): sensor, measurements and event times come
+    /// from the namespace and the metrics, so the route names none of them.
+    SparkplugB,
 }
 
 /// What the route's measurements are called and where their numbers are.
@@ -110,6 +113,8 @@ pub enum RouteConfigError {
         "route {0:?}: format `text` has no timestamp field; its event time is the arrival time"
     )]
     TextTimestamp(String),
+    #[error("route {0:?}: format `sparkplug-b` takes its sensor ids (group/node[/device]), measurements (metric names) and event times from Sparkplug itself; leave sensor_id, timestamp, measurements and measurement unset")]
+    SparkplugFields(String),
     #[error("max future skew must not be negative")]
     NegativeSkew,
 }
@@ -205,7 +210,7 @@ impl RouteDecoder {
         if filters.is_empty() {
             return Err(RouteConfigError::NoTopics(route));
         }
-        if opts.sensor_id == SensorRule::Topic {
+        if opts.sensor_id == SensorRule::Topic && opts.format != PayloadFormat::SparkplugB {
             if let Some(f) = filters
                 .iter()
                 .find(|f| f.single_wildcards() == 0 && !f.has_rest())
@@ -217,8 +222,17 @@ impl RouteDecoder {
             SensorRule::Field(p) => Some(path(p)?),
             _ => None,
         };
+        if opts.format == PayloadFormat::SparkplugB {
+            let unset = opts.sensor_id == SensorRule::Topic
+                && opts.timestamp.is_empty()
+                && opts.measurements == MeasurementSpec::Fields(Vec::new());
+            if !unset {
+                return Err(RouteConfigError::SparkplugFields(route));
+            }
+        }
         let timestamp = match (opts.format, opts.timestamp.is_empty()) {
             (_, true) => None,
+            (PayloadFormat::SparkplugB, false) => unreachable!("checked above"),
             (PayloadFormat::Text, false) => return Err(RouteConfigError::TextTimestamp(route)),
             (PayloadFormat::Json, false) => Some(path(&opts.timestamp)?),
         };
@@ -248,6 +262,7 @@ impl RouteDecoder {
             }
             (MeasurementSpec::Named(name), PayloadFormat::Text) => check_name(&route, name)?,
             (MeasurementSpec::TopicLevel(_), PayloadFormat::Text) => {}
+            (MeasurementSpec::Fields(list), PayloadFormat::SparkplugB) if list.is_empty() => {}
             _ => return Err(RouteConfigError::FormatMismatch(route)),
         }
         if opts.max_future_skew_ms < 0 {
@@ -306,6 +321,9 @@ impl RouteDecoder {
         let (sensor, ts, values) = match self.opts.format {
             PayloadFormat::Json => self.decode_json(topic, payload)?,
             PayloadFormat::Text => self.decode_text(topic, payload)?,
+            PayloadFormat::SparkplugB => {
+                unreachable!("Sparkplug B payloads are read by crate::sparkplug")
+            }
         };
         let (ts_ms, ts_from_payload) = match ts {
             Some(ms) => (ms, true),

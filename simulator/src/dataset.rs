@@ -6,6 +6,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::profile::Profile;
+
 /// How values are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 pub enum Values {
@@ -50,6 +52,8 @@ pub enum Kind {
     OutOfOrder,
     Late,
     Malformed,
+    /// A family's status message, not a reading ([`Profile::chatter`]).
+    Chatter,
 }
 
 /// One message to publish (published twice when `duplicate`).
@@ -67,6 +71,9 @@ pub struct Message {
 /// An endless, deterministic stream of messages, round-robin over the sensors.
 pub struct Dataset {
     opts: DatasetOptions,
+    profile: Profile,
+    /// Chatter due after the reading just returned.
+    pending: Option<Message>,
     rng: ChaCha8Rng,
     /// Per sensor: the last value, for the random walk.
     last: Vec<f64>,
@@ -81,10 +88,19 @@ impl Dataset {
             .collect();
         Self {
             opts,
+            profile: Profile::Tutorial,
+            pending: None,
             rng,
             last,
             n: 0,
         }
+    }
+
+    /// The same readings in the topics and payloads of `profile`, with one chatter message
+    /// after every [`CHATTER_EVERY`] readings.
+    pub fn with_profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
     }
 
     pub fn sensor_id(k: u32) -> String {
@@ -109,6 +125,9 @@ impl Iterator for Dataset {
     type Item = Message;
 
     fn next(&mut self) -> Option<Message> {
+        if let Some(chatter) = self.pending.take() {
+            return Some(chatter);
+        }
         let sensors = u64::from(self.opts.sensors.max(1));
         let k = (self.n % sensors) as usize;
         let round = self.n / sensors;
@@ -135,10 +154,27 @@ impl Iterator for Dataset {
         let sensor = Self::sensor_id(k as u32);
         let payload = match kind {
             Kind::Malformed => MALFORMED[self.rng.random_range(0..MALFORMED.len())].to_owned(),
-            _ => payload(ts_ms, value),
+            _ => self.profile.payload(ts_ms, value),
         };
+        if self.n % CHATTER_EVERY == 0 {
+            self.pending = self
+                .profile
+                .chatter(&sensor, ts_ms, self.n / CHATTER_EVERY)
+                .map(|(topic, payload)| Message {
+                    sensor: sensor.clone(),
+                    topic,
+                    ts_ms,
+                    value: 0.0,
+                    kind: Kind::Chatter,
+                    duplicate: false,
+                    payload,
+                });
+        }
         Some(Message {
-            topic: self.opts.topic_template.replace("{sensor}", &sensor),
+            topic: self
+                .profile
+                .topic(&sensor)
+                .unwrap_or_else(|| self.opts.topic_template.replace("{sensor}", &sensor)),
             sensor,
             ts_ms,
             value,
@@ -148,6 +184,9 @@ impl Iterator for Dataset {
         })
     }
 }
+
+/// A family's status message follows every this many readings.
+pub const CHATTER_EVERY: u64 = 20;
 
 /// Payloads the bridge must reject, one per common failure.
 const MALFORMED: [&str; 4] = [
@@ -223,6 +262,24 @@ mod tests {
             payload(1_718_000_000_250, 21.5),
             r#"{"ts": "2024-06-10T06:13:20.250000", "value": 21.5}"#
         );
+    }
+
+    #[test]
+    fn profiles_keep_the_readings_and_add_chatter() {
+        let tutorial: Vec<Message> = Dataset::new(opts(5)).take(40).collect();
+        let zigbee: Vec<Message> = Dataset::new(opts(5))
+            .with_profile(Profile::Zigbee2mqtt)
+            .take(42)
+            .collect();
+        let readings: Vec<&Message> = zigbee.iter().filter(|m| m.kind != Kind::Chatter).collect();
+        assert_eq!(readings.len(), 40);
+        assert_eq!(zigbee[20].kind, Kind::Chatter);
+        assert_eq!(zigbee[41].kind, Kind::Chatter);
+        for (t, z) in tutorial.iter().zip(readings) {
+            assert_eq!((t.ts_ms, t.value, &t.sensor), (z.ts_ms, z.value, &z.sensor));
+            assert_eq!(z.topic, format!("zigbee2mqtt/{}", z.sensor));
+            assert_eq!(z.payload, Profile::Zigbee2mqtt.payload(z.ts_ms, z.value));
+        }
     }
 
     #[test]

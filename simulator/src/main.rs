@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Values};
+use edge_sim::profile::Profile;
 use edge_sim::publish::{self, url_lite::Url, PublishOptions, Security};
 
 /// Stand-in sensor firmware: publishes synthetic temperature readings over MQTT in the
@@ -45,9 +46,14 @@ struct Args {
     /// Publish as fast as the broker takes it
     #[arg(long)]
     flood: bool,
-    /// Topic of each sensor; {sensor} is replaced by its id (Sensor1, Sensor2, ...)
+    /// Topic of each sensor; {sensor} is replaced by its id (Sensor1, Sensor2, ...). The
+    /// tutorial profile's only: the others publish on their family's topics.
     #[arg(long, default_value = "sensors/{sensor}/temperature")]
     topic_template: String,
+    /// Which family of devices to be: its topics, payload shapes and status chatter (the
+    /// bridge reads them with the routes of deploy/routes-example.toml)
+    #[arg(long, value_enum, default_value = "tutorial")]
+    profile: Profile,
     /// How values are drawn
     #[arg(long, value_enum, default_value = "walk")]
     values: Values,
@@ -106,6 +112,10 @@ fn main() -> ExitCode {
         eprintln!("error: --out-of-order + --late + --malformed exceed 1");
         return ExitCode::from(2);
     }
+    if a.profile != Profile::Tutorial && a.topic_template != "sensors/{sensor}/temperature" {
+        eprintln!("error: --topic-template is the tutorial profile's; --profile {:?} publishes on its family's topics", a.profile);
+        return ExitCode::from(2);
+    }
     if a.rate <= 0.0 || a.sensors == 0 {
         eprintln!("error: --rate and --sensors must be positive");
         return ExitCode::from(2);
@@ -128,7 +138,8 @@ fn main() -> ExitCode {
             duplicate: a.duplicate,
         },
         topic_template: a.topic_template,
-    });
+    })
+    .with_profile(a.profile);
     let opts = PublishOptions {
         url: a.mqtt_url,
         client_id: a.client_id,

@@ -298,6 +298,6 @@ fn count(r: &mut Report, m: &Message) {
         Kind::Malformed => r.malformed += 1,
         Kind::Late => r.late += 1,
         Kind::OutOfOrder => r.out_of_order += 1,
-        Kind::Normal => {}
+        Kind::Normal | Kind::Chatter => {}
     }
 }

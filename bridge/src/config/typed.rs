@@ -144,6 +144,7 @@ impl Config {
         let format = match r.format.as_str() {
             "json" => Some(PayloadFormat::Json),
             "text" => Some(PayloadFormat::Text),
+            "sparkplug-b" => Some(PayloadFormat::SparkplugB),
             _ => None,
         };
         let measurements = match format {

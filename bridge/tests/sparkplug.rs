@@ -1,0 +1,219 @@
+//! Sparkplug B end to end: an edge node made with pysparkplug (an independent implementation,
+//! `examples/sparkplug_node.py`) publishes BIRTHs with aliases, DATA by alias alone, a device's
+//! DEATH and rebirth with other aliases, and the node's DEATH, through Mosquitto and through
+//! the embedded broker, at QoS 1. Every aggregate is checked against the node's own account of
+//! what it sent; DATA whose aliases no BIRTH defines, and bytes that are not protobuf, are dead
+//! letters with their reasons; DEATHs are counted as control messages.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edge_bridge::stats::Stats;
+use edge_bridge_core::IGNORED_REASONS;
+use serde_json::Value;
+use support::{read_topic, Mosquitto, Tansu};
+
+const ROUTE: &str = r#"
+[[routes]]
+name = "sparkplug"
+topics = ["spBv1.0/#"]
+format = "sparkplug-b"
+"#;
+
+/// 2024-12-02T18:00:00Z.
+const T0: i64 = 1_733_162_400_000;
+
+type Window = (u64, f64, f64, f64);
+
+async fn run(external: bool) {
+    let kafka = Tansu::start();
+    let mosquitto = external.then(Mosquitto::start);
+    let state = tempfile::tempdir().unwrap();
+    let mut config = support::bridge_config(&kafka.brokers, state.path());
+    config.routes = toml::from_str::<edge_bridge::Config>(ROUTE).unwrap().routes;
+    let port = match &mosquitto {
+        Some(m) => {
+            config.mqtt.url = format!("mqtt://127.0.0.1:{}", m.port);
+            config.mqtt.client_id = "edge-bridge-sparkplug".into();
+            m.port
+        }
+        None => support::port_of(&config.mqtt.listen),
+    };
+    config.validate().unwrap();
+    let stats = Arc::new(Stats::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let bridge = support::spawn_bridge(config.clone(), stats.clone(), async {
+        let _ = stop_rx.await;
+    })
+    .await;
+    if external {
+        support::wait_subscribed(&stats).await;
+    }
+
+    let python = std::env::var("EDGE_EXAMPLES_PYTHON").expect(
+        "EDGE_EXAMPLES_PYTHON: run the tests through scripts/test.sh, which installs pysparkplug",
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/sparkplug_node.py");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args(["--port", &port.to_string(), "--rounds", "30"])
+            .args(["--start-ms", &T0.to_string()])
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "the Sparkplug node failed");
+    let sent: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Bytes that are not protobuf, from a third-party client too.
+    let garbage = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", "spBv1.0/plant/DDATA/edge1/dev0", "-m", "not protobuf"])
+        .status()
+        .expect("mosquitto_pub (Debian's mosquitto-clients; scripts/test.sh installs it)");
+    assert!(garbage.success());
+    let received = sent.len() as u64 + 1;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stats.readings_in.load(Relaxed) < received {
+        assert!(
+            Instant::now() < deadline,
+            "the bridge received {} of {received}",
+            stats.readings_in.load(Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut last = (u64::MAX, Instant::now());
+    loop {
+        let emitted = stats.windows_emitted.load(Relaxed);
+        if emitted != last.0 {
+            last = (emitted, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(3) && stats.open_windows.load(Relaxed) == 0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "windows still open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let emitted = stats.windows_emitted.load(Relaxed) as usize;
+    let _ = stop_tx.send(());
+    bridge.await.unwrap().unwrap();
+
+    let by = |what: &'static str| sent.iter().filter(move |s| s["expect"] == what);
+    let measured = by("measured").count();
+    let unknown = by("unknown_alias").count();
+    let control = by("control").count() as u64;
+    assert!(
+        unknown == 2 && control == 2,
+        "the node sends its DEATHs and stale DATA"
+    );
+
+    let raw = read_topic(
+        &kafka.brokers,
+        &config.kafka.raw_topic,
+        measured,
+        Duration::from_secs(30),
+    );
+    let aggs = read_topic(
+        &kafka.brokers,
+        &config.kafka.agg_topic,
+        emitted,
+        Duration::from_secs(30),
+    );
+    let dead = read_topic(
+        &kafka.brokers,
+        &config.kafka.dead_letter_topic,
+        unknown + 1,
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        raw.len(),
+        measured,
+        "one raw record per BIRTH or DATA with a measurement"
+    );
+    for (r, s) in raw.iter().zip(by("measured")) {
+        assert_eq!(r.key, s["sensor"].as_str().unwrap());
+        assert_eq!(r.headers["edge.route"], "sparkplug");
+        assert_eq!(r.headers["mqtt.topic"], s["topic"].as_str().unwrap());
+    }
+
+    // What the node says it sent, windowed here.
+    let mut want: BTreeMap<(String, String, i64), Window> = BTreeMap::new();
+    for s in by("measured") {
+        for m in s["metrics"].as_array().unwrap() {
+            let (name, v, ts) = (
+                m[0].as_str().unwrap(),
+                m[1].as_f64().unwrap(),
+                m[2].as_i64().unwrap(),
+            );
+            let e = want
+                .entry((
+                    s["sensor"].as_str().unwrap().to_owned(),
+                    name.to_owned(),
+                    ts - ts.rem_euclid(10_000),
+                ))
+                .or_insert((0, f64::INFINITY, f64::NEG_INFINITY, 0.0));
+            e.0 += 1;
+            e.1 = e.1.min(v);
+            e.2 = e.2.max(v);
+            e.3 += v;
+        }
+    }
+    let mut got: BTreeMap<(String, String, i64), Window> = BTreeMap::new();
+    for a in &aggs {
+        let v: Value = serde_json::from_slice(&a.value).unwrap();
+        let name = v["measurement"].as_str().unwrap().to_owned();
+        let s = &v[&name];
+        let prev = got.insert(
+            (a.key.clone(), name, v["start"].as_i64().unwrap()),
+            (
+                s["count"].as_u64().unwrap(),
+                s["min"].as_f64().unwrap(),
+                s["max"].as_f64().unwrap(),
+                s["sum"].as_f64().unwrap(),
+            ),
+        );
+        assert!(prev.is_none(), "a window emitted twice");
+    }
+    assert_eq!(got, want);
+    assert!(got
+        .keys()
+        .any(|(s, m, _)| s == "plant/edge1" && m == "Uptime"));
+    assert!(
+        got.values().any(|w| w.1 < 0.0),
+        "signed integers read as signed"
+    );
+
+    let mut reasons: Vec<String> = dead
+        .iter()
+        .map(|d| d.headers["error.reason"].clone())
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons, ["not_protobuf", "unknown_alias", "unknown_alias"]);
+    let control_i = IGNORED_REASONS
+        .iter()
+        .position(|r| *r == "control")
+        .unwrap();
+    assert_eq!(stats.ignored_by_reason[control_i].load(Relaxed), control);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparkplug_through_mosquitto() {
+    run(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparkplug_through_the_embedded_broker() {
+    run(false).await;
+}
