@@ -49,7 +49,7 @@ fn plan() -> Plan {
         let h = 40 + i % 9;
         m.push((
             "zigbee2mqtt/Living Room/thermo".into(),
-            json!({"battery": 100, "humidity": h, "linkquality": 120, "temperature": t, "voltage": 3000}).to_string(),
+            json!({"battery": 100, "humidity": h, "linkquality": 120, "pressure": 1013.5 - (i % 3) as f64, "temperature": t, "voltage": 3000}).to_string(),
         ));
         m.push((
             "zigbee2mqtt/hall".into(),
@@ -209,6 +209,7 @@ fn measurements(route: &str, topic: &str, payload: &[u8]) -> Vec<(String, f64)> 
         "zigbee2mqtt" => {
             take("temperature", v.get("temperature"));
             take("humidity", v.get("humidity"));
+            take("pressure", v.get("pressure"));
         }
         "tasmota" => {
             take("temperature", v.pointer("/SHT3X/Temperature"));
@@ -419,6 +420,7 @@ async fn run_families(external: bool) {
         .collect();
     assert!(measured.contains(&("kitchen", "probe_DS18B20-2")));
     assert!(measured.contains(&("livingroom", "humidity")));
+    assert!(measured.contains(&("Living Room/thermo", "pressure")));
     assert!(!measured.iter().any(|(_, m)| *m == "battery"));
 
     // Dead letters: each with its route and reason.

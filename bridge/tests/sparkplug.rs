@@ -18,12 +18,8 @@ use edge_bridge_core::IGNORED_REASONS;
 use serde_json::Value;
 use support::{read_topic, Mosquitto, Tansu};
 
-const ROUTE: &str = r#"
-[[routes]]
-name = "sparkplug"
-topics = ["spBv1.0/#"]
-format = "sparkplug-b"
-"#;
+/// The documented routes, Sparkplug's among the others.
+const ROUTES: &str = include_str!("../../deploy/routes-example.toml");
 
 /// 2024-12-02T18:00:00Z.
 const T0: i64 = 1_733_162_400_000;
@@ -35,7 +31,9 @@ async fn run(external: bool) {
     let mosquitto = external.then(Mosquitto::start);
     let state = tempfile::tempdir().unwrap();
     let mut config = support::bridge_config(&kafka.brokers, state.path());
-    config.routes = toml::from_str::<edge_bridge::Config>(ROUTE).unwrap().routes;
+    config.routes = toml::from_str::<edge_bridge::Config>(ROUTES)
+        .unwrap()
+        .routes;
     let port = match &mosquitto {
         Some(m) => {
             config.mqtt.url = format!("mqtt://127.0.0.1:{}", m.port);
