@@ -1,4 +1,6 @@
-//! Throughput of the pure core over 10,000 sensors, in readings per second.
+//! Throughput of the pure core over 10,000 sensors, in readings per second; and of routes for
+//! real devices (a Zigbee2MQTT-shaped payload with 3 measurements, a Sparkplug B DDATA with 10
+//! metrics by alias) in messages per second.
 //!
 //! `cargo bench -p edge-bridge-core --bench core` prints, per benchmark, the time for one pass
 //! and the throughput in elements (readings) per second. Each pass starts from an empty
@@ -11,7 +13,10 @@ use std::hint::black_box;
 use bytes::Bytes;
 use bytestring::ByteString;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use edge_bridge_core::{DecodeOptions, Decoder, EncodeOptions, Pipeline, WindowOptions, Windower};
+use edge_bridge_core::{
+    DecodeOptions, Decoder, EncodeOptions, MeasurementSpec, NoMeasurement, PayloadFormat, Pipeline,
+    RouteOptions, Router, SensorRule, WindowOptions, Windower,
+};
 
 const SENSORS: usize = 10_000;
 const ROUNDS: usize = 20;
@@ -119,5 +124,161 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+const DEVICES: usize = 1_000;
+
+fn route(name: &str, topics: &str, format: PayloadFormat, m: &[(&str, &str)]) -> RouteOptions {
+    RouteOptions {
+        name: name.into(),
+        topics: vec![topics.into()],
+        exclude: vec!["zigbee2mqtt/bridge/#".into()],
+        sensor_id: SensorRule::Topic,
+        format,
+        timestamp: String::new(),
+        time_zone: edge_bridge_core::route::Tz::UTC,
+        epoch_unit: Default::default(),
+        measurements: MeasurementSpec::Fields(
+            m.iter()
+                .map(|(n, p)| (n.to_string(), p.to_string()))
+                .collect(),
+        ),
+        no_measurement: NoMeasurement::DeadLetter,
+        max_future_skew_ms: 3_600_000,
+        max_sensor_id_bytes: 256,
+    }
+}
+
+fn router(r: RouteOptions) -> Router {
+    let p = Pipeline::for_route(r, window_options(), &EncodeOptions::default(), false).unwrap();
+    Router::new(vec![("bench".into(), p)]).unwrap()
+}
+
+/// Zigbee2MQTT: 1,000 devices x 20 rounds, arrival time as event time (none in the payload).
+fn zigbee_data() -> Vec<(Publish, i64)> {
+    let mut out = Vec::new();
+    for round in 0..ROUNDS {
+        for d in 0..DEVICES {
+            let t = 15.0 + ((d * 7 + round * 13) % 200) as f64 * 0.1;
+            let payload = format!(
+                r#"{{"battery":97,"humidity":{:.1},"linkquality":134,"pressure":{:.1},"temperature":{t:.1},"voltage":2995}}"#,
+                40.0 + t,
+                1013.0 - t
+            );
+            out.push((
+                Publish {
+                    topic: format!("zigbee2mqtt/room-{}/thermo-{d}", d % 20).into(),
+                    payload: Bytes::from(payload),
+                },
+                T0_S * 1000 + round as i64 * 250,
+            ));
+        }
+    }
+    out
+}
+
+/// Sparkplug B: 10 nodes x 100 devices; their BIRTHs (names, aliases, datatypes), then 20
+/// rounds of DDATA with 10 metrics each by alias alone.
+fn sparkplug_data() -> (Vec<Publish>, Vec<Publish>) {
+    use protobuf::Message as _;
+    use sparkplug_rs::payload::metric::Value;
+    use sparkplug_rs::payload::Metric;
+    use sparkplug_rs::Payload;
+    let metric = |name: Option<String>, alias: u64, datatype: Option<u32>, v: f64| {
+        let mut m = Metric::new();
+        m.name = name;
+        m.alias = Some(alias);
+        m.datatype = datatype;
+        m.value = Some(Value::DoubleValue(v));
+        m
+    };
+    let encode = |ts: u64, metrics: Vec<Metric>| {
+        let mut p = Payload::new();
+        p.timestamp = Some(ts);
+        p.seq = Some(0);
+        p.metrics = metrics;
+        Bytes::from(p.write_to_bytes().unwrap())
+    };
+    let t0 = (T0_S * 1000) as u64;
+    let mut births = Vec::new();
+    let mut data = Vec::new();
+    for d in 0..DEVICES {
+        let topic = |kind: &str| -> ByteString {
+            format!("spBv1.0/plant/{kind}/node-{}/dev-{d}", d % 10).into()
+        };
+        let metrics = (0..10u64)
+            .map(|i| metric(Some(format!("Metric{i}")), i + 1, Some(10), i as f64))
+            .collect();
+        births.push(Publish {
+            topic: topic("DBIRTH"),
+            payload: encode(t0, metrics),
+        });
+        for round in 0..ROUNDS as u64 {
+            let metrics = (0..10u64)
+                .map(|i| metric(None, i + 1, None, (d as u64 + round * i) as f64 * 0.5))
+                .collect();
+            data.push(Publish {
+                topic: topic("DDATA"),
+                payload: encode(t0 + round * 250, metrics),
+            });
+        }
+    }
+    (births, data)
+}
+
+fn bench_routes(c: &mut Criterion) {
+    let now = T0_S * 1000 + 60_000;
+    let mut g = c.benchmark_group("routes_1k_devices");
+    g.sample_size(20);
+
+    let zigbee = zigbee_data();
+    g.throughput(Throughput::Elements(zigbee.len() as u64));
+    let zigbee_route = route(
+        "zigbee2mqtt",
+        "zigbee2mqtt/#",
+        PayloadFormat::Json,
+        &[
+            ("temperature", "/temperature"),
+            ("humidity", "/humidity"),
+            ("pressure", "/pressure"),
+        ],
+    );
+    g.bench_function("zigbee2mqtt_3_measurements/messages", |b| {
+        b.iter_batched_ref(
+            || (router(zigbee_route.clone()), Vec::new()),
+            |(r, out)| {
+                for (p, arrival) in &zigbee {
+                    black_box(r.ingest(&p.topic, p.payload.clone(), &[], *arrival, out));
+                    out.clear();
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    let (births, data) = sparkplug_data();
+    g.throughput(Throughput::Elements(data.len() as u64));
+    let spb_route = route("sparkplug", "spBv1.0/#", PayloadFormat::SparkplugB, &[]);
+    g.bench_function("sparkplug_ddata_10_metrics/messages", |b| {
+        b.iter_batched_ref(
+            || {
+                let mut r = router(spb_route.clone());
+                let mut out = Vec::new();
+                for p in &births {
+                    r.ingest(&p.topic, p.payload.clone(), &[], now, &mut out);
+                }
+                out.clear();
+                (r, out)
+            },
+            |(r, out)| {
+                for p in &data {
+                    black_box(r.ingest(&p.topic, p.payload.clone(), &[], now, out));
+                    out.clear();
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_routes);
 criterion_main!(benches);
