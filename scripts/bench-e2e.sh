@@ -11,6 +11,10 @@
 # simulator as an equal competitor.
 # BENCH_PROFILE=NAME measures the binaries of another Cargo profile (default: release);
 # BENCH_BIN_DIR=DIR measures the edge-bridge and edge-sim binaries in DIR instead (no build).
+# BENCH_FAMILY=zigbee2mqtt|tasmota|esphome|shelly has the simulator publish that family's
+# payloads and chatter (edge-sim --profile) and the bridge read them with the routes of
+# deploy/routes-example.toml; the figures then also give measurements/s. --count counts
+# messages, status chatter included (one after every 20 readings).
 # Prints readings/s, the bridge's peak RSS, CPU seconds per million readings, and bytes sent
 # upstream per reading (raw and aggregate).
 set -euo pipefail
@@ -45,16 +49,24 @@ start_tansu() {
 }
 
 if [ -n "${BENCH_RATE:-}" ]; then pace=(--rate "$BENCH_RATE"); else pace=(--flood --rate 4); fi
-echo "== edge-bridge: $N readings from $SENSORS sensors, edge-sim ${pace[*]} (nice ${BENCH_SIM_NICE:-19}) -> embedded broker -> bridge -> tansu"
+family=() routes=() MEASUREMENTS=1
+if [ -n "${BENCH_FAMILY:-}" ]; then
+  family=(--profile "$BENCH_FAMILY") routes=(--config deploy/routes-example.toml)
+  case "$BENCH_FAMILY" in
+    zigbee2mqtt) MEASUREMENTS=3 ;; tasmota | shelly) MEASUREMENTS=2 ;; *) MEASUREMENTS=1 ;;
+  esac
+fi
+echo "== edge-bridge: $N readings from $SENSORS sensors, edge-sim ${pace[*]} ${family[*]} (nice ${BENCH_SIM_NICE:-19}) -> embedded broker -> bridge -> tansu"
 ports=$(free_ports 2)
 read -r KAFKA MQTT <<<"$ports"
 start_tansu "$KAFKA"
-EDGE_BRIDGE_LOG_SUMMARY_INTERVAL=1s EDGE_BRIDGE_WINDOW_MAX_SENSORS=$((SENSORS * 2)) \
-  /usr/bin/time -v -o "$WORK/bridge.time" "$BIN/edge-bridge" --mqtt-listen "127.0.0.1:$MQTT" \
+# window.max_sensors bounds series: one per sensor and measurement.
+EDGE_BRIDGE_LOG_SUMMARY_INTERVAL=1s EDGE_BRIDGE_WINDOW_MAX_SENSORS=$((SENSORS * MEASUREMENTS * 2)) \
+  /usr/bin/time -v -o "$WORK/bridge.time" "$BIN/edge-bridge" "${routes[@]}" --mqtt-listen "127.0.0.1:$MQTT" \
   --kafka-brokers "127.0.0.1:$KAFKA" --state-dir "$WORK/state" >"$WORK/summary.txt" 2>"$WORK/bridge.log" &
 BRIDGE=$!
 wait_port "$MQTT"
-nice -n "${BENCH_SIM_NICE:-19}" "$BIN/edge-sim" --mqtt-url "mqtt://127.0.0.1:$MQTT" "${pace[@]}" --sensors "$SENSORS" \
+nice -n "${BENCH_SIM_NICE:-19}" "$BIN/edge-sim" --mqtt-url "mqtt://127.0.0.1:$MQTT" "${pace[@]}" "${family[@]}" --sensors "$SENSORS" \
   --count "$N" --quiet | tee "$WORK/sim.txt"
 # Wait until the bridge has taken everything in or counted it dropped (or its summary line has
 # stopped moving for 3 s).
@@ -73,9 +85,10 @@ kill -TERM "$BRIDGE_PID"
 wait "$BRIDGE" || true
 cat "$WORK/summary.txt"
 echo "(bridge log: $WORK/bridge.log)"
-python3 - "$WORK/summary.txt" "$WORK/bridge.time" "$N" <<'PY'
+python3 - "$WORK/summary.txt" "$WORK/bridge.time" "$N" "$MEASUREMENTS" "${BENCH_FAMILY:-}" <<'PY'
 import re, sys
 summary, timing, n = open(sys.argv[1]).read(), open(sys.argv[2]).read(), int(sys.argv[3])
+per_reading, family = int(sys.argv[4]), sys.argv[5]
 rate = float(re.search(r"rate: (\d+) readings/s", summary).group(1))
 readings = int(re.search(r"readings in: (\d+)", summary).group(1))
 raw = int(re.search(r"raw: produced \d+, delivered \d+, failed \d+, (\d+) bytes", summary).group(1))
@@ -90,6 +103,11 @@ print(f"edge-bridge: {readings} of {n} readings in; {rate:,.0f} readings/s end t
       f"upstream bytes per reading: raw {raw/readings:.1f}, aggregate {agg/readings:.2f} "
       f"({aggs} windows closed, {agg/max(aggs, 1):.0f} bytes each; open windows are saved at "
       f"the stop, not sent)")
+if family:
+    aggregated = int(re.search(r"aggregated (\d+)", summary).group(1))
+    print(f"measurements: {per_reading} per reading aggregated; {aggregated} of {readings} messages "
+          f"were readings (the rest status chatter): {rate * aggregated / readings * per_reading:,.0f} "
+          f"measurements/s")
 open("/tmp/edge-bridge-bench.txt", "w").write(f"{rate} {(user+sys_)/readings*1e6}\n")
 PY
 
