@@ -122,6 +122,8 @@ pub enum DecodeError {
     NotProtobuf(String),
     #[error("unknown Sparkplug B alias: {0}")]
     UnknownAlias(String),
+    #[error("measurement name {0:?} is empty, holds a NUL character, or is one of the aggregate record's own fields (time, start, end, sensor, measurement); rename it at the device")]
+    BadMeasurementName(String),
 }
 
 impl DecodeError {
@@ -141,11 +143,12 @@ impl DecodeError {
             DecodeError::NoMeasurement(_) => "no_measurement",
             DecodeError::NotProtobuf(_) => "not_protobuf",
             DecodeError::UnknownAlias(_) => "unknown_alias",
+            DecodeError::BadMeasurementName(_) => "bad_measurement_name",
         }
     }
 
     /// Every reason code, for pre-registering metrics.
-    pub const REASONS: [&'static str; 13] = [
+    pub const REASONS: [&'static str; 14] = [
         "topic_mismatch",
         "not_json",
         "not_object",
@@ -159,6 +162,7 @@ impl DecodeError {
         "no_measurement",
         "not_protobuf",
         "unknown_alias",
+        "bad_measurement_name",
     ];
 }
 

@@ -411,9 +411,7 @@ impl RouteDecoder {
             });
         }
         if let Some(name) = bad_name {
-            return Err(DecodeError::NoMeasurement(format!(
-                "a key pattern gave the measurement name {name:?}, which is empty, holds a NUL character or is a field of the aggregate record"
-            )));
+            return Err(DecodeError::BadMeasurementName(name.to_string()));
         }
         if values.is_empty() {
             let paths: Vec<&str> = self.fields.iter().map(|f| f.path.as_str()).collect();
@@ -500,7 +498,9 @@ impl RouteDecoder {
 /// Field names of the aggregate record besides the statistics object.
 const RECORD_FIELDS: [&str; 5] = ["time", "start", "end", "sensor", "measurement"];
 
-fn usable_name(name: &str) -> bool {
+/// Whether `name` can name a measurement: the statistics object's key in an aggregate record
+/// must not be empty, collide with the record's own fields, or hold the series separator.
+pub fn usable_name(name: &str) -> bool {
     !name.is_empty() && !name.contains(SERIES_SEPARATOR) && !RECORD_FIELDS.contains(&name)
 }
 

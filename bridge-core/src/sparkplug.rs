@@ -211,6 +211,9 @@ impl SparkplugDecoder {
             if is_control(&name) || m.is_null == Some(true) {
                 continue;
             }
+            if !crate::route::usable_name(&name) {
+                return Err(DecodeError::BadMeasurementName(name.to_string()));
+            }
             let datatype = m
                 .datatype
                 .or(defined.map(|d| d.datatype))

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edge_bridge::stats::Stats;
 use serde_json::{json, Value};
@@ -298,29 +298,7 @@ async fn run_families(external: bool) {
     // the chatter above arrives too, and is counted as unrouted.
     let unsubscribed = (messages.len() - plan.messages.len()) as u64;
     let received = messages.len() as u64;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while stats.readings_in.load(Relaxed) < received {
-        assert!(
-            Instant::now() < deadline,
-            "the bridge received {} of {received}",
-            stats.readings_in.load(Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Every window closes within the idle timeout (1 s): wait until the count stops moving.
-    let mut last = (u64::MAX, Instant::now());
-    loop {
-        let emitted = stats.windows_emitted.load(Relaxed);
-        if emitted != last.0 {
-            last = (emitted, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(3) && stats.open_windows.load(Relaxed) == 0
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "windows still open");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let emitted = stats.windows_emitted.load(Relaxed) as usize;
+    let emitted = support::wait_all_in_and_closed(&stats, received).await;
     let _ = stop_tx.send(());
     bridge.await.unwrap().unwrap();
     assert_eq!(stats.readings_in.load(Relaxed), received);

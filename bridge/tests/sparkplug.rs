@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edge_bridge::stats::Stats;
 use edge_bridge_core::IGNORED_REASONS;
@@ -83,28 +83,7 @@ async fn run(external: bool) {
     assert!(garbage.success());
     let received = sent.len() as u64 + 1;
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while stats.readings_in.load(Relaxed) < received {
-        assert!(
-            Instant::now() < deadline,
-            "the bridge received {} of {received}",
-            stats.readings_in.load(Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut last = (u64::MAX, Instant::now());
-    loop {
-        let emitted = stats.windows_emitted.load(Relaxed);
-        if emitted != last.0 {
-            last = (emitted, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(3) && stats.open_windows.load(Relaxed) == 0
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "windows still open");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let emitted = stats.windows_emitted.load(Relaxed) as usize;
+    let emitted = support::wait_all_in_and_closed(&stats, received).await;
     let _ = stop_tx.send(());
     bridge.await.unwrap().unwrap();
 

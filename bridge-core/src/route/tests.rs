@@ -333,7 +333,7 @@ fn a_pattern_name_that_collides_with_a_record_field_is_a_dead_letter() {
     let d = RouteDecoder::new(route(&["a/+"], fields(&[("{key}", "/*/v")]))).unwrap();
     assert!(matches!(
         d.decode("a/b", br#"{"sensor":{"v":1}}"#, NOW),
-        Err(DecodeError::NoMeasurement(_))
+        Err(DecodeError::BadMeasurementName(_))
     ));
     let m = d.decode("a/b", br#"{"co2":{"v":1}}"#, NOW).unwrap();
     assert_eq!(values(&m), [("co2".into(), 1.0)]);

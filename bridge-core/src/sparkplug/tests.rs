@@ -311,6 +311,26 @@ fn commands_state_and_bad_input() {
     );
 }
 
+/// Found by the `routes` fuzz target: a metric named like a field of the aggregate record
+/// would have written that key twice.
+#[test]
+fn metric_names_that_cannot_name_a_measurement_are_dead_letters() {
+    let mut d = decoder();
+    for name in ["measurement", "time", "sensor", "", "a\0b"] {
+        let data = payload(
+            Some(T),
+            vec![metric(
+                Some(name),
+                None,
+                Some(DOUBLE),
+                PbValue::DoubleValue(1.0),
+            )],
+        );
+        let e = d.decode("spBv1.0/g/NDATA/n", &data, NOW).unwrap_err();
+        assert_eq!(e.reason(), "bad_measurement_name", "{name:?}");
+    }
+}
+
 #[test]
 fn the_table_limit_is_explained() {
     let mut d = SparkplugDecoder::new(1, 3_600_000, 256);

@@ -155,6 +155,34 @@ pub async fn wait_subscribed(stats: &edge_bridge::stats::Stats) {
     }
 }
 
+/// Waits until the bridge has received `publishes` MQTT messages and then every window has
+/// closed (the idle timeout of [`bridge_config`] is 1 s) and none more was emitted for 3 s;
+/// returns how many windows were emitted.
+pub async fn wait_all_in_and_closed(stats: &edge_bridge::stats::Stats, publishes: u64) -> usize {
+    use std::sync::atomic::Ordering::Relaxed;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stats.readings_in.load(Relaxed) < publishes {
+        assert!(
+            Instant::now() < deadline,
+            "the bridge received {} of {publishes}",
+            stats.readings_in.load(Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut last = (u64::MAX, Instant::now());
+    loop {
+        let emitted = stats.windows_emitted.load(Relaxed);
+        if emitted != last.0 {
+            last = (emitted, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(3) && stats.open_windows.load(Relaxed) == 0
+        {
+            return emitted as usize;
+        }
+        assert!(Instant::now() < deadline, "windows still open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Starts the bridge and spawns its main loop with `shutdown`; returns once it accepts MQTT
 /// connections on every listener, or fails the test with the bridge's own start error.
 pub async fn spawn_bridge(
