@@ -106,7 +106,7 @@ fn families(st: &Stats, s: &Summary) -> Vec<(&'static str, &'static str, Value)>
         ("edge_bridge_messages_ignored", "Publishes dropped by the routes' rules, by reason: excluded (matched a route's exclude), no_measurement (none of the route's measurements, with no_measurement = \"drop\"), unrouted (brought by a subscription widened because routes' filters overlap, and taken by no route), control (Sparkplug B DEATH, commands, host STATE, and BIRTH or DATA without a numeric metric).", by_reason(&IGNORED_REASONS, &st.ignored_by_reason)),
         ("edge_bridge_readings_broker_dropped", "Readings the embedded broker accepted but deleted before the bridge read them.", Counter(s.broker_dropped)),
         ("edge_bridge_windows_open", "Open windows over all sensors.", Gauge(load(&st.open_windows) as f64)),
-        ("edge_bridge_sensors", "Sensors tracked.", Gauge(load(&st.sensors) as f64)),
+        ("edge_bridge_sensors", "Series tracked: one per sensor, and per sensor and measurement on routes with several (window.max_sensors bounds it per route).", Gauge(load(&st.sensors) as f64)),
         ("edge_bridge_aggregates_emitted", "Windows closed and their aggregates handed on.", Counter(s.windows_emitted)),
         ("edge_bridge_records_produced", "Records handed to the Kafka producer, by stream.", by_stream(|c| c.produced)),
         ("edge_bridge_records_delivered", "Records confirmed by a delivery report, by stream.", by_stream(|c| c.delivered)),
