@@ -25,7 +25,7 @@ pub mod raw_policy;
 
 pub use raw_policy::RawPolicy;
 
-pub use pipeline::{Pipeline, Routed, Stream, Verdict, IGNORED_REASONS};
+pub use pipeline::{Pipeline, RouteTopics, Routed, Stream, TopicName, Verdict, IGNORED_REASONS};
 pub mod field_path;
 pub mod route;
 pub mod router;

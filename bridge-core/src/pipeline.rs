@@ -51,6 +51,34 @@ impl Stream {
 pub struct Routed {
     pub stream: Stream,
     pub record: OutRecord,
+    /// The Kafka topic, where a route has its own for this stream; `None`: the stream's
+    /// configured topic (`kafka.raw_topic`, ...).
+    pub topic: Option<TopicName>,
+}
+
+/// A topic name shared by every record a route sends to it.
+pub type TopicName = std::sync::Arc<str>;
+
+/// A route's own Kafka topics, stream by stream (`None`: the stream's configured topic).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteTopics {
+    pub raw: Option<TopicName>,
+    pub aggregate: Option<TopicName>,
+    pub dead_letter: Option<TopicName>,
+    pub late: Option<TopicName>,
+}
+
+impl RouteTopics {
+    /// The topic of `stream`'s records from this route.
+    pub fn of(&self, stream: Stream) -> Option<TopicName> {
+        match stream {
+            Stream::Raw => self.raw.clone(),
+            Stream::Aggregate => self.aggregate.clone(),
+            Stream::DeadLetter => self.dead_letter.clone(),
+            // A late copy goes to the route's late topic, else where its raw records go.
+            Stream::Late => self.late.clone().or_else(|| self.raw.clone()),
+        }
+    }
 }
 
 /// What became of one publish, for counting. Every publish gets exactly one verdict.
@@ -115,6 +143,8 @@ pub struct Pipeline {
     route_late: bool,
     /// Reused buffer for windows closed by one call, so the hot path does not allocate it.
     closed: Vec<ClosedWindow>,
+    /// This route's own topics (none for the tutorial's pipeline).
+    topics: RouteTopics,
 }
 
 impl Pipeline {
@@ -132,6 +162,7 @@ impl Pipeline {
             windower: Windower::new(window)?,
             route_late,
             closed: Vec::new(),
+            topics: RouteTopics::default(),
         })
     }
 
@@ -169,7 +200,21 @@ impl Pipeline {
             windower: Windower::new(window)?,
             route_late,
             closed: Vec::new(),
+            topics: RouteTopics::default(),
         })
+    }
+
+    /// The same pipeline sending its records to `topics` where given; a late topic of its own
+    /// turns its late copies on.
+    pub fn with_topics(mut self, topics: RouteTopics) -> Self {
+        self.route_late |= topics.late.is_some();
+        self.topics = topics;
+        self
+    }
+
+    /// This pipeline's own topics.
+    pub fn topics(&self) -> &RouteTopics {
+        &self.topics
     }
 
     /// Whether this pipeline takes `topic`.
@@ -233,6 +278,7 @@ impl Pipeline {
                 out.push(Routed {
                     stream: Stream::DeadLetter,
                     record: self.encoder.dead_letter(topic, payload.clone(), now_ms, &e),
+                    topic: self.topics.of(Stream::DeadLetter),
                 });
                 return Verdict::Rejected(e.reason());
             }
@@ -264,6 +310,7 @@ impl Pipeline {
                     out.push(Routed {
                         stream: Stream::Late,
                         record: self.encoder.late(&raw, window_start),
+                        topic: self.topics.of(Stream::Late),
                     });
                 }
                 Verdict::Late
@@ -273,6 +320,7 @@ impl Pipeline {
         out.push(Routed {
             stream: Stream::Raw,
             record: raw,
+            topic: self.topics.of(Stream::Raw),
         });
         verdict
     }
@@ -335,6 +383,7 @@ impl Pipeline {
                 out.push(Routed {
                     stream: Stream::DeadLetter,
                     record: self.encoder.dead_letter(topic, payload.clone(), now_ms, &e),
+                    topic: self.topics.of(Stream::DeadLetter),
                 });
                 return Verdict::Rejected(e.reason());
             }
@@ -373,11 +422,13 @@ impl Pipeline {
             out.push(Routed {
                 stream: Stream::Late,
                 record: self.encoder.late(&raw, window_start),
+                topic: self.topics.of(Stream::Late),
             });
         }
         out.push(Routed {
             stream: Stream::Raw,
             record: raw,
+            topic: self.topics.of(Stream::Raw),
         });
         match (added, late_start, refused) {
             (true, _, _) => Verdict::Aggregated,
@@ -422,6 +473,7 @@ impl Pipeline {
             out.push(Routed {
                 stream: Stream::Aggregate,
                 record: self.encoder.aggregate(&w),
+                topic: self.topics.of(Stream::Aggregate),
             });
         }
     }

@@ -475,6 +475,43 @@ mod tests {
     }
 
     #[test]
+    fn a_route_s_records_carry_its_topics() {
+        use crate::pipeline::RouteTopics;
+        let topics = RouteTopics {
+            raw: Some("raw-zigbee".into()),
+            dead_letter: Some("dlq-zigbee".into()),
+            ..RouteTopics::default()
+        };
+        let (name, p) = pipeline(route(
+            "zigbee",
+            &["zigbee2mqtt/#"],
+            &[("temperature", "/temperature")],
+        ));
+        let mut r = Router::new(vec![
+            (name, p.with_topics(topics)),
+            pipeline(route("tasmota", &["tele/+/SENSOR"], &[("t", "/t")])),
+        ])
+        .unwrap();
+        let mut out = Vec::new();
+        ingest(&mut r, "zigbee2mqtt/a", r#"{"ts":1733162400,"temperature":1}"#, &mut out);
+        ingest(&mut r, "zigbee2mqtt/a", r#"{"ts":1733162411,"temperature":2}"#, &mut out);
+        ingest(&mut r, "zigbee2mqtt/a", "{", &mut out);
+        ingest(&mut r, "tele/k/SENSOR", r#"{"ts":1733162400,"t":1}"#, &mut out);
+        let got: Vec<(Stream, Option<&str>)> =
+            out.iter().map(|o| (o.stream, o.topic.as_deref())).collect();
+        assert_eq!(
+            got,
+            [
+                (Stream::Raw, Some("raw-zigbee")),
+                (Stream::Aggregate, None),
+                (Stream::Raw, Some("raw-zigbee")),
+                (Stream::DeadLetter, Some("dlq-zigbee")),
+                (Stream::Raw, None),
+            ]
+        );
+    }
+
+    #[test]
     fn duplicate_and_empty_names_are_refused() {
         let e = Router::new(vec![
             pipeline(route("a", &["x/+"], &[("t", "/t")])),

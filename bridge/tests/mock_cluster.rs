@@ -34,6 +34,7 @@ fn record(i: usize) -> Routed {
             timestamp_ms: 1_718_000_000_000 + i as i64,
             headers: vec![("edge.id".into(), Bytes::from(format!("{i:016x}")))],
         },
+        topic: None,
     }
 }
 

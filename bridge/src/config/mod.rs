@@ -90,6 +90,17 @@ pub struct RouteConfig {
     /// A payload with none of the measurements: `dead-letter` or `drop` (counted).
     #[serde(default = "route_no_measurement")]
     pub no_measurement: String,
+    /// This route's Kafka topics; empty: `kafka.raw_topic`, `kafka.agg_topic`,
+    /// `kafka.dead_letter_topic` and `kafka.late_topic`. A late topic of its own turns the
+    /// route's late copies on.
+    #[serde(default)]
+    pub raw_topic: String,
+    #[serde(default)]
+    pub agg_topic: String,
+    #[serde(default)]
+    pub dead_letter_topic: String,
+    #[serde(default)]
+    pub late_topic: String,
     /// This route's window size and grace; absent: `window.size` and `window.grace`.
     #[serde(
         default,
@@ -107,7 +118,7 @@ pub struct RouteConfig {
 
 /// Every key of a `[[routes]]` entry, for the unknown-key check (a test holds it to
 /// [`RouteConfig`]).
-pub const ROUTE_KEYS: [&str; 13] = [
+pub const ROUTE_KEYS: [&str; 17] = [
     "name",
     "topics",
     "exclude",
@@ -119,6 +130,10 @@ pub const ROUTE_KEYS: [&str; 13] = [
     "measurements",
     "measurement",
     "no_measurement",
+    "raw_topic",
+    "agg_topic",
+    "dead_letter_topic",
+    "late_topic",
     "window_size",
     "window_grace",
 ];

@@ -385,6 +385,10 @@ fn route_keys_are_every_key_of_a_route() {
         measurements: BTreeMap::new(),
         measurement: String::new(),
         no_measurement: "drop".into(),
+        raw_topic: "r".into(),
+        agg_topic: String::new(),
+        dead_letter_topic: String::new(),
+        late_topic: String::new(),
         window_size: Some(std::time::Duration::from_secs(1)),
         window_grace: Some(std::time::Duration::from_secs(1)),
     };
@@ -436,6 +440,27 @@ fn routes_from_a_file() {
     );
     let esphome = router.routes().nth(1).unwrap().1;
     assert_eq!(esphome.windower().options().size_ms, 60_000);
+}
+
+#[test]
+fn routes_name_their_own_topics() {
+    let mut c: Config = toml::from_str(ROUTES_EXAMPLE).unwrap();
+    c.routes[0].raw_topic = "raw-zigbee".into();
+    c.routes[0].late_topic = "late-zigbee".into();
+    c.routes[1].raw_topic = "raw-zigbee".into();
+    assert!(c.validate().is_ok(), "{:?}", c.validate());
+    assert_eq!(c.route_topic_names(), ["raw-zigbee", "late-zigbee"]);
+    let router = c.router().unwrap();
+    let zigbee = router.routes().next().unwrap().1.topics();
+    assert_eq!(zigbee.raw.as_deref(), Some("raw-zigbee"));
+    assert_eq!(zigbee.aggregate, None);
+
+    c.routes[1].agg_topic = "raw-temperature".into();
+    c.routes[1].dead_letter_topic = "bad name".into();
+    let errors = c.validate().unwrap_err();
+    let has = |s: &str| errors.iter().any(|e| e.contains(s));
+    assert!(has(r#"routes[1] ("esphome").agg_topic: "raw-temperature" is kafka.raw_topic"#), "{errors:?}");
+    assert!(has(r#"routes[1] ("esphome").dead_letter_topic: "bad name" may only contain"#), "{errors:?}");
 }
 
 #[test]

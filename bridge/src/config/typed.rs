@@ -8,7 +8,7 @@ use edge_bridge_core::raw_policy::RawFilter;
 use edge_bridge_core::window::WindowOptions;
 use edge_bridge_core::{
     EncodeOptions, MeasurementSpec, NoMeasurement, PayloadFormat, Pipeline, RawPolicy,
-    RouteOptions, Router, SensorRule,
+    RouteOptions, RouteTopics, Router, SensorRule, TopicName,
 };
 
 use super::{Config, RecordId, RouteConfig};
@@ -41,7 +41,7 @@ impl Config {
                     .map_err(|e| vec![format!("routes[{i}]: {e}")])
             });
             match built {
-                Ok(p) => pipelines.push((r.name.clone(), p)),
+                Ok(p) => pipelines.push((r.name.clone(), p.with_topics(route_topics(r)))),
                 Err(e) => errors.extend(e),
             }
         }
@@ -49,6 +49,19 @@ impl Config {
             return Err(errors);
         }
         Router::new(pipelines).map_err(|e| vec![format!("routes: {e}")])
+    }
+
+    /// Every topic a route names for itself, once each, in route order.
+    pub fn route_topic_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for r in &self.routes {
+            for t in [&r.raw_topic, &r.agg_topic, &r.dead_letter_topic, &r.late_topic] {
+                if !t.is_empty() && !names.contains(t) {
+                    names.push(t.clone());
+                }
+            }
+        }
+        names
     }
 
     /// The effective routes, one line each, in the order a publish tries them: what
@@ -368,5 +381,16 @@ pub(super) fn parse_sensor_id(s: &str) -> Result<SensorIdSource, String> {
     match s.strip_prefix("field:") {
         Some(name) if !name.is_empty() => Ok(SensorIdSource::Field(name.to_owned())),
         _ => Err(bad()),
+    }
+}
+
+/// A route's own topics, as the core takes them.
+fn route_topics(r: &RouteConfig) -> RouteTopics {
+    let own = |t: &String| (!t.is_empty()).then(|| TopicName::from(t.as_str()));
+    RouteTopics {
+        raw: own(&r.raw_topic),
+        aggregate: own(&r.agg_topic),
+        dead_letter: own(&r.dead_letter_topic),
+        late: own(&r.late_topic),
     }
 }

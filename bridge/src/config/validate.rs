@@ -77,6 +77,31 @@ impl Config {
                 errors.push(format!("{key}: {name:?} is already used by {other}"));
             }
         }
+        for (i, r) in self.routes.iter().enumerate() {
+            for (key, name) in [
+                ("raw_topic", &r.raw_topic),
+                ("agg_topic", &r.agg_topic),
+                ("dead_letter_topic", &r.dead_letter_topic),
+                ("late_topic", &r.late_topic),
+            ] {
+                if name.is_empty() {
+                    continue;
+                }
+                if let Err(why) = check_topic_name(name) {
+                    errors.push(format!("routes[{i}] ({:?}).{key}: {name:?} {why}", r.name));
+                }
+                // A stream's records in another stream's topic would break its consumers.
+                let global_other = topics
+                    .iter()
+                    .find(|(k, n)| *n == name && !k.ends_with(key));
+                if let Some((other, _)) = global_other {
+                    errors.push(format!(
+                        "routes[{i}] ({:?}).{key}: {name:?} is {other}, another stream's topic",
+                        r.name
+                    ));
+                }
+            }
+        }
         if k.topic_partitions < 1 {
             errors.push("kafka.topic_partitions: must be at least 1".into());
         }

@@ -123,7 +123,12 @@ impl Outbox<KafkaSink> {
     /// what a previous run left there). Starts the broker probe in `tasks`.
     pub fn open(config: &Config, stats: Arc<Stats>, tasks: &Tasks) -> anyhow::Result<Self> {
         let raw_linger = config.raw_linger().map_err(anyhow::Error::msg)?;
-        let (sink, events) = KafkaSink::new(&config.kafka, raw_linger, stats.clone())?;
+        let (sink, events) = KafkaSink::new(
+            &config.kafka,
+            raw_linger,
+            config.route_topic_names(),
+            stats.clone(),
+        )?;
         // Whether the brokers answer: for /readyz, and to notice the uplink back.
         let probe = spawn_probe(sink.admin_handle(), stats.clone(), tasks);
         let spool = if config.spool.enabled {
@@ -452,6 +457,7 @@ impl<S: Sink> Outbox<S> {
                 let routed = Routed {
                     stream: tag.stream,
                     record,
+                    topic: tag.topic,
                 };
                 return Some((tag.seq, routed, carrier, tag.made_ms));
             }

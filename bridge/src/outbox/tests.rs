@@ -85,6 +85,7 @@ impl Sink for FakeSink {
             made_ms,
             seq: held.sent.len() as u64,
             timestamp_ms: routed.record.timestamp_ms,
+            topic: routed.topic.clone(),
         };
         held.records.push((tag, routed.record.clone()));
         held.sent.push((routed.stream, routed.record.value.clone()));
@@ -176,6 +177,7 @@ fn record(stream: Stream, i: u64) -> Routed {
             timestamp_ms: 1_700_000_000_000 + i as i64,
             headers: Vec::new(),
         },
+        topic: None,
     }
 }
 

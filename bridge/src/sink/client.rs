@@ -9,22 +9,26 @@ use rdkafka::error::KafkaError;
 
 use crate::config::{KafkaConfig, REDACTED};
 
-/// Topic names per stream.
+/// Topic names per stream, and the routes' own topics.
 #[derive(Debug, Clone)]
 pub struct Topics {
     pub raw: String,
     pub aggregate: String,
     pub dead_letter: String,
     pub late: Option<String>,
+    /// Topics of `[[routes]]` that name their own (records carry them, see
+    /// [`edge_bridge_core::Routed::topic`]); listed here to be created.
+    pub routes: Vec<String>,
 }
 
 impl Topics {
-    pub fn from_config(k: &KafkaConfig) -> Self {
+    pub fn from_config(k: &KafkaConfig, routes: Vec<String>) -> Self {
         Self {
             raw: k.raw_topic.clone(),
             aggregate: k.agg_topic.clone(),
             dead_letter: k.dead_letter_topic.clone(),
             late: (!k.late_topic.is_empty()).then(|| k.late_topic.clone()),
+            routes,
         }
     }
 
@@ -44,6 +48,11 @@ impl Topics {
             self.dead_letter.as_str(),
         ];
         v.extend(self.late.as_deref());
+        for r in &self.routes {
+            if !v.contains(&r.as_str()) {
+                v.push(r);
+            }
+        }
         v
     }
 }

@@ -229,10 +229,12 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     /// The sink, and the receiving end of its delivery events.
-    /// `raw_linger`: [`crate::Config::raw_linger`].
+    /// `raw_linger`: [`crate::Config::raw_linger`]; `route_topics`: the routes' own topics
+    /// ([`crate::Config::route_topic_names`]), to be created with the others.
     pub fn new(
         cfg: &KafkaConfig,
         raw_linger: Duration,
+        route_topics: Vec<String>,
         stats: Arc<Stats>,
     ) -> Result<(Self, mpsc::Receiver<Event>), SinkError> {
         let (events, rx) = mpsc::channel();
@@ -244,7 +246,7 @@ impl KafkaSink {
                 producers,
                 next_seq: Default::default(),
                 client_configs,
-                topics: Topics::from_config(cfg),
+                topics: Topics::from_config(cfg, route_topics),
                 stats,
                 events,
             },
@@ -304,14 +306,19 @@ impl Sink for KafkaSink {
                 value: Some(&v[..]),
             });
         }
+        let topic = routed
+            .topic
+            .as_deref()
+            .unwrap_or_else(|| self.topics.of(stream));
         let record = BaseRecord::with_opaque_to(
-            self.topics.of(stream),
+            topic,
             Box::new(Tag {
                 stream,
                 origin,
                 made_ms,
                 seq: self.next_seq.fetch_add(1, Relaxed),
                 timestamp_ms: rec.timestamp_ms,
+                topic: routed.topic.clone(),
             }),
         )
         .key(&rec.key[..])

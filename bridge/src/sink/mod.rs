@@ -67,6 +67,8 @@ pub struct Tag {
     /// timestamp call answers "not available" once the message carries an error), and a
     /// record re-sent from the spool without it would be stamped with the time of the replay.
     pub timestamp_ms: i64,
+    /// The record's own topic (a route's), to spool it with if it fails.
+    pub topic: Option<edge_bridge_core::TopicName>,
 }
 
 /// A delivery report someone must act on.

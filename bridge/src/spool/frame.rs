@@ -11,12 +11,17 @@
 //! not is skipped by its length; a damaged header is skipped by scanning for the next magic with
 //! a valid header crc, and the sequence numbers on both sides tell how many records were lost.
 //!
-//! The payload is one routed record: stream u8 | timestamp i64 | made i64 (wall-clock ms when the
-//! bridge made the record, for latency) | key | headers | value, with u32 lengths (u16 for header
-//! names and count).
+//! The payload is one routed record: stream u8 | [topic] | timestamp i64 | made i64 (wall-clock
+//! ms when the bridge made the record, for latency) | key | headers | value, with u32 lengths
+//! (u16 for header names and count). A record with a topic of its own (a route's, see
+//! [`Routed::topic`]) has the stream byte's high bit set and its topic after it (u16 length);
+//! frames written before routes existed have neither, and read as they always did.
 
 use bytes::{Buf, BufMut, Bytes};
 use edge_bridge_core::{OutRecord, Routed, Stream};
+
+/// The stream byte's flag for a topic of the record's own.
+const HAS_TOPIC: u8 = 0x80;
 
 const MAGIC: u32 = 0x3153_4245; // "EBS1"
 pub const HEADER_LEN: usize = 24;
@@ -32,7 +37,16 @@ pub fn encode(seq: u64, routed: &Routed, made_ms: i64, buf: &mut Vec<u8>) {
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER_LEN]);
     let rec = &routed.record;
-    buf.put_u8(stream_tag(routed.stream));
+    match &routed.topic {
+        None => buf.put_u8(stream_tag(routed.stream)),
+        Some(topic) => {
+            // Kafka topic names are at most 249 bytes (checked by the configuration).
+            let topic = &topic.as_bytes()[..topic.len().min(u16::MAX as usize)];
+            buf.put_u8(stream_tag(routed.stream) | HAS_TOPIC);
+            buf.put_u16_le(topic.len() as u16);
+            buf.put_slice(topic);
+        }
+    }
     buf.put_i64_le(rec.timestamp_ms);
     buf.put_i64_le(made_ms);
     buf.put_u32_le(rec.key.len() as u32);
@@ -229,10 +243,24 @@ fn decode_payload(mut p: &[u8]) -> Option<(Routed, i64)> {
         p.advance(n);
         Some(b)
     }
-    if p.remaining() < 1 + 8 + 8 + 4 {
+    if p.remaining() < 1 {
         return None;
     }
-    let stream = stream_of(p.get_u8())?;
+    let tag = p.get_u8();
+    let stream = stream_of(tag & !HAS_TOPIC)?;
+    let topic = if tag & HAS_TOPIC != 0 {
+        if p.remaining() < 2 {
+            return None;
+        }
+        let n = p.get_u16_le() as usize;
+        let name = std::str::from_utf8(&take(&mut p, n)?).ok()?.to_owned();
+        Some(edge_bridge_core::TopicName::from(name))
+    } else {
+        None
+    };
+    if p.remaining() < 8 + 8 + 4 {
+        return None;
+    }
     let timestamp_ms = p.get_i64_le();
     let made_ms = p.get_i64_le();
     let key_len = p.get_u32_le() as usize;
@@ -271,6 +299,7 @@ fn decode_payload(mut p: &[u8]) -> Option<(Routed, i64)> {
                 timestamp_ms,
                 headers,
             },
+            topic,
         },
         made_ms,
     ))
@@ -293,7 +322,44 @@ mod tests {
                 timestamp_ms: 1_718_000_000_000 + i as i64,
                 headers: vec![("mqtt.topic".into(), Bytes::from("sensors/x/temperature"))],
             },
+            // Every other record with a route's topic: both kinds of frame side by side.
+            topic: (i % 2 == 1).then(|| format!("raw-route-{i}").into()),
         }
+    }
+
+    /// A frame written before routes existed (no topic flag) reads as it always did: the
+    /// bytes of the older encoder, spelled out, must decode to the record with no topic.
+    #[test]
+    fn frames_from_before_routes_read_without_a_topic() {
+        let mut p = Vec::new();
+        p.put_u8(0); // raw
+        p.put_i64_le(1_718_000_000_000);
+        p.put_i64_le(7);
+        p.put_u32_le(2);
+        p.put_slice(b"s1");
+        p.put_u16_le(1);
+        p.put_u16_le(10);
+        p.put_slice(b"mqtt.topic");
+        p.put_u32_le(3);
+        p.put_slice(b"a/b");
+        p.put_u32_le(4);
+        p.put_slice(b"21.5");
+        let (routed, made) = decode_payload(&p).unwrap();
+        assert_eq!(made, 7);
+        assert_eq!(routed.topic, None);
+        assert_eq!(routed.stream, Stream::Raw);
+        assert_eq!(&routed.record.value[..], b"21.5");
+        // The same record with a topic of its own round-trips with it.
+        let with = Routed {
+            topic: Some("raw-zigbee".into()),
+            ..routed
+        };
+        let mut buf = Vec::new();
+        encode(1, &with, 7, &mut buf);
+        let Some(Item::Record { routed: back, .. }) = Scanner::new(&buf, 0, None).next() else {
+            panic!("one record");
+        };
+        assert_eq!(back, with);
     }
 
     fn segment(seqs: std::ops::Range<u64>) -> (Vec<u8>, Vec<usize>) {

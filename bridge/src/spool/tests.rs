@@ -19,6 +19,8 @@ fn rec(stream: Stream, id: u64) -> Routed {
             timestamp_ms: 1_718_000_000_000 + id as i64,
             headers: vec![("edge.id".into(), Bytes::from(format!("{id:016x}")))],
         },
+        // Some records carry a route's topic: it must come back out of the spool with them.
+        topic: (id % 5 == 0).then(|| format!("route-{}", id % 3).into()),
     }
 }
 
