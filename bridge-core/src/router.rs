@@ -493,10 +493,25 @@ mod tests {
         ])
         .unwrap();
         let mut out = Vec::new();
-        ingest(&mut r, "zigbee2mqtt/a", r#"{"ts":1733162400,"temperature":1}"#, &mut out);
-        ingest(&mut r, "zigbee2mqtt/a", r#"{"ts":1733162411,"temperature":2}"#, &mut out);
+        ingest(
+            &mut r,
+            "zigbee2mqtt/a",
+            r#"{"ts":1733162400,"temperature":1}"#,
+            &mut out,
+        );
+        ingest(
+            &mut r,
+            "zigbee2mqtt/a",
+            r#"{"ts":1733162411,"temperature":2}"#,
+            &mut out,
+        );
         ingest(&mut r, "zigbee2mqtt/a", "{", &mut out);
-        ingest(&mut r, "tele/k/SENSOR", r#"{"ts":1733162400,"t":1}"#, &mut out);
+        ingest(
+            &mut r,
+            "tele/k/SENSOR",
+            r#"{"ts":1733162400,"t":1}"#,
+            &mut out,
+        );
         let got: Vec<(Stream, Option<&str>)> =
             out.iter().map(|o| (o.stream, o.topic.as_deref())).collect();
         assert_eq!(

@@ -98,8 +98,18 @@ async fn run(external: bool) {
 
     // The route's own raw topic; the configured one gets none of its records.
     assert_eq!(config.routes[4].raw_topic, "raw-sparkplug");
-    let elsewhere = read_topic(&kafka.brokers, &config.kafka.raw_topic, 0, Duration::from_secs(3));
-    assert!(elsewhere.is_empty(), "{} records in {}", elsewhere.len(), config.kafka.raw_topic);
+    let elsewhere = read_topic(
+        &kafka.brokers,
+        &config.kafka.raw_topic,
+        0,
+        Duration::from_secs(3),
+    );
+    assert!(
+        elsewhere.is_empty(),
+        "{} records in {}",
+        elsewhere.len(),
+        config.kafka.raw_topic
+    );
     let raw = read_topic(
         &kafka.brokers,
         "raw-sparkplug",

@@ -459,8 +459,14 @@ fn routes_name_their_own_topics() {
     c.routes[1].dead_letter_topic = "bad name".into();
     let errors = c.validate().unwrap_err();
     let has = |s: &str| errors.iter().any(|e| e.contains(s));
-    assert!(has(r#"routes[1] ("esphome").agg_topic: "raw-temperature" is kafka.raw_topic"#), "{errors:?}");
-    assert!(has(r#"routes[1] ("esphome").dead_letter_topic: "bad name" may only contain"#), "{errors:?}");
+    assert!(
+        has(r#"routes[1] ("esphome").agg_topic: "raw-temperature" is kafka.raw_topic"#),
+        "{errors:?}"
+    );
+    assert!(
+        has(r#"routes[1] ("esphome").dead_letter_topic: "bad name" may only contain"#),
+        "{errors:?}"
+    );
 }
 
 #[test]

@@ -55,7 +55,12 @@ impl Config {
     pub fn route_topic_names(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         for r in &self.routes {
-            for t in [&r.raw_topic, &r.agg_topic, &r.dead_letter_topic, &r.late_topic] {
+            for t in [
+                &r.raw_topic,
+                &r.agg_topic,
+                &r.dead_letter_topic,
+                &r.late_topic,
+            ] {
                 if !t.is_empty() && !names.contains(t) {
                     names.push(t.clone());
                 }

@@ -91,9 +91,7 @@ impl Config {
                     errors.push(format!("routes[{i}] ({:?}).{key}: {name:?} {why}", r.name));
                 }
                 // A stream's records in another stream's topic would break its consumers.
-                let global_other = topics
-                    .iter()
-                    .find(|(k, n)| *n == name && !k.ends_with(key));
+                let global_other = topics.iter().find(|(k, n)| *n == name && !k.ends_with(key));
                 if let Some((other, _)) = global_other {
                     errors.push(format!(
                         "routes[{i}] ({:?}).{key}: {name:?} is {other}, another stream's topic",

@@ -54,7 +54,7 @@ pub enum Origin {
 }
 
 /// What the delivery callback attaches to each record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tag {
     pub stream: Stream,
     pub origin: Origin,
