@@ -12,6 +12,8 @@ pub struct Record {
     key: Vec<u8>,
     headers: Vec<(String, Vec<u8>)>,
     value: Vec<u8>,
+    /// A route's own topic (Kafka allows at most 249 characters; longer ones become none).
+    topic: Option<String>,
 }
 
 impl Record {
@@ -35,6 +37,7 @@ impl Record {
                     .map(|(k, v)| (k.into(), Bytes::from(v)))
                     .collect(),
             },
+            topic: self.topic.filter(|t| t.len() <= 249).map(Into::into),
         };
         (routed, self.made_ms)
     }
