@@ -114,6 +114,7 @@ async fn a_broker_that_ignores_its_window_is_held_at_the_bound() {
         },
         tls: None,
         filters: vec!["sensors/+/temperature".into()],
+        session: None,
         stats: Arc::new(Stats::default()),
     };
     let mut client = External::start(options, &tasks).unwrap();

@@ -60,6 +60,10 @@ pub struct ExternalOptions {
     pub tls: Option<Arc<ClientConfig>>,
     /// Topic filters, one subscription each (the routes' filters, which do not overlap).
     pub filters: Vec<String>,
+    /// Where the filters the broker's session holds are recorded (see [`super::session`]);
+    /// `None`: subscribe to every filter whenever the broker lost the session, and to none
+    /// when it kept it.
+    pub session: Option<super::session::Record>,
     /// Where the connection state and reconnections are counted.
     pub stats: Arc<Stats>,
 }
@@ -380,6 +384,8 @@ trait Session: Send {
     fn poll(&mut self) -> impl std::future::Future<Output = Polled> + Send;
     /// Queues the subscription without waiting for the request queue.
     fn try_subscribe(&self, filter: &str, qos: Qos) -> Result<(), String>;
+    /// Queues an unsubscription likewise.
+    fn try_unsubscribe(&self, filter: &str) -> Result<(), String>;
 }
 
 struct V4(rumqttc::EventLoop, rumqttc::AsyncClient);
@@ -415,6 +421,10 @@ impl Session for V4 {
         self.1
             .try_subscribe(filter, qos_v4(qos))
             .map_err(|e| e.to_string())
+    }
+
+    fn try_unsubscribe(&self, filter: &str) -> Result<(), String> {
+        self.1.try_unsubscribe(filter).map_err(|e| e.to_string())
     }
 }
 
@@ -467,6 +477,10 @@ impl Session for V5 {
             .try_subscribe(filter, qos_v5(qos))
             .map_err(|e| e.to_string())
     }
+
+    fn try_unsubscribe(&self, filter: &str) -> Result<(), String> {
+        self.1.try_unsubscribe(filter).map_err(|e| e.to_string())
+    }
 }
 
 /// The client loop, for either protocol version: polls all the time (keepalives go out while
@@ -474,20 +488,29 @@ impl Session for V5 {
 /// on, and reconnects with backoff.
 async fn run<S: Session>(mut session: S, o: ExternalOptions, tx: mpsc::Sender<Inbound>) {
     let mut backoff = BACKOFF_MIN;
-    let mut resubscribe = false;
-    // Filters subscribed in this round, and their acknowledgements still to come.
-    let (mut requested, mut unacked) = (0usize, 0usize);
+    // Requests still to queue after a connect (`true`: subscribe), and the subscriptions
+    // queued whose acknowledgement is still to come.
+    let mut todo: std::collections::VecDeque<(bool, String)> = Default::default();
+    let mut unacked = 0usize;
     // Set once the bridge's own DISCONNECT (at a stop) has gone out: the broker closing the
     // connection then is the expected end, not a failure to reconnect from.
     let mut closing = false;
     loop {
         // Never await the client's request queue here: only this task drains it.
-        while resubscribe {
-            match session.try_subscribe(&o.filters[requested], o.broker.qos) {
+        while let Some((subscribe, filter)) = todo.front() {
+            let queued = if *subscribe {
+                session.try_subscribe(filter, o.broker.qos)
+            } else {
+                session.try_unsubscribe(filter)
+            };
+            match queued {
                 Ok(()) => {
-                    requested += 1;
-                    unacked += 1;
-                    resubscribe = requested < o.filters.len();
+                    unacked += usize::from(*subscribe);
+                    todo.pop_front();
+                    if todo.is_empty() && unacked == 0 {
+                        // Unsubscriptions only: the session now holds what the routes want.
+                        subscribed(&o);
+                    }
                 }
                 Err(e) => {
                     debug!(error = %e, "Subscribe request queued behind acks; retrying");
@@ -499,15 +522,30 @@ async fn run<S: Session>(mut session: S, o: ExternalOptions, tx: mpsc::Sender<In
             Polled::Connected { session_present } => {
                 backoff = BACKOFF_MIN;
                 info!(url = %redacted(&o.broker.url), session_present, "Connected to MQTT broker ({})", S::VERSION);
-                // The broker lost (or never had) the session: subscribe again.
-                if !session_present {
-                    (resubscribe, requested, unacked) = (true, 0, 0);
-                }
                 o.stats.mqtt_connected.store(1, Relaxed);
-                // A kept session keeps its subscription.
-                o.stats
-                    .mqtt_subscribed
-                    .store(u64::from(session_present), Relaxed);
+                // The broker lost (or never had) the session: subscribe to everything. It kept
+                // it: only to what the routes gained since the session's record.
+                let recorded = o.session.as_ref().map(|r| r.load());
+                let plan = match recorded {
+                    Some(recorded) => super::session::plan(
+                        session_present,
+                        recorded.as_deref(),
+                        &o.filters,
+                    ),
+                    None if session_present => super::session::Plan::default(),
+                    None => super::session::plan(false, None, &o.filters),
+                };
+                if !plan.unsubscribe.is_empty() || (session_present && !plan.subscribe.is_empty()) {
+                    info!(subscribe = plan.subscribe.join(", "), unsubscribe = plan.unsubscribe.join(", "), "The broker kept the session, with other filters than the routes': changing them");
+                }
+                todo = plan.subscribe.into_iter().map(|f| (true, f)).collect();
+                todo.extend(plan.unsubscribe.into_iter().map(|f| (false, f)));
+                unacked = 0;
+                if todo.is_empty() {
+                    subscribed(&o);
+                } else {
+                    o.stats.mqtt_subscribed.store(0, Relaxed);
+                }
             }
             Polled::Publish(inbound) => {
                 if tx.send(*inbound).await.is_err() {
@@ -516,9 +554,10 @@ async fn run<S: Session>(mut session: S, o: ExternalOptions, tx: mpsc::Sender<In
             }
             Polled::Subscribed { codes } => {
                 unacked = unacked.saturating_sub(1);
-                let done = unacked == 0 && requested == o.filters.len();
                 info!(filters = o.filters.join(", "), codes = %codes, "Subscribed");
-                o.stats.mqtt_subscribed.store(u64::from(done), Relaxed);
+                if unacked == 0 && todo.is_empty() {
+                    subscribed(&o);
+                }
             }
             Polled::Disconnecting => closing = true,
             Polled::Other => {}
@@ -531,6 +570,16 @@ async fn run<S: Session>(mut session: S, o: ExternalOptions, tx: mpsc::Sender<In
                     return;
                 }
             }
+        }
+    }
+}
+
+/// The session holds every filter of the routes: say so, and record it for the next start.
+fn subscribed(o: &ExternalOptions) {
+    o.stats.mqtt_subscribed.store(1, Relaxed);
+    if let Some(r) = &o.session {
+        if let Err(e) = r.save(&o.filters) {
+            warn!(error = %e, "Cannot record the MQTT subscriptions in state_dir; after a restart with other routes, the broker's kept session may keep the old ones");
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod external;
 pub mod gate;
 pub mod priority;
 pub mod relay;
+pub mod session;
 pub mod tls;
 pub mod users;
 
@@ -185,6 +186,11 @@ pub async fn start(
                 .map_err(anyhow::Error::msg)?;
             MqttSource::External(External::start(
                 ExternalOptions {
+                    session: Some(session::Record::new(
+                        &config.state_dir,
+                        &x.client_id,
+                        &crate::config::redact_url(x.url.as_str()),
+                    )),
                     broker: x,
                     tls,
                     filters: filters.to_vec(),
