@@ -29,7 +29,18 @@ measurements = { temperature = "/SHT3X/Temperature" }
 
 fn pub_(port: u16, topic: &str, payload: &str, retain: bool) {
     let mut cmd = Command::new("mosquitto_pub");
-    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-m", payload]);
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        topic,
+        "-m",
+        payload,
+    ]);
     if retain {
         cmd.arg("-r");
     }
@@ -62,7 +73,9 @@ async fn run(
     during: impl FnOnce(u16) + Send + 'static,
 ) -> Arc<Stats> {
     let mut config = support::bridge_config(&kafka.brokers, state);
-    config.routes = toml::from_str::<edge_bridge::Config>(routes).unwrap().routes;
+    config.routes = toml::from_str::<edge_bridge::Config>(routes)
+        .unwrap()
+        .routes;
     config.mqtt.url = format!("mqtt://127.0.0.1:{}", mosquitto.port);
     config.mqtt.client_id = "edge-bridge-session".into();
     let stats = Arc::new(Stats::default());
@@ -73,7 +86,9 @@ async fn run(
     .await;
     support::wait_subscribed(&stats).await;
     let port = mosquitto.port;
-    tokio::task::spawn_blocking(move || during(port)).await.unwrap();
+    tokio::task::spawn_blocking(move || during(port))
+        .await
+        .unwrap();
     wait_aggregated(&stats, 1).await;
     let _ = stop_tx.send(());
     bridge.await.unwrap().unwrap();
@@ -94,20 +109,39 @@ async fn a_kept_session_follows_the_routes() {
     // again (the session's subscription to zigbee2mqtt/# was not made again).
     let both = format!("{ZIGBEE}{TASMOTA}");
     run(&kafka, &mosquitto, state.path(), &both, |port| {
-        pub_(port, "tele/kitchen/SENSOR", r#"{"SHT3X":{"Temperature":21}}"#, false);
+        pub_(
+            port,
+            "tele/kitchen/SENSOR",
+            r#"{"SHT3X":{"Temperature":21}}"#,
+            false,
+        );
     })
     .await;
     // Run 3: Zigbee2MQTT removed. A Zigbee2MQTT message published before a Tasmota one would
     // arrive first if the session still held zigbee2mqtt/#.
     let last = run(&kafka, &mosquitto, state.path(), TASMOTA, |port| {
         pub_(port, "zigbee2mqtt/hall", r#"{"temperature":22}"#, false);
-        pub_(port, "tele/kitchen/SENSOR", r#"{"SHT3X":{"Temperature":23}}"#, false);
+        pub_(
+            port,
+            "tele/kitchen/SENSOR",
+            r#"{"SHT3X":{"Temperature":23}}"#,
+            false,
+        );
     })
     .await;
-    assert_eq!(last.readings_in.load(Relaxed), 1, "zigbee2mqtt/# was unsubscribed");
+    assert_eq!(
+        last.readings_in.load(Relaxed),
+        1,
+        "zigbee2mqtt/# was unsubscribed"
+    );
 
     // Exactly one raw record per publish a route took: no retained message twice.
-    let raw = support::read_topic(&kafka.brokers, "raw-temperature", 3, Duration::from_secs(30));
+    let raw = support::read_topic(
+        &kafka.brokers,
+        "raw-temperature",
+        3,
+        Duration::from_secs(30),
+    );
     let got: Vec<(&str, &str)> = raw
         .iter()
         .map(|r| (r.key.as_str(), std::str::from_utf8(&r.value).unwrap()))

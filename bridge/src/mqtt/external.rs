@@ -527,11 +527,9 @@ async fn run<S: Session>(mut session: S, o: ExternalOptions, tx: mpsc::Sender<In
                 // it: only to what the routes gained since the session's record.
                 let recorded = o.session.as_ref().map(|r| r.load());
                 let plan = match recorded {
-                    Some(recorded) => super::session::plan(
-                        session_present,
-                        recorded.as_deref(),
-                        &o.filters,
-                    ),
+                    Some(recorded) => {
+                        super::session::plan(session_present, recorded.as_deref(), &o.filters)
+                    }
                     None if session_present => super::session::Plan::default(),
                     None => super::session::plan(false, None, &o.filters),
                 };

@@ -100,9 +100,21 @@ mod tests {
     #[test]
     fn a_kept_session_gets_only_the_difference() {
         let now = v(&["zigbee2mqtt/#", "tele/+/SENSOR"]);
-        assert_eq!(plan(false, Some(&now), &now).subscribe, now, "a new session: all");
-        assert_eq!(plan(true, None, &now).subscribe, now, "nothing on record: all");
-        assert_eq!(plan(true, Some(&now), &now), Plan::default(), "unchanged: nothing");
+        assert_eq!(
+            plan(false, Some(&now), &now).subscribe,
+            now,
+            "a new session: all"
+        );
+        assert_eq!(
+            plan(true, None, &now).subscribe,
+            now,
+            "nothing on record: all"
+        );
+        assert_eq!(
+            plan(true, Some(&now), &now),
+            Plan::default(),
+            "unchanged: nothing"
+        );
         let before = v(&["sensors/+/temperature", "tele/+/SENSOR"]);
         assert_eq!(
             plan(true, Some(&before), &now),
@@ -120,8 +132,14 @@ mod tests {
         assert_eq!(r.load(), None);
         r.save(&v(&["a/+"])).unwrap();
         assert_eq!(r.load(), Some(v(&["a/+"])));
-        assert_eq!(Record::new(dir.path(), "other", "mqtt://broker:1883").load(), None);
-        assert_eq!(Record::new(dir.path(), "edge-bridge", "mqtt://other:1883").load(), None);
+        assert_eq!(
+            Record::new(dir.path(), "other", "mqtt://broker:1883").load(),
+            None
+        );
+        assert_eq!(
+            Record::new(dir.path(), "edge-bridge", "mqtt://other:1883").load(),
+            None
+        );
         std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
         assert_eq!(r.load(), None);
     }
