@@ -166,6 +166,35 @@ impl DecodeError {
     ];
 }
 
+/// Refuses an event time more than `limit_ms` ahead of `arrival_ms`, the gateway's clock: one
+/// reading from a sensor with a wrong clock would otherwise close every open window of it.
+pub(crate) fn check_future_skew(
+    ts_ms: i64,
+    arrival_ms: i64,
+    limit_ms: i64,
+) -> Result<(), DecodeError> {
+    let ahead_ms = ts_ms.saturating_sub(arrival_ms);
+    if ahead_ms > limit_ms {
+        return Err(DecodeError::FutureTimestamp {
+            ts_ms,
+            ahead_ms,
+            limit_ms,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a sensor id longer than `max_bytes`: ids become Kafka keys and window-state keys.
+pub(crate) fn check_sensor_id_len(sensor: &str, max_bytes: usize) -> Result<(), DecodeError> {
+    if sensor.len() > max_bytes {
+        return Err(DecodeError::BadSensorId(format!(
+            "{} bytes long, more than the allowed {max_bytes}",
+            sensor.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Turns MQTT publishes into readings. Cheap to share; holds only the parsed options.
 #[derive(Debug, Clone)]
 pub struct Decoder {
@@ -261,14 +290,7 @@ impl Decoder {
                 })
             }
         };
-        let ahead_ms = ts_ms.saturating_sub(arrival_ms);
-        if ahead_ms > self.opts.max_future_skew_ms {
-            return Err(DecodeError::FutureTimestamp {
-                ts_ms,
-                ahead_ms,
-                limit_ms: self.opts.max_future_skew_ms,
-            });
-        }
+        check_future_skew(ts_ms, arrival_ms, self.opts.max_future_skew_ms)?;
 
         let sensor = match &self.opts.sensor_id {
             SensorIdSource::Wildcards => wildcard_id.ok_or_else(|| {
@@ -298,13 +320,7 @@ impl Decoder {
                 Some(Ok(s)) => s,
             },
         };
-        if sensor.len() > self.opts.max_sensor_id_bytes {
-            return Err(DecodeError::BadSensorId(format!(
-                "{} bytes long, more than the allowed {}",
-                sensor.len(),
-                self.opts.max_sensor_id_bytes
-            )));
-        }
+        check_sensor_id_len(&sensor, self.opts.max_sensor_id_bytes)?;
 
         Ok(Reading {
             sensor,

@@ -258,6 +258,8 @@ impl Pipeline {
     /// Handles one publish received at wall-clock `now_ms`. Records go to `out` in the order
     /// they must be produced: aggregates the reading closed, then its raw (and late) record.
     /// The raw record shares `topic`'s and `payload`'s buffers rather than copying them.
+    /// A configured route's pipeline takes only topics it [claims](Pipeline::claims) (its
+    /// exclusions are not matched again here); [`crate::Router`] sees to that.
     pub fn ingest(
         &mut self,
         topic: &ByteString,
@@ -274,14 +276,7 @@ impl Pipeline {
         };
         let reading = match decoder.decode(topic, &payload, now_ms) {
             Ok(r) => r,
-            Err(e) => {
-                out.push(Routed {
-                    stream: Stream::DeadLetter,
-                    record: self.encoder.dead_letter(topic, payload.clone(), now_ms, &e),
-                    topic: self.topics.of(Stream::DeadLetter),
-                });
-                return Verdict::Rejected(e.reason());
-            }
+            Err(e) => return self.reject(topic, payload, now_ms, &e, out),
         };
         let admission = self.windower.record(
             &reading.sensor,
@@ -325,9 +320,29 @@ impl Pipeline {
         verdict
     }
 
+    /// The dead letter of a publish that could not be decoded.
+    fn reject(
+        &self,
+        topic: &ByteString,
+        payload: Bytes,
+        now_ms: i64,
+        e: &DecodeError,
+        out: &mut Vec<Routed>,
+    ) -> Verdict {
+        out.push(Routed {
+            stream: Stream::DeadLetter,
+            record: self.encoder.dead_letter(topic, payload, now_ms, e),
+            topic: self.topics.of(Stream::DeadLetter),
+        });
+        Verdict::Rejected(e.reason())
+    }
+
     /// [`Pipeline::ingest`] for a configured route: each measurement is added to its own
     /// series; the message is one raw record, left out only when the raw policy leaves out
-    /// every one of its measurements.
+    /// every one of its measurements. The topic is one the route claims ([`Router::ingest`]
+    /// asks [`Pipeline::claims`] first, exclusions included).
+    ///
+    /// [`Router::ingest`]: crate::Router::ingest
     fn ingest_route(
         &mut self,
         topic: &ByteString,
@@ -344,9 +359,6 @@ impl Pipeline {
         else {
             unreachable!("called for routes only")
         };
-        if decoder.claims(topic) == Claim::Excluded {
-            return Verdict::Ignored("excluded");
-        }
         let single = *single;
         let decoded = match sparkplug {
             Some(spb) => match spb.decode(topic, &payload, now_ms) {
@@ -379,14 +391,7 @@ impl Pipeline {
             {
                 return Verdict::Ignored("no_measurement")
             }
-            Err(e) => {
-                out.push(Routed {
-                    stream: Stream::DeadLetter,
-                    record: self.encoder.dead_letter(topic, payload.clone(), now_ms, &e),
-                    topic: self.topics.of(Stream::DeadLetter),
-                });
-                return Verdict::Rejected(e.reason());
-            }
+            Err(e) => return self.reject(topic, payload, now_ms, &e, out),
         };
         let (mut added, mut sent, mut thinned) = (false, false, None);
         let (mut late_start, mut refused) = (None, None);

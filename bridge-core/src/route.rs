@@ -16,7 +16,7 @@ use smallvec::SmallVec;
 use smol_str::SmolStr;
 use thiserror::Error;
 
-use crate::decode::DecodeError;
+use crate::decode::{self, DecodeError};
 use crate::field_path::{self, FieldPath, PathError};
 use crate::timestamp::{self, EpochUnit};
 use crate::topic::{self, FilterError, TopicFilter};
@@ -329,21 +329,8 @@ impl RouteDecoder {
             Some(ms) => (ms, true),
             None => (arrival_ms, false),
         };
-        let ahead_ms = ts_ms.saturating_sub(arrival_ms);
-        if ahead_ms > self.opts.max_future_skew_ms {
-            return Err(DecodeError::FutureTimestamp {
-                ts_ms,
-                ahead_ms,
-                limit_ms: self.opts.max_future_skew_ms,
-            });
-        }
-        if sensor.len() > self.opts.max_sensor_id_bytes {
-            return Err(DecodeError::BadSensorId(format!(
-                "{} bytes long, more than the allowed {}",
-                sensor.len(),
-                self.opts.max_sensor_id_bytes
-            )));
-        }
+        decode::check_future_skew(ts_ms, arrival_ms, self.opts.max_future_skew_ms)?;
+        decode::check_sensor_id_len(&sensor, self.opts.max_sensor_id_bytes)?;
         if sensor.contains(SERIES_SEPARATOR) {
             return Err(DecodeError::BadSensorId("it holds a NUL character".into()));
         }

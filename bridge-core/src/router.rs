@@ -271,6 +271,15 @@ mod tests {
         )
     }
 
+    /// The `edge.route` header of a record.
+    fn route_of(r: &Routed) -> Option<&[u8]> {
+        r.record
+            .headers
+            .iter()
+            .find(|(k, _)| k == HEADER_ROUTE)
+            .map(|(_, v)| &v[..])
+    }
+
     fn json(rec: &Routed) -> serde_json::Value {
         serde_json::from_slice(&rec.record.value).unwrap()
     }
@@ -292,11 +301,7 @@ mod tests {
         // One raw record per message, naming the route.
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|o| o.stream == Stream::Raw));
-        assert!(out[0]
-            .record
-            .headers
-            .iter()
-            .any(|(k, v)| k == HEADER_ROUTE && &v[..] == b"zigbee"));
+        assert_eq!(route_of(&out[0]), Some(&b"zigbee"[..]));
         assert_eq!(&out[0].record.key[..], b"hall/thermo");
         out.clear();
         // Closes the window of both series: one aggregate each, keyed by the sensor.
@@ -372,11 +377,7 @@ mod tests {
             ingest(&mut r, "zigbee2mqtt/t", "{oops", &mut out),
             Verdict::Rejected("not_json")
         );
-        assert!(out[0]
-            .record
-            .headers
-            .iter()
-            .any(|(k, v)| k == HEADER_ROUTE && &v[..] == b"zigbee"));
+        assert_eq!(route_of(&out[0]), Some(&b"zigbee"[..]));
         out.clear();
         out.clear();
         assert_eq!(
@@ -417,22 +418,14 @@ mod tests {
             r#"{"temperature":1}"#,
             &mut out,
         );
-        assert!(out[0]
-            .record
-            .headers
-            .iter()
-            .any(|(k, v)| k == HEADER_ROUTE && &v[..] == b"zigbee"));
+        assert_eq!(route_of(&out[0]), Some(&b"zigbee"[..]));
         out.clear();
         let shelly_msg = r#"{"params":{"temperature:0":{"tC":2}}}"#;
         assert_eq!(
             ingest(&mut r, "dev1/events/rpc", shelly_msg, &mut out),
             Verdict::Aggregated
         );
-        assert!(out[0]
-            .record
-            .headers
-            .iter()
-            .any(|(k, v)| k == HEADER_ROUTE && &v[..] == b"shelly"));
+        assert_eq!(route_of(&out[0]), Some(&b"shelly"[..]));
         // Excluded by the first route and matched by no other.
         assert_eq!(
             ingest(&mut r, "zigbee2mqtt/bridge/state", "{}", &mut out),
@@ -467,11 +460,7 @@ mod tests {
             ingest(&mut r, "zigbee2mqtt/bridge/x", r#"{"state":1}"#, &mut out),
             Verdict::Aggregated
         );
-        assert!(out[0]
-            .record
-            .headers
-            .iter()
-            .any(|(k, v)| k == HEADER_ROUTE && &v[..] == b"everything-else"));
+        assert_eq!(route_of(&out[0]), Some(&b"everything-else"[..]));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use smol_str::SmolStr;
 use sparkplug_rs::payload::metric::Value as PbValue;
 use sparkplug_rs::Payload;
 
-use crate::decode::DecodeError;
+use crate::decode::{self, DecodeError};
 use crate::timestamp::{self, EpochUnit};
 
 /// The topic namespace's first level.
@@ -136,10 +136,9 @@ impl SparkplugDecoder {
                 ))
             }
         };
-        let node_key = format!("{group}/{node}");
         let key = match device {
-            Some(d) => format!("{node_key}/{d}"),
-            None => node_key.clone(),
+            Some(d) => format!("{group}/{node}/{d}"),
+            None => format!("{group}/{node}"),
         };
         match kind {
             Kind::Command => return Ok(Outcome::Control),
@@ -151,13 +150,7 @@ impl SparkplugDecoder {
         }
         let parsed = Payload::parse_from_bytes(payload)
             .map_err(|e| DecodeError::NotProtobuf(e.to_string()))?;
-        if key.len() > self.max_sensor_id_bytes {
-            return Err(DecodeError::BadSensorId(format!(
-                "{} bytes long, more than the allowed {}",
-                key.len(),
-                self.max_sensor_id_bytes
-            )));
-        }
+        decode::check_sensor_id_len(&key, self.max_sensor_id_bytes)?;
         let unit = EpochUnit::Millis;
         let (ts_ms, ts_from_payload) = match parsed.timestamp {
             Some(t) => (timestamp::from_epoch_i64(clamp(t), unit)?, true),
@@ -228,14 +221,7 @@ impl SparkplugDecoder {
             values.push((name, value, metric_ts));
         }
         for (_, _, t) in &values {
-            let ahead_ms = t.saturating_sub(arrival_ms);
-            if ahead_ms > self.max_future_skew_ms {
-                return Err(DecodeError::FutureTimestamp {
-                    ts_ms: *t,
-                    ahead_ms,
-                    limit_ms: self.max_future_skew_ms,
-                });
-            }
+            decode::check_future_skew(*t, arrival_ms, self.max_future_skew_ms)?;
         }
         if values.is_empty() {
             return Ok(Outcome::Control);

@@ -12,12 +12,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::Duration;
 
-use edge_bridge::stats::Stats;
 use serde_json::{json, Value};
-use support::{read_topic, Mosquitto, Record, Tansu};
+use support::{read_topic, Record, RouteBridge};
 
 /// The documented example (README, "Pointing real sensors at it"), tested as it is.
 const ROUTES: &str = include_str!("../../deploy/routes-example.toml");
@@ -254,30 +252,8 @@ fn expected_windows(raw: &[Record]) -> BTreeMap<(String, String, i64), Stats4> {
 }
 
 async fn run_families(external: bool) {
-    let kafka = Tansu::start();
-    let mosquitto = external.then(Mosquitto::start);
-    let state = tempfile::tempdir().unwrap();
-    let mut config = support::bridge_config(&kafka.brokers, state.path());
-    let routes: edge_bridge::Config = toml::from_str(ROUTES).unwrap();
-    config.routes = routes.routes;
-    let port = match &mosquitto {
-        Some(m) => {
-            config.mqtt.url = format!("mqtt://127.0.0.1:{}", m.port);
-            config.mqtt.client_id = "edge-bridge-families".into();
-            m.port
-        }
-        None => support::port_of(&config.mqtt.listen),
-    };
-    config.validate().unwrap();
-    let stats = Arc::new(Stats::default());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = support::spawn_bridge(config.clone(), stats.clone(), async {
-        let _ = stop_rx.await;
-    })
-    .await;
-    if external {
-        support::wait_subscribed(&stats).await;
-    }
+    let bridge = RouteBridge::start(ROUTES, external, "edge-bridge-families").await;
+    let (stats, port) = (bridge.stats.clone(), bridge.port);
 
     let plan = plan();
     // Status chatter on topics no route takes.
@@ -299,8 +275,7 @@ async fn run_families(external: bool) {
     let unsubscribed = (messages.len() - plan.messages.len()) as u64;
     let received = messages.len() as u64;
     let emitted = support::wait_all_in_and_closed(&stats, received).await;
-    let _ = stop_tx.send(());
-    bridge.await.unwrap().unwrap();
+    let (kafka, _mosquitto, config, _state) = bridge.stop().await;
     assert_eq!(stats.readings_in.load(Relaxed), received);
 
     let raw = read_topic(

@@ -10,13 +10,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::Duration;
 
-use edge_bridge::stats::Stats;
 use edge_bridge_core::IGNORED_REASONS;
 use serde_json::Value;
-use support::{read_topic, Mosquitto, Tansu};
+use support::{read_topic, RouteBridge};
 
 /// The documented routes, Sparkplug's among the others.
 const ROUTES: &str = include_str!("../../deploy/routes-example.toml");
@@ -27,31 +25,8 @@ const T0: i64 = 1_733_162_400_000;
 type Window = (u64, f64, f64, f64);
 
 async fn run(external: bool) {
-    let kafka = Tansu::start();
-    let mosquitto = external.then(Mosquitto::start);
-    let state = tempfile::tempdir().unwrap();
-    let mut config = support::bridge_config(&kafka.brokers, state.path());
-    config.routes = toml::from_str::<edge_bridge::Config>(ROUTES)
-        .unwrap()
-        .routes;
-    let port = match &mosquitto {
-        Some(m) => {
-            config.mqtt.url = format!("mqtt://127.0.0.1:{}", m.port);
-            config.mqtt.client_id = "edge-bridge-sparkplug".into();
-            m.port
-        }
-        None => support::port_of(&config.mqtt.listen),
-    };
-    config.validate().unwrap();
-    let stats = Arc::new(Stats::default());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = support::spawn_bridge(config.clone(), stats.clone(), async {
-        let _ = stop_rx.await;
-    })
-    .await;
-    if external {
-        support::wait_subscribed(&stats).await;
-    }
+    let bridge = RouteBridge::start(ROUTES, external, "edge-bridge-sparkplug").await;
+    let (stats, port) = (bridge.stats.clone(), bridge.port);
 
     let python = std::env::var("EDGE_EXAMPLES_PYTHON").expect(
         "EDGE_EXAMPLES_PYTHON: run the tests through scripts/test.sh, which installs pysparkplug",
@@ -84,8 +59,7 @@ async fn run(external: bool) {
     let received = sent.len() as u64 + 1;
 
     let emitted = support::wait_all_in_and_closed(&stats, received).await;
-    let _ = stop_tx.send(());
-    bridge.await.unwrap().unwrap();
+    let (kafka, _mosquitto, config, _state) = bridge.stop().await;
 
     let by = |what: &'static str| sent.iter().filter(move |s| s["expect"] == what);
     let measured = by("measured").count();

@@ -183,6 +183,75 @@ pub async fn wait_all_in_and_closed(stats: &edge_bridge::stats::Stats, publishes
     }
 }
 
+/// A bridge on `routes` (a configuration file's `[[routes]]`) for the route tests: tansu, and
+/// Mosquitto in front when `external` (client id `client_id`), else the embedded broker on
+/// `port`. Runs until [`RouteBridge::stop`].
+pub struct RouteBridge {
+    pub kafka: Tansu,
+    pub mosquitto: Option<Mosquitto>,
+    pub state: tempfile::TempDir,
+    pub config: edge_bridge::Config,
+    pub stats: std::sync::Arc<edge_bridge::stats::Stats>,
+    /// Where publishers connect: Mosquitto, or the embedded broker.
+    pub port: u16,
+    stop: tokio::sync::oneshot::Sender<()>,
+    bridge: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RouteBridge {
+    pub async fn start(routes: &str, external: bool, client_id: &str) -> RouteBridge {
+        let kafka = Tansu::start();
+        let mosquitto = external.then(Mosquitto::start);
+        let state = tempfile::tempdir().unwrap();
+        let mut config = bridge_config(&kafka.brokers, state.path());
+        config.routes = toml::from_str::<edge_bridge::Config>(routes)
+            .unwrap()
+            .routes;
+        let port = match &mosquitto {
+            Some(m) => {
+                config.mqtt.url = format!("mqtt://127.0.0.1:{}", m.port);
+                config.mqtt.client_id = client_id.into();
+                m.port
+            }
+            None => port_of(&config.mqtt.listen),
+        };
+        config.validate().unwrap();
+        let stats = std::sync::Arc::new(edge_bridge::stats::Stats::default());
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let bridge = spawn_bridge(config.clone(), stats.clone(), async {
+            let _ = stop_rx.await;
+        })
+        .await;
+        if external {
+            wait_subscribed(&stats).await;
+        }
+        RouteBridge {
+            kafka,
+            mosquitto,
+            state,
+            config,
+            stats,
+            port,
+            stop,
+            bridge,
+        }
+    }
+
+    /// Stops the bridge (a clean stop) and waits for it; the brokers keep running.
+    pub async fn stop(
+        self,
+    ) -> (
+        Tansu,
+        Option<Mosquitto>,
+        edge_bridge::Config,
+        tempfile::TempDir,
+    ) {
+        let _ = self.stop.send(());
+        self.bridge.await.unwrap().unwrap();
+        (self.kafka, self.mosquitto, self.config, self.state)
+    }
+}
+
 /// Starts the bridge and spawns its main loop with `shutdown`; returns once it accepts MQTT
 /// connections on every listener, or fails the test with the bridge's own start error.
 pub async fn spawn_bridge(
