@@ -11,6 +11,12 @@ JSON line: {"topic", "sensor", "expect", "metrics": [[name, value, event time ms
 where "expect" is what a bridge must make of it ("measured", "control", "unknown_alias") and
 "metrics" are the numeric measurements it carries.
 
+With --births-missed the node behaves as if the bridge had missed its BIRTHs (the bridge
+restarted after them): it first sends a DDATA by alias, then waits up to 20 s for the bridge's
+rebirth request (an NCMD with Node Control/Rebirth = true, which a route with
+ask_rebirth = true sends), answers it with its NBIRTH and DBIRTHs as Sparkplug asks, and goes
+on. The request it received is printed with "expect": "rebirth_request".
+
     pip install pysparkplug==0.6.1
     python3 examples/sparkplug_node.py --port 1883 --rounds 30
 """
@@ -18,6 +24,7 @@ where "expect" is what a bridge must make of it ("measured", "control", "unknown
 import argparse
 import json
 import sys
+import threading
 import time
 
 import paho.mqtt.client as mqtt
@@ -29,6 +36,7 @@ from pysparkplug import (
     Metric,
     MessageType,
     NBirth,
+    NCmd,
     NData,
     NDeath,
     Topic,
@@ -68,13 +76,31 @@ def main():
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--start-ms", type=int, default=None, help="event time of round 0 (default: now)")
     p.add_argument("--client-id", default="sparkplug-node")
+    p.add_argument("--births-missed", action="store_true",
+                   help="send a DDATA before any BIRTH and wait for the bridge's rebirth request")
     a = p.parse_args()
     start = a.start_ms if a.start_ms is not None else int(time.time() * 1000)
 
     client = mqtt.Client(client_id=a.client_id)
     client.max_inflight_messages_set(100)
+    ncmd = f"spBv1.0/{a.group}/NCMD/{a.node}"
+    subscribed, rebirth = threading.Event(), threading.Event()
+
+    def on_message(_client, _userdata, msg):
+        if msg.topic != ncmd:
+            return
+        cmd = NCmd.decode(msg.payload)
+        if any(m.name == "Node Control/Rebirth" and m.value is True for m in cmd.metrics):
+            rebirth.set()
+
+    client.on_message = on_message
+    client.on_subscribe = lambda *_: subscribed.set()
     client.connect(a.host, a.port)
     client.loop_start()
+    if a.births_missed:
+        client.subscribe(ncmd, qos=0)
+        if not subscribed.wait(10):
+            sys.exit(f"no SUBACK for {ncmd}")
     pending = []
     seq = iter(range(10**9))
 
@@ -87,29 +113,8 @@ def main():
         return [[m.name, m.value, m.timestamp] for m in ms if m.datatype in NUMERIC and not m.name.startswith(("bdSeq", "Node Control/"))]
 
     node_sensor = f"{a.group}/{a.node}"
-    node_metrics = [
-        Metric(timestamp=start, name="bdSeq", datatype=DataType.INT64, value=0),
-        Metric(timestamp=start, name="Node Control/Rebirth", datatype=DataType.BOOLEAN, value=False),
-        Metric(timestamp=start, name="Uptime", datatype=DataType.INT64, value=0, alias=100),
-    ]
-    publish(
-        Topic(group_id=a.group, message_type=MessageType.NBIRTH, edge_node_id=a.node),
-        NBirth(timestamp=start, seq=next(seq) % 256, metrics=tuple(node_metrics)),
-        True, "measured", node_sensor, [["Uptime", 0, start]],
-    )
     aliases = {d: {name: alias for name, _, alias in DEVICE_METRICS} for d in range(a.devices)}
     datatypes = {name: dt for name, dt, _ in DEVICE_METRICS}
-
-    def dbirth(d, ts, r):
-        ms = tuple(
-            Metric(timestamp=ts, name=name, datatype=dt, value=value(name, d, r), alias=aliases[d][name])
-            for name, dt, _ in DEVICE_METRICS
-        )
-        publish(
-            Topic(group_id=a.group, message_type=MessageType.DBIRTH, edge_node_id=a.node, device_id=f"dev{d}"),
-            DBirth(timestamp=ts, seq=next(seq) % 256, metrics=ms),
-            True, "measured", f"{node_sensor}/dev{d}", numeric(ms),
-        )
 
     def ddata(d, ts, r, expect="measured"):
         # By alias only, no datatypes: what the bridge must resolve from the DBIRTH.
@@ -122,6 +127,32 @@ def main():
             Topic(group_id=a.group, message_type=MessageType.DDATA, edge_node_id=a.node, device_id=f"dev{d}"),
             DData(timestamp=ts, seq=next(seq) % 256, metrics=ms),
             False, expect, f"{node_sensor}/dev{d}", named if expect == "measured" else [],
+        )
+
+    if a.births_missed:
+        ddata(0, start, 0, expect="unknown_alias")
+        if not rebirth.wait(20):
+            sys.exit("no rebirth request (NCMD Node Control/Rebirth) within 20 s: is ask_rebirth on?")
+        print(json.dumps({"topic": ncmd, "sensor": node_sensor, "expect": "rebirth_request", "metrics": []}))
+    node_metrics = [
+        Metric(timestamp=start, name="bdSeq", datatype=DataType.INT64, value=0),
+        Metric(timestamp=start, name="Node Control/Rebirth", datatype=DataType.BOOLEAN, value=False),
+        Metric(timestamp=start, name="Uptime", datatype=DataType.INT64, value=0, alias=100),
+    ]
+    publish(
+        Topic(group_id=a.group, message_type=MessageType.NBIRTH, edge_node_id=a.node),
+        NBirth(timestamp=start, seq=next(seq) % 256, metrics=tuple(node_metrics)),
+        True, "measured", node_sensor, [["Uptime", 0, start]],
+    )
+    def dbirth(d, ts, r):
+        ms = tuple(
+            Metric(timestamp=ts, name=name, datatype=dt, value=value(name, d, r), alias=aliases[d][name])
+            for name, dt, _ in DEVICE_METRICS
+        )
+        publish(
+            Topic(group_id=a.group, message_type=MessageType.DBIRTH, edge_node_id=a.node, device_id=f"dev{d}"),
+            DBirth(timestamp=ts, seq=next(seq) % 256, metrics=ms),
+            True, "measured", f"{node_sensor}/dev{d}", numeric(ms),
         )
 
     for d in range(a.devices):

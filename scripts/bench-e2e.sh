@@ -11,7 +11,7 @@
 # simulator as an equal competitor.
 # BENCH_PROFILE=NAME measures the binaries of another Cargo profile (default: release);
 # BENCH_BIN_DIR=DIR measures the edge-bridge and edge-sim binaries in DIR instead (no build).
-# BENCH_FAMILY=zigbee2mqtt|tasmota|esphome|shelly has the simulator publish that family's
+# BENCH_FAMILY=zigbee2mqtt|tasmota|esphome|shelly|sparkplug has the simulator publish that family's
 # payloads and chatter (edge-sim --profile) and the bridge read them with the routes of
 # deploy/routes-example.toml; the figures then also give measurements/s. --count counts
 # messages, status chatter included (one after every 20 readings).
@@ -53,7 +53,7 @@ family=() routes=() MEASUREMENTS=1
 if [ -n "${BENCH_FAMILY:-}" ]; then
   family=(--profile "$BENCH_FAMILY") routes=(--config deploy/routes-example.toml)
   case "$BENCH_FAMILY" in
-    zigbee2mqtt) MEASUREMENTS=3 ;; tasmota | shelly) MEASUREMENTS=2 ;; *) MEASUREMENTS=1 ;;
+    zigbee2mqtt) MEASUREMENTS=3 ;; tasmota | shelly) MEASUREMENTS=2 ;; sparkplug) MEASUREMENTS=10 ;; *) MEASUREMENTS=1 ;;
   esac
 fi
 echo "== edge-bridge: $N readings from $SENSORS sensors, edge-sim ${pace[*]} ${family[*]} (nice ${BENCH_SIM_NICE:-19}) -> embedded broker -> bridge -> tansu"

@@ -144,6 +144,7 @@ fn route(name: &str, topics: &str, format: PayloadFormat, m: &[(&str, &str)]) ->
         no_measurement: NoMeasurement::DeadLetter,
         max_future_skew_ms: 3_600_000,
         max_sensor_id_bytes: 256,
+        ask_rebirth: false,
     }
 }
 

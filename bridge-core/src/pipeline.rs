@@ -183,11 +183,16 @@ impl Pipeline {
             && !decoder.filters()[0].has_rest();
         let encoder = Encoder::for_route(encode, follows, &opts.name, single.as_deref());
         let sparkplug = (opts.format == PayloadFormat::SparkplugB).then(|| {
-            Box::new(SparkplugDecoder::new(
+            let d = SparkplugDecoder::new(
                 window.max_sensors,
                 opts.max_future_skew_ms,
                 opts.max_sensor_id_bytes,
-            ))
+            );
+            Box::new(if opts.ask_rebirth {
+                d.asking_rebirth()
+            } else {
+                d
+            })
         });
         Ok(Self {
             encoder,
@@ -202,6 +207,18 @@ impl Pipeline {
             closed: Vec::new(),
             topics: RouteTopics::default(),
         })
+    }
+
+    /// MQTT messages the route asks the bridge to publish (Sparkplug B rebirth requests, with
+    /// `ask_rebirth`), taken once; due only after a [`Verdict::Rejected`] `unknown_alias`.
+    pub fn take_commands(&mut self) -> Vec<crate::sparkplug::Command> {
+        match &mut self.reader {
+            Reader::Route {
+                sparkplug: Some(spb),
+                ..
+            } => spb.take_commands(),
+            _ => Vec::new(),
+        }
     }
 
     /// The same pipeline sending its records to `topics` where given; a late topic of its own

@@ -87,6 +87,10 @@ pub struct RouteOptions {
     pub no_measurement: NoMeasurement,
     pub max_future_skew_ms: i64,
     pub max_sensor_id_bytes: usize,
+    /// `sparkplug-b` only: ask a node whose DATA uses an alias no BIRTH defined to send its
+    /// BIRTH messages again (NCMD `Node Control/Rebirth`). Off by default: a bridge that only
+    /// listens must not write to the plant.
+    pub ask_rebirth: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -115,6 +119,8 @@ pub enum RouteConfigError {
     TextTimestamp(String),
     #[error("route {0:?}: format `sparkplug-b` takes its sensor ids (group/node[/device]), measurements (metric names) and event times from Sparkplug itself; leave sensor_id, timestamp, measurements and measurement unset")]
     SparkplugFields(String),
+    #[error("route {0:?}: ask_rebirth is for format `sparkplug-b` (it asks Sparkplug edge nodes for their BIRTH)")]
+    RebirthNotSparkplug(String),
     #[error("max future skew must not be negative")]
     NegativeSkew,
 }
@@ -222,6 +228,9 @@ impl RouteDecoder {
             SensorRule::Field(p) => Some(path(p)?),
             _ => None,
         };
+        if opts.ask_rebirth && opts.format != PayloadFormat::SparkplugB {
+            return Err(RouteConfigError::RebirthNotSparkplug(route));
+        }
         if opts.format == PayloadFormat::SparkplugB {
             let unset = opts.sensor_id == SensorRule::Topic
                 && opts.timestamp.is_empty()

@@ -133,6 +133,14 @@ impl Router {
         Verdict::Ignored(if excluded { "excluded" } else { "unrouted" })
     }
 
+    /// MQTT messages the routes ask the bridge to publish (see [`Pipeline::take_commands`]).
+    pub fn take_commands(&mut self) -> Vec<crate::sparkplug::Command> {
+        self.routes
+            .iter_mut()
+            .flat_map(|(_, p)| p.take_commands())
+            .collect()
+    }
+
     /// Closes the windows of sensors idle as of wall-clock `now_ms`, in every route.
     pub fn flush_idle(&mut self, now_ms: i64, out: &mut Vec<Routed>) {
         for (_, p) in &mut self.routes {
@@ -229,6 +237,7 @@ mod tests {
             no_measurement: NoMeasurement::Drop,
             max_future_skew_ms: 3_600_000,
             max_sensor_id_bytes: 256,
+            ask_rebirth: false,
         }
     }
 

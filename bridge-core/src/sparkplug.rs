@@ -70,6 +70,62 @@ pub struct SparkplugDecoder {
     max_tables: usize,
     max_future_skew_ms: i64,
     max_sensor_id_bytes: usize,
+    /// With `ask_rebirth`: the rebirth requests due and when each node was last asked.
+    rebirths: Option<Rebirths>,
+}
+
+/// The shortest time between two rebirth requests to one node: a node sends DATA while its
+/// rebirth is on its way, and each of those would otherwise ask again.
+pub const REBIRTH_INTERVAL_MS: i64 = 30_000;
+
+/// An MQTT message for the bridge to publish: topic and payload.
+pub type Command = (String, Vec<u8>);
+
+/// Rebirth requests (NCMD `Node Control/Rebirth`) for nodes whose DATA used an alias no BIRTH
+/// defined: at most one per node per [`REBIRTH_INTERVAL_MS`].
+#[derive(Debug, Clone, Default)]
+struct Rebirths {
+    /// `group/node` -> when it was last asked (arrival clock).
+    asked: HashMap<String, i64>,
+    due: Vec<Command>,
+}
+
+impl Rebirths {
+    fn ask(&mut self, group: &str, node: &str, now_ms: i64, max: usize) {
+        let key = format!("{group}/{node}");
+        if self
+            .asked
+            .get(&key)
+            .is_some_and(|t| now_ms - t < REBIRTH_INTERVAL_MS)
+        {
+            return;
+        }
+        if self.asked.len() >= max {
+            self.asked.retain(|_, t| now_ms - *t < REBIRTH_INTERVAL_MS);
+            if self.asked.len() >= max {
+                return;
+            }
+        }
+        self.asked.insert(key, now_ms);
+        self.due.push(rebirth_request(group, node, now_ms));
+    }
+}
+
+/// The NCMD that asks an edge node to send its BIRTH messages again (Sparkplug B 3.0,
+/// "Node Control/Rebirth": a Boolean metric set to true), timestamped `now_ms`.
+pub fn rebirth_request(group: &str, node: &str, now_ms: i64) -> Command {
+    let mut metric = sparkplug_rs::payload::Metric::new();
+    metric.name = Some("Node Control/Rebirth".to_owned());
+    metric.timestamp = Some(now_ms.max(0) as u64);
+    metric.datatype = Some(BOOLEAN);
+    metric.value = Some(PbValue::BooleanValue(true));
+    let mut payload = Payload::new();
+    payload.timestamp = Some(now_ms.max(0) as u64);
+    payload.metrics = vec![metric];
+    let bytes = payload
+        .write_to_bytes()
+        .expect("a payload of one boolean metric always encodes");
+    (format!("{NAMESPACE}/{group}/NCMD/{node}"), bytes)
 }
 
 // Sparkplug B datatypes (sparkplug_b.proto, DataType).
@@ -83,6 +139,7 @@ const UINT32: u32 = 7;
 const UINT64: u32 = 8;
 const FLOAT: u32 = 9;
 const DOUBLE: u32 = 10;
+const BOOLEAN: u32 = 11;
 
 impl SparkplugDecoder {
     /// At most `max_tables` nodes and devices are remembered (a BIRTH beyond that is still
@@ -93,7 +150,23 @@ impl SparkplugDecoder {
             max_tables,
             max_future_skew_ms,
             max_sensor_id_bytes,
+            rebirths: None,
         }
+    }
+
+    /// The same decoder asking a node for its BIRTH messages again (see
+    /// [`SparkplugDecoder::take_commands`]) when its DATA uses an alias that no BIRTH defined.
+    pub fn asking_rebirth(mut self) -> Self {
+        self.rebirths = Some(Rebirths::default());
+        self
+    }
+
+    /// The rebirth requests due, to publish; empties the list.
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        self.rebirths
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.due))
+            .unwrap_or_default()
     }
 
     /// Nodes and devices whose BIRTH is remembered.
@@ -192,8 +265,11 @@ impl SparkplugDecoder {
                             "{} nodes and devices are remembered already (window.max_sensors)",
                             self.max_tables
                         )
+                    } else if let Some(r) = self.rebirths.as_mut() {
+                        r.ask(group, node, arrival_ms, self.max_tables);
+                        "no BIRTH seen since the bridge started defines it; the node was asked for a rebirth (NCMD Node Control/Rebirth, at most every 30 s)".to_owned()
                     } else {
-                        "no BIRTH seen since the bridge started defines it; the node's next BIRTH will (a rebirth request is not sent)".to_owned()
+                        "no BIRTH seen since the bridge started defines it; the node's next BIRTH will (a rebirth request is not sent: ask_rebirth is off)".to_owned()
                     };
                     return Err(DecodeError::UnknownAlias(format!(
                         "metric alias {} of {key}: {why}",

@@ -367,6 +367,7 @@ fn three_measurement_router() -> edge_bridge_core::Router {
         no_measurement: NoMeasurement::DeadLetter,
         max_future_skew_ms: i64::MAX / 4,
         max_sensor_id_bytes: 256,
+        ask_rebirth: false,
     };
     let p = Pipeline::for_route(route, options(), &EncodeOptions::default(), false).unwrap();
     Router::new(vec![("devices".into(), p)]).unwrap()

@@ -294,6 +294,18 @@ impl Intake<'_> {
         Ok(drained)
     }
 
+    /// Publishes the Sparkplug B rebirth requests the routes with `ask_rebirth` made.
+    fn ask_rebirths(&mut self, source: &mut MqttSource) {
+        for (topic, payload) in self.pipeline.take_commands() {
+            if source.try_publish(&topic, payload) {
+                self.stats.rebirths_requested.fetch_add(1, Relaxed);
+                info!(topic, "Asked a Sparkplug B node for its BIRTH: its DATA used an alias no BIRTH since the start defined");
+            } else {
+                warn!(topic, "Could not send a Sparkplug B rebirth request (the MQTT client's queue is full); asked again at the node's next unknown alias after 30 s");
+            }
+        }
+    }
+
     /// Handles `first` and up to [`PUBLISHES_PER_TURN`] publishes already waiting behind it.
     async fn take(&mut self, first: Inbound, source: &mut MqttSource) -> anyhow::Result<()> {
         let mut next = Some(first);
@@ -313,6 +325,9 @@ impl Intake<'_> {
                     self.rejections.note(reason, &msg.topic, self.out)
                 }
                 _ => {}
+            }
+            if verdict == Verdict::Rejected("unknown_alias") {
+                self.ask_rebirths(source);
             }
             // The last record of a publish is its raw (or dead-letter) record: the one the
             // MQTT ack waits for (an aggregate it closed, or none, if the raw policy left the

@@ -62,7 +62,7 @@ pub struct Flags {
     /// Embedded MQTT broker address [mqtt.listen]
     #[arg(long, global = true, value_name = "ADDR")]
     pub mqtt_listen: Option<String>,
-    /// Embedded MQTT 5 listener: ADDR, :PORT on --mqtt-listen's host, or "" for none [mqtt.listen_v5]
+    /// Second embedded MQTT listener (MQTT 3.1.1 and 5, for devices set up for MQTT 5 there): ADDR, :PORT on --mqtt-listen's host, or "" for none [mqtt.listen_v5]
     #[arg(long, global = true, value_name = "ADDR")]
     pub mqtt_listen_v5: Option<String>,
     /// External MQTT broker instead of the embedded one, mqtt://host:port [mqtt.url]

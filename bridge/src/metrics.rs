@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::stats::{MqttRefusal, Stats, StreamSummary, Summary};
+use crate::stats::{MqttDisconnect, MqttRefusal, Stats, StreamSummary, Summary};
 
 /// The registry behind `/metrics`.
 pub fn registry(stats: Arc<Stats>) -> Registry {
@@ -95,6 +95,10 @@ fn families(st: &Stats, s: &Summary) -> Vec<(&'static str, &'static str, Value)>
         .iter()
         .map(|r| (r.as_str(), load(&st.mqtt_refused[*r as usize])))
         .collect();
+    let mqtt_disconnects = MqttDisconnect::ALL
+        .iter()
+        .map(|r| (r.as_str(), load(&st.mqtt_disconnects[*r as usize])))
+        .collect();
     vec![
         ("edge_bridge_readings_received", "MQTT publishes received on the subscription.", Counter(s.readings_in)),
         ("edge_bridge_received_bytes", "MQTT payload bytes received.", Counter(s.bytes_in)),
@@ -104,6 +108,7 @@ fn families(st: &Stats, s: &Summary) -> Vec<(&'static str, &'static str, Value)>
         ("edge_bridge_readings_thinned", "Readings in the aggregates that the raw policy (raw.policy) left out of the raw stream, by reason (deadband, sample).", by_reason(&raw_policy::REASONS, &st.thinned_by_reason)),
         ("edge_bridge_readings_refused", "Readings left out of the aggregates by a memory bound, by reason (still in the raw topic).", by_reason(&Refusal::REASONS, &st.refused_by_reason)),
         ("edge_bridge_messages_ignored", "Publishes dropped by the routes' rules, by reason: excluded (matched a route's exclude), no_measurement (none of the route's measurements, with no_measurement = \"drop\"), unrouted (brought by a subscription widened because routes' filters overlap, and taken by no route), control (Sparkplug B DEATH, commands, host STATE, and BIRTH or DATA without a numeric metric).", by_reason(&IGNORED_REASONS, &st.ignored_by_reason)),
+        ("edge_bridge_sparkplug_rebirths_requested", "Sparkplug B rebirth requests (NCMD Node Control/Rebirth) published to nodes whose DATA used an unknown alias (routes with ask_rebirth).", Counter(load(&st.rebirths_requested))),
         ("edge_bridge_readings_broker_dropped", "Readings the embedded broker accepted but deleted before the bridge read them.", Counter(s.broker_dropped)),
         ("edge_bridge_windows_open", "Open windows over all sensors.", Gauge(load(&st.open_windows) as f64)),
         ("edge_bridge_sensors", "Series tracked: one per sensor, and per sensor and measurement on routes with several (window.max_sensors bounds it per route).", Gauge(load(&st.sensors) as f64)),
@@ -131,6 +136,7 @@ fn families(st: &Stats, s: &Summary) -> Vec<(&'static str, &'static str, Value)>
         ("edge_bridge_mqtt_unacked_messages", "QoS 1 messages from the external broker whose record is not yet delivered or synced to the spool: the broker redelivers them after a restart.", Gauge(load(&st.mqtt_unacked) as f64)),
         ("edge_bridge_mqtt_acks_unsent", "QoS 1 acks released (the record is safe) but not yet in the MQTT client's request queue (up to 8,192 more wait there to be written).", Gauge(load(&st.mqtt_acks_unsent) as f64)),
         ("edge_bridge_mqtt_connections_refused", "Connections the embedded broker refused: failed TLS handshake, plaintext on the TLS port, bad credentials, no CONNECT.", Labelled("reason", mqtt_refused)),
+        ("edge_bridge_mqtt_disconnects", "Connections the embedded broker closed after admitting them, because the device broke a limit: packet_too_large (a packet over mqtt.max_packet_size), malformed_packet.", Labelled("reason", mqtt_disconnects)),
         ("edge_bridge_kafka_reachable", "1 if the Kafka brokers answered the last metadata probe.", Gauge(load(&st.kafka_reachable) as f64)),
         ("edge_bridge_uplink_down", "1 while records wait in the spool because the brokers stopped confirming them.", Gauge(load(&st.uplink_down) as f64)),
     ]

@@ -57,6 +57,29 @@ impl MqttRefusal {
     }
 }
 
+/// Why the embedded broker's gate closed an admitted MQTT connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqttDisconnect {
+    /// A packet over `mqtt.max_packet_size`.
+    PacketTooLarge = 0,
+    /// A packet whose length is not MQTT.
+    MalformedPacket = 1,
+}
+
+impl MqttDisconnect {
+    pub const ALL: [MqttDisconnect; 2] = [
+        MqttDisconnect::PacketTooLarge,
+        MqttDisconnect::MalformedPacket,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MqttDisconnect::PacketTooLarge => "packet_too_large",
+            MqttDisconnect::MalformedPacket => "malformed_packet",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Stats {
     /// MQTT publishes received on the subscription.
@@ -107,6 +130,10 @@ pub struct Stats {
     pub mqtt_acks_unsent: AtomicU64,
     /// Connections the embedded broker's gate refused, by [`MqttRefusal`].
     pub mqtt_refused: [AtomicU64; MqttRefusal::ALL.len()],
+    /// Sparkplug B rebirth requests published (routes with `ask_rebirth`).
+    pub rebirths_requested: AtomicU64,
+    /// Admitted connections the gate closed, by [`MqttDisconnect`].
+    pub mqtt_disconnects: [AtomicU64; MqttDisconnect::ALL.len()],
     /// Whether the Kafka brokers answered lately: the last metadata probe, or a delivery
     /// report since (0 or 1).
     pub kafka_reachable: AtomicU64,

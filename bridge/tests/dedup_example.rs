@@ -33,9 +33,7 @@ fn dataset(start_ms: i64) -> Dataset {
 
 /// Runs the example on `topic`; its counts line (stderr).
 fn dedup(brokers: &str, topic: &str, stream: &str) -> String {
-    let python = std::env::var("EDGE_EXAMPLES_PYTHON").expect(
-        "EDGE_EXAMPLES_PYTHON: run the tests through scripts/test.sh, which installs the example's Python packages",
-    );
+    let python = support::examples_python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/dedup.py");
     let out = Command::new(python)
         .args([

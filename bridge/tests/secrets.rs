@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -17,14 +15,6 @@ const KEY_PASSWORD: &str = "pw-key-c0ffee";
 const MQTT_PASSWORD: &str = "pw-mqtt-19bd2";
 const OPTION_SECRET: &str = "pw-option-5151";
 const MQTT_FIELD_PASSWORD: &str = "pw-mqtt-field-77aa";
-
-fn get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    r
-}
 
 fn assert_clean(what: &str, text: &str) {
     for secret in [
@@ -99,7 +89,7 @@ fn no_secret_in_logs_check_config_or_http() {
     // speaks no SASL, which makes librdkafka log about it).
     std::thread::sleep(Duration::from_secs(4));
     for path in ["/metrics", "/status", "/status.json", "/readyz", "/healthz"] {
-        assert_clean(path, &get(http, path));
+        assert_clean(path, &support::http_get(http, path));
     }
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

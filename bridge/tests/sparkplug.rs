@@ -3,7 +3,9 @@
 //! DEATH and rebirth with other aliases, and the node's DEATH, through Mosquitto and through
 //! the embedded broker, at QoS 1. Every aggregate is checked against the node's own account of
 //! what it sent; DATA whose aliases no BIRTH defines, and bytes that are not protobuf, are dead
-//! letters with their reasons; DEATHs are counted as control messages.
+//! letters with their reasons; DEATHs are counted as control messages. With `ask_rebirth`, a
+//! node whose BIRTHs the bridge missed is asked for them (an NCMD the node decodes with
+//! pysparkplug and answers), and its data are read from then on; without, nothing is sent.
 
 mod support;
 
@@ -24,19 +26,29 @@ const T0: i64 = 1_733_162_400_000;
 
 type Window = (u64, f64, f64, f64);
 
-async fn run(external: bool) {
-    let bridge = RouteBridge::start(ROUTES, external, "edge-bridge-sparkplug").await;
+/// With `births_missed`, the node starts with a DDATA its BIRTHs never defined for the bridge,
+/// and the Sparkplug route has `ask_rebirth = true`: the node carries on only once the bridge's
+/// rebirth request has reached it.
+async fn run(external: bool, births_missed: bool) {
+    let routes = if births_missed {
+        ROUTES.replace(
+            "raw_topic = \"raw-sparkplug\"",
+            "raw_topic = \"raw-sparkplug\"\nask_rebirth = true",
+        )
+    } else {
+        ROUTES.to_owned()
+    };
+    let bridge = RouteBridge::start(&routes, external, "edge-bridge-sparkplug").await;
     let (stats, port) = (bridge.stats.clone(), bridge.port);
 
-    let python = std::env::var("EDGE_EXAMPLES_PYTHON").expect(
-        "EDGE_EXAMPLES_PYTHON: run the tests through scripts/test.sh, which installs pysparkplug",
-    );
+    let python = support::examples_python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/sparkplug_node.py");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(script)
             .args(["--port", &port.to_string(), "--rounds", "30"])
             .args(["--start-ms", &T0.to_string()])
+            .args(births_missed.then_some("--births-missed"))
             .stderr(Stdio::inherit())
             .output()
             .unwrap()
@@ -66,9 +78,20 @@ async fn run(external: bool) {
     let unknown = by("unknown_alias").count();
     let control = by("control").count() as u64;
     assert!(
-        unknown == 2 && control == 2,
+        unknown == 2 + usize::from(births_missed) && control == 2,
         "the node sends its DEATHs and stale DATA"
     );
+    let asked = stats.rebirths_requested.load(Relaxed);
+    if births_missed {
+        assert_eq!(by("rebirth_request").count(), 1, "the node was asked");
+        // At most one request per node per 30 s: more only on a very slow run.
+        assert!(asked >= 1);
+    } else {
+        assert_eq!(
+            asked, 0,
+            "a bridge that only listens writes nothing to the plant"
+        );
+    }
 
     // The route's own raw topic; the configured one gets none of its records.
     assert_eq!(config.routes[4].raw_topic, "raw-sparkplug");
@@ -165,20 +188,36 @@ async fn run(external: bool) {
         .map(|d| d.headers["error.reason"].clone())
         .collect();
     reasons.sort();
-    assert_eq!(reasons, ["not_protobuf", "unknown_alias", "unknown_alias"]);
+    let mut want_reasons = vec!["not_protobuf"; 1];
+    want_reasons.extend(std::iter::repeat_n("unknown_alias", unknown));
+    assert_eq!(reasons, want_reasons);
     let control_i = IGNORED_REASONS
         .iter()
         .position(|r| *r == "control")
         .unwrap();
-    assert_eq!(stats.ignored_by_reason[control_i].load(Relaxed), control);
+    // The bridge's own rebirth requests come back to it through its subscription: control.
+    assert_eq!(
+        stats.ignored_by_reason[control_i].load(Relaxed),
+        control + asked
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sparkplug_through_mosquitto() {
-    run(true).await;
+    run(true, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sparkplug_through_the_embedded_broker() {
-    run(false).await;
+    run(false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebirth_asked_for_through_mosquitto() {
+    run(true, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebirth_asked_for_through_the_embedded_broker() {
+    run(false, true).await;
 }

@@ -65,15 +65,29 @@ pub struct Message {
     pub value: f64,
     pub kind: Kind,
     pub duplicate: bool,
+    /// The payload, for the text families (JSON or a number); empty for Sparkplug B.
     pub payload: String,
+    /// Sparkplug B's protobuf payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<Vec<u8>>,
+}
+
+impl Message {
+    /// The bytes published.
+    pub fn bytes(&self) -> &[u8] {
+        self.binary.as_deref().unwrap_or(self.payload.as_bytes())
+    }
 }
 
 /// An endless, deterministic stream of messages, round-robin over the sensors.
 pub struct Dataset {
     opts: DatasetOptions,
     profile: Profile,
-    /// Chatter due after the reading just returned.
-    pending: Option<Message>,
+    /// Messages due before the next reading: chatter after the reading just returned, and for
+    /// Sparkplug B the births and the reading itself.
+    pending: std::collections::VecDeque<Message>,
+    /// Sparkplug B's births and sequence numbers.
+    sparkplug: Option<crate::sparkplug::Nodes>,
     rng: ChaCha8Rng,
     /// Per sensor: the last value, for the random walk.
     last: Vec<f64>,
@@ -89,7 +103,8 @@ impl Dataset {
         Self {
             opts,
             profile: Profile::Tutorial,
-            pending: None,
+            pending: Default::default(),
+            sparkplug: None,
             rng,
             last,
             n: 0,
@@ -100,6 +115,8 @@ impl Dataset {
     /// after every [`CHATTER_EVERY`] readings.
     pub fn with_profile(mut self, profile: Profile) -> Self {
         self.profile = profile;
+        self.sparkplug = (profile == Profile::Sparkplug)
+            .then(|| crate::sparkplug::Nodes::new(self.opts.sensors));
         self
     }
 
@@ -125,8 +142,8 @@ impl Iterator for Dataset {
     type Item = Message;
 
     fn next(&mut self) -> Option<Message> {
-        if let Some(chatter) = self.pending.take() {
-            return Some(chatter);
+        if let Some(m) = self.pending.pop_front() {
+            return Some(m);
         }
         let sensors = u64::from(self.opts.sensors.max(1));
         let k = (self.n % sensors) as usize;
@@ -152,36 +169,68 @@ impl Iterator for Dataset {
         };
         let duplicate = self.rng.random::<f64>() < f.duplicate;
         let sensor = Self::sensor_id(k as u32);
-        let payload = match kind {
-            Kind::Malformed => MALFORMED[self.rng.random_range(0..MALFORMED.len())].to_owned(),
-            _ => self.profile.payload(ts_ms, value),
-        };
-        if self.n % CHATTER_EVERY == 0 {
-            self.pending = self
+        let malformed = (kind == Kind::Malformed)
+            .then(|| MALFORMED[self.rng.random_range(0..MALFORMED.len())].to_owned());
+        let chatter = self.n % CHATTER_EVERY == 0;
+        if let Some(nodes) = self.sparkplug.as_mut() {
+            let message = |topic, payload: String, binary, kind| Message {
+                sensor: sensor.clone(),
+                topic,
+                ts_ms,
+                value: if kind == Kind::Chatter { 0.0 } else { value },
+                kind,
+                duplicate: duplicate && kind != Kind::Chatter,
+                payload,
+                binary,
+            };
+            for (topic, bytes, reading) in nodes.reading(k as u32, &sensor, ts_ms, value) {
+                // A malformed reading is sent as text where its protobuf would have gone.
+                let m = match (&malformed, reading) {
+                    (Some(text), true) => message(topic, text.clone(), None, kind),
+                    (None, true) => message(topic, String::new(), Some(bytes), kind),
+                    (_, false) => message(topic, String::new(), Some(bytes), Kind::Chatter),
+                };
+                self.pending.push_back(m);
+            }
+            if chatter {
+                if let Some((topic, bytes, _)) = nodes.chatter(k as u32, ts_ms) {
+                    let m = message(topic, String::new(), Some(bytes), Kind::Chatter);
+                    self.pending.push_back(m);
+                }
+            }
+            return self.pending.pop_front();
+        }
+        let payload = malformed.unwrap_or_else(|| self.profile.payload(ts_ms, value));
+        let reading = Message {
+            topic: self
                 .profile
-                .chatter(&sensor, ts_ms, self.n / CHATTER_EVERY)
-                .map(|(topic, payload)| Message {
-                    sensor: sensor.clone(),
+                .topic(&sensor)
+                .unwrap_or_else(|| self.opts.topic_template.replace("{sensor}", &sensor)),
+            sensor: sensor.clone(),
+            ts_ms,
+            value,
+            kind,
+            duplicate,
+            payload,
+            binary: None,
+        };
+        if chatter {
+            if let Some((topic, payload)) =
+                self.profile.chatter(&sensor, ts_ms, self.n / CHATTER_EVERY)
+            {
+                self.pending.push_back(Message {
+                    sensor,
                     topic,
                     ts_ms,
                     value: 0.0,
                     kind: Kind::Chatter,
                     duplicate: false,
                     payload,
+                    binary: None,
                 });
+            }
         }
-        Some(Message {
-            topic: self
-                .profile
-                .topic(&sensor)
-                .unwrap_or_else(|| self.opts.topic_template.replace("{sensor}", &sensor)),
-            sensor,
-            ts_ms,
-            value,
-            kind,
-            duplicate,
-            payload,
-        })
+        Some(reading)
     }
 }
 

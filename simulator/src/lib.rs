@@ -5,3 +5,4 @@
 pub mod dataset;
 pub mod profile;
 pub mod publish;
+pub mod sparkplug;

@@ -26,6 +26,10 @@ pub enum Profile {
     /// `<device>/events/rpc`: JSON-RPC NotifyStatus with fractional epoch seconds; chatter:
     /// battery notifications without a measurement.
     Shelly,
+    /// Sparkplug B: each sensor a device of an edge node, BIRTH before DATA, ten metrics per
+    /// DDATA by alias (protobuf); chatter: NDATA with a boolean. Stateful (births, `seq`), so
+    /// its messages come from [`crate::sparkplug::Nodes`], not from the functions below.
+    Sparkplug,
 }
 
 /// The zone Tasmota's `Time` is written in (the bridge's example route reads it so).
@@ -46,7 +50,7 @@ impl Profile {
     /// comes from `--topic-template`.
     pub fn topic(self, sensor: &str) -> Option<String> {
         match self {
-            Profile::Tutorial => None,
+            Profile::Tutorial | Profile::Sparkplug => None,
             Profile::Zigbee2mqtt => Some(format!("zigbee2mqtt/{sensor}")),
             Profile::Tasmota => Some(format!("tele/{sensor}/SENSOR")),
             Profile::Esphome => Some(format!("esphome/{sensor}/sensor/temperature/state")),
@@ -54,10 +58,12 @@ impl Profile {
         }
     }
 
-    /// The payload of a reading of temperature `t` at event time `ts_ms`.
+    /// The payload of a reading of temperature `t` at event time `ts_ms` (empty for Sparkplug
+    /// B, whose payloads are protobuf).
     pub fn payload(self, ts_ms: i64, t: f64) -> String {
         match self {
             Profile::Tutorial => crate::dataset::payload(ts_ms, t),
+            Profile::Sparkplug => String::new(),
             Profile::Zigbee2mqtt => serde_json::json!({
                 "battery": 97, "humidity": humidity(t), "linkquality": 134,
                 "pressure": pressure(t), "temperature": t, "voltage": 2995
@@ -86,7 +92,7 @@ impl Profile {
     pub fn chatter(self, sensor: &str, ts_ms: i64, n: u64) -> Option<(String, String)> {
         let pick = n % 2 == 0;
         Some(match self {
-            Profile::Tutorial => return None,
+            Profile::Tutorial | Profile::Sparkplug => return None,
             Profile::Zigbee2mqtt if pick => {
                 ("zigbee2mqtt/bridge/state".into(), r#"{"state":"online"}"#.into())
             }

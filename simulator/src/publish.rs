@@ -230,7 +230,7 @@ pub async fn run(
         let times = if m.duplicate { 2 } else { 1 };
         for _ in 0..times {
             let sent = client
-                .publish(&m.topic, qos, false, m.payload.clone().into_bytes())
+                .publish(&m.topic, qos, false, m.bytes().to_vec())
                 .await;
             if sent.is_err() {
                 // The event loop ended: its error says why.

@@ -16,6 +16,7 @@ fn route(topics: &[&str], measurements: MeasurementSpec) -> RouteOptions {
         no_measurement: NoMeasurement::DeadLetter,
         max_future_skew_ms: 3_600_000,
         max_sensor_id_bytes: 256,
+        ask_rebirth: false,
     }
 }
 

@@ -354,3 +354,49 @@ proptest::proptest! {
         let _ = d.decode("spBv1.0/g/NDATA/n", &bytes, NOW);
     }
 }
+
+#[test]
+fn rebirth_requests_only_when_asked_for_and_at_most_every_30_s_per_node() {
+    let data = payload(
+        Some(T),
+        vec![metric(None, Some(1), None, PbValue::DoubleValue(22.0))],
+    );
+    // Off by default: a bridge that only listens writes nothing to the plant.
+    let mut quiet = decoder();
+    assert!(quiet.decode("spBv1.0/g/DDATA/n/d", &data, NOW).is_err());
+    assert!(quiet.take_commands().is_empty());
+
+    let mut d = decoder().asking_rebirth();
+    let e = d.decode("spBv1.0/g/DDATA/n/d", &data, NOW).unwrap_err();
+    assert!(e.to_string().contains("asked for a rebirth"), "{e}");
+    // The node's own DATA and another device's within 30 s: no second request.
+    let _ = d.decode("spBv1.0/g/NDATA/n", &data, NOW + 1_000);
+    let _ = d.decode("spBv1.0/g/DDATA/n/other", &data, NOW + 29_999);
+    let _ = d.decode("spBv1.0/g/DDATA/m/d", &data, NOW + 2_000);
+    let asked = d.take_commands();
+    let topics: Vec<&str> = asked.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(topics, ["spBv1.0/g/NCMD/n", "spBv1.0/g/NCMD/m"]);
+    assert!(d.take_commands().is_empty(), "taken once");
+    let _ = d.decode("spBv1.0/g/DDATA/n/d", &data, NOW + 30_000);
+    assert_eq!(d.take_commands().len(), 1, "asked again after 30 s");
+
+    // The request, as a node reads it.
+    let p = Payload::parse_from_bytes(&asked[0].1).unwrap();
+    assert_eq!(p.metrics.len(), 1);
+    let m = &p.metrics[0];
+    assert_eq!(m.name.as_deref(), Some("Node Control/Rebirth"));
+    assert_eq!(m.datatype, Some(BOOLEAN));
+    assert_eq!(m.value, Some(PbValue::BooleanValue(true)));
+    assert_eq!(p.timestamp, Some(NOW as u64));
+
+    // Once born, the node's DATA are read, and nothing is asked.
+    d.decode("spBv1.0/g/NBIRTH/n", &birth(), NOW + 31_000)
+        .unwrap();
+    let node_data = payload(
+        Some(T),
+        vec![metric(None, Some(1), None, PbValue::DoubleValue(22.0))],
+    );
+    d.decode("spBv1.0/g/NDATA/n", &node_data, NOW + 31_001)
+        .unwrap();
+    assert!(d.take_commands().is_empty());
+}

@@ -28,7 +28,13 @@ pub struct EmbeddedBroker {
     pub passwords: Option<String>,
     /// rumqttd configuration file (`mqtt.broker_config`); `None`: the built-in one.
     pub broker_config: Option<String>,
+    /// The largest packet a client may send (`mqtt.max_packet_size`).
+    pub max_packet_size: usize,
 }
+
+/// `mqtt.max_packet_size`'s bounds: room for a CONNECT with credentials and a will, and the
+/// largest remaining length MQTT can encode.
+pub const MAX_PACKET_SIZE_RANGE: std::ops::RangeInclusive<u64> = 1024..=268_435_455;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsListener {
@@ -163,6 +169,15 @@ fn embedded(m: &MqttConfig, errors: &mut Vec<String>) -> Option<EmbeddedBroker> 
     };
     let listen_v5 = listen_v5_addr(m).map_err(|e| errors.push(e)).ok();
     let tls = tls_listener(m, errors);
+    let max_packet_size = MAX_PACKET_SIZE_RANGE.contains(&m.max_packet_size);
+    if !max_packet_size {
+        errors.push(format!(
+            "mqtt.max_packet_size: {} is not between {} and {} bytes",
+            m.max_packet_size,
+            MAX_PACKET_SIZE_RANGE.start(),
+            MAX_PACKET_SIZE_RANGE.end()
+        ));
+    }
     if let (Some(listen), Some(v5)) = (listen, listen_v5) {
         if !m.tls_client_ca.is_empty() && m.passwords.is_empty() {
             for (key, addr) in [("mqtt.listen", listen), ("mqtt.listen_v5", v5)] {
@@ -180,6 +195,7 @@ fn embedded(m: &MqttConfig, errors: &mut Vec<String>) -> Option<EmbeddedBroker> 
         tls: tls?,
         passwords: optional(&m.passwords).map(str::to_owned),
         broker_config: optional(&m.broker_config).map(str::to_owned),
+        max_packet_size: max_packet_size.then_some(m.max_packet_size as usize)?,
     })
 }
 
@@ -270,6 +286,9 @@ fn external(
         ],
         "only used by the embedded broker, and mqtt.url names an external one (towards it: username, password, broker_ca, client_cert, client_key)",
     ));
+    if m.max_packet_size != MqttConfig::default().max_packet_size {
+        errors.push("mqtt.max_packet_size: only used by the embedded broker, and mqtt.url names an external one (its own configuration sets its limits)".into());
+    }
     let url = broker_url(&m.url).map_err(|e| errors.push(e)).ok();
     // Unused towards an external broker, but its default applies: a bad value is still one.
     if let Err(e) = listen_v5_addr(m) {

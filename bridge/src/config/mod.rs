@@ -62,7 +62,7 @@ impl Default for Config {
 pub struct RouteConfig {
     /// Named in the `edge.route` header, in logs and in the saved windows.
     pub name: String,
-    /// Topic filters subscribed to; they must not overlap any other filter.
+    /// Topic filters of this route (they may overlap other routes'; the first route claims).
     pub topics: Vec<String>,
     /// Filters of topics under `topics` that are not this route's (counted and dropped).
     #[serde(default)]
@@ -114,11 +114,14 @@ pub struct RouteConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub window_grace: Option<Duration>,
+    /// `sparkplug-b`: ask a node whose DATA uses an unknown alias for its BIRTH (an NCMD).
+    #[serde(default)]
+    pub ask_rebirth: bool,
 }
 
 /// Every key of a `[[routes]]` entry, for the unknown-key check (a test holds it to
 /// [`RouteConfig`]).
-pub const ROUTE_KEYS: [&str; 17] = [
+pub const ROUTE_KEYS: [&str; 18] = [
     "name",
     "topics",
     "exclude",
@@ -136,6 +139,7 @@ pub const ROUTE_KEYS: [&str; 17] = [
     "late_topic",
     "window_size",
     "window_grace",
+    "ask_rebirth",
 ];
 
 fn route_sensor_id() -> String {
@@ -168,6 +172,8 @@ pub struct MqttConfig {
     /// rumqttd configuration file for the embedded broker; empty uses the built-in one.
     #[serde(deserialize_with = "text")]
     pub broker_config: String,
+    /// Embedded broker: the largest packet a client may send (remaining length, bytes).
+    pub max_packet_size: u64,
     /// Protocol towards an external broker: "3.1.1" or "5".
     #[serde(deserialize_with = "text")]
     pub protocol: String,
@@ -218,6 +224,7 @@ impl Default for MqttConfig {
             listen: "0.0.0.0:1883".into(),
             listen_v5: ":1884".into(),
             broker_config: String::new(),
+            max_packet_size: 65536,
             url: String::new(),
             protocol: "3.1.1".into(),
             keep_alive: Duration::from_secs(30),

@@ -391,6 +391,7 @@ fn route_keys_are_every_key_of_a_route() {
         late_topic: String::new(),
         window_size: Some(std::time::Duration::from_secs(1)),
         window_grace: Some(std::time::Duration::from_secs(1)),
+        ask_rebirth: false,
     };
     let table = toml::Table::try_from(&full).unwrap();
     let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();

@@ -86,6 +86,13 @@ impl Config {
             .map(|r| {
                 let what = if r.format == "text" {
                     format!("text, measurement {:?}", r.measurement)
+                } else if r.format == "sparkplug-b" {
+                    let asks = if r.ask_rebirth {
+                        "asks nodes for a rebirth on an unknown alias"
+                    } else {
+                        "never writes to the nodes"
+                    };
+                    format!("sparkplug-b, the numeric metrics of each node and device; {asks}")
                 } else {
                     let m: Vec<String> = r
                         .measurements
@@ -265,6 +272,7 @@ impl Config {
             max_future_skew_ms: millis("decode.max_future_skew", self.decode.max_future_skew)
                 .map_err(|e| vec![e])?,
             max_sensor_id_bytes: self.decode.max_sensor_id_bytes,
+            ask_rebirth: r.ask_rebirth,
         };
         Ok((opts, window))
     }

@@ -1,8 +1,8 @@
 //! The embedded MQTT broker (rumqttd), read through an in-process link.
 //!
 //! The broker runs on its own threads; the bridge subscribes through a local link, so readings
-//! cross no socket between broker and bridge (with TLS or passwords on, sensors reach the
-//! broker through the [`super::gate`] and one loopback hop). When the link falls behind,
+//! cross no socket between broker and bridge. Sensors reach the broker through the
+//! [`super::gate`] and one loopback hop. When the link falls behind,
 //! rumqttd holds messages in its commit log and sends `Unschedule`; the link then asks for more
 //! with `wake()`.
 
@@ -32,16 +32,20 @@ use super::{Inbound, MqttError};
 /// The documented default broker configuration, compiled in.
 pub const DEFAULT_BROKER_CONFIG: &str = include_str!("../../../broker-config/rumqttd.toml");
 
-/// Where sensors connect. With TLS or passwords configured, each of these is served by the
-/// [`super::gate`], which forwards admitted clients to the broker's own loopback listeners.
+/// Where sensors connect. Each of these is served by the [`super::gate`], which forwards
+/// admitted clients to the broker's own loopback listeners, and takes MQTT 3.1.1 and 5 alike.
 #[derive(Debug, Clone)]
 pub struct Listeners {
-    /// Plaintext MQTT 3.1.1 (behind the gate: 3.1.1 and 5); `None` turns it off.
+    /// Plaintext (`mqtt.listen`); `None` turns it off.
     pub v4: Option<SocketAddr>,
-    /// Plaintext MQTT 5 (behind the gate: 3.1.1 and 5); `None` turns it off.
+    /// Plaintext too (`mqtt.listen_v5`, kept for the clients configured with it); `None` turns
+    /// it off.
     pub v5: Option<SocketAddr>,
-    /// TLS, MQTT 3.1.1 and 5; needs [`Security::tls`].
+    /// TLS; needs [`Security::tls`].
     pub tls: Option<SocketAddr>,
+    /// The largest packet a client may send, as the remaining length after its fixed header
+    /// (`mqtt.max_packet_size`): enforced by the gate and by the broker.
+    pub max_packet: usize,
 }
 
 /// What sensors must present.
@@ -54,8 +58,8 @@ pub struct Security {
 }
 
 pub struct Embedded {
-    // Kept so the link stays registered with the router.
-    _tx: LinkTx,
+    /// Keeps the link registered with the router; publishes the bridge's own messages.
+    tx: LinkTx,
     rx: LinkRx,
     pending: VecDeque<Inbound>,
     /// Commit-log offset of the last publish forwarded to the link. rumqttd keeps a bounded
@@ -87,22 +91,6 @@ fn in_use(key: &str, addr: SocketAddr, e: std::io::Error) -> MqttError {
 /// Binds the listener configured by `key`, for the gate to serve; the error names that key.
 fn bind(key: &str, addr: SocketAddr) -> Result<std::net::TcpListener, MqttError> {
     std::net::TcpListener::bind(addr).map_err(|e| in_use(key, addr, e))
-}
-
-/// Checks that rumqttd will be able to bind `addr`, which it does on its own thread, logging a
-/// failure there and carrying on. The check socket is bound but never listens: a client (or a
-/// readiness probe) that connects meanwhile is refused, rather than accepted by a socket that
-/// is about to close. (A listening check socket let a probe succeed and the connection after it
-/// be refused: the flaky end-to-end test.) SO_REUSEADDR as rumqttd's own bind has it, so that
-/// connections of a previous run in TIME_WAIT do not fail the check.
-fn check_free(key: &str, addr: SocketAddr) -> Result<(), MqttError> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)
-        .map_err(|e| MqttError::Embedded(format!("cannot open a socket for {key}: {e}")))?;
-    socket
-        .set_reuse_address(true)
-        .and_then(|()| socket.bind(&addr.into()))
-        .map_err(|e| in_use(key, addr, e))
 }
 
 /// Where to connect to reach a listener bound to `addr`: its own address, or loopback for a
@@ -194,13 +182,8 @@ impl Embedded {
                 "a TLS listener needs a certificate (mqtt.tls_cert, mqtt.tls_key)".into(),
             ));
         }
-        // What rumqttd itself binds, for the readiness wait; and the gate, if there is one.
-        let (rumqttd_listeners, gate) = if security.tls.is_some() || security.users.is_some() {
-            let (inner, gate) = behind_gate(&mut config, listeners, security, &stats)?;
-            (inner, Some(gate))
-        } else {
-            (direct(&mut config, listeners)?, None)
-        };
+        // What rumqttd itself binds, for the readiness wait; and the gate in front of it.
+        let (rumqttd_listeners, gate) = behind_gate(&mut config, listeners, security, &stats)?;
         let broker = Broker::new(config);
         let (mut tx, rx) = broker
             .link("edge-bridge")
@@ -211,15 +194,13 @@ impl Embedded {
                 .map_err(|e| MqttError::Embedded(format!("cannot subscribe to {filter}: {e}")))?;
         }
         wait_accepting(&rumqttd_listeners, &broker_thread).await?;
-        if let Some(gate) = gate {
-            gate.open(tasks);
-        }
+        gate.open(tasks);
         info!(v4 = ?listeners.v4, v5 = ?listeners.v5, tls = ?listeners.tls, filters = filters.join(", "), "Embedded MQTT broker listening");
         // The in-process link is connected and subscribed for as long as the process runs.
         stats.mqtt_connected.store(1, Relaxed);
         stats.mqtt_subscribed.store(1, Relaxed);
         Ok(Self {
-            _tx: tx,
+            tx,
             rx,
             pending: VecDeque::new(),
             last_offset: None,
@@ -257,6 +238,12 @@ impl Embedded {
                 }
             }
         }
+    }
+
+    /// Publishes `payload` on `topic` at QoS 0 without waiting; false when the link's queue is
+    /// full or the router is gone (the message is not sent).
+    pub fn try_publish(&mut self, topic: &str, payload: Vec<u8>) -> bool {
+        self.tx.try_publish(topic.to_owned(), payload).is_ok()
     }
 
     /// Publishes wait: read ahead, or held by the router, which paused the link because its
@@ -344,9 +331,10 @@ impl GateOpening {
     }
 }
 
-/// With TLS or passwords: the gate binds the public listeners and faces the sensors; rumqttd
-/// listens on loopback only. Returns rumqttd's listeners, and the gate to open once they
-/// accept.
+/// The gate binds the public listeners and faces the sensors; rumqttd listens on loopback only.
+/// Returns rumqttd's listeners, and the gate to open once they accept. The public listeners
+/// listen from here on: a sensor that connects before the gate opens waits in their backlog
+/// and is served, never refused.
 fn behind_gate(
     config: &mut rumqttd::Config,
     listeners: &Listeners,
@@ -354,6 +342,11 @@ fn behind_gate(
     stats: &Arc<Stats>,
 ) -> Result<(OwnListeners, GateOpening), MqttError> {
     let (mut v4, v5) = take_servers(config)?;
+    if listeners.v4.is_none() && listeners.v5.is_none() && listeners.tls.is_none() {
+        return Err(MqttError::Embedded(
+            "no listener: set mqtt.listen or mqtt.tls_listen".into(),
+        ));
+    }
     let public: Vec<(SocketAddr, bool, &str)> = [
         (listeners.v4, false, "mqtt.listen"),
         (listeners.v5, false, "mqtt.listen_v5"),
@@ -370,6 +363,9 @@ fn behind_gate(
     let mut inner5 = v5.unwrap_or_else(|| v4.clone());
     v4.listen = inner_v4;
     inner5.listen = inner_v5;
+    for server in [&mut v4, &mut inner5] {
+        server.connections.max_payload_size = listeners.max_packet;
+    }
     if let Some(users) = &security.users {
         // The loopback listeners check passwords too: local processes reach them without
         // passing the gate.
@@ -387,7 +383,13 @@ fn behind_gate(
     }
     config.v4 = Some([("gate-v4".to_owned(), v4)].into());
     config.v5 = Some([("gate-v5".to_owned(), inner5)].into());
-    let gate = Gate::new(security.users, inner_v4, inner_v5, stats.clone());
+    let gate = Gate::new(
+        security.users,
+        inner_v4,
+        inner_v5,
+        listeners.max_packet,
+        stats.clone(),
+    );
     let listening = bound
         .into_iter()
         .zip(&public)
@@ -399,7 +401,9 @@ fn behind_gate(
                 .map_err(|e| MqttError::Embedded(format!("listener {addr}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    info!(plaintext_v4 = ?listeners.v4, plaintext_v5 = ?listeners.v5, tls = ?listeners.tls, passwords = gate.users.as_ref().map_or(0, |u| u.len()), "Embedded MQTT broker secured");
+    if security.tls.is_some() || gate.users.is_some() {
+        info!(plaintext_v4 = ?listeners.v4, plaintext_v5 = ?listeners.v5, tls = ?listeners.tls, passwords = gate.users.as_ref().map_or(0, |u| u.len()), "Embedded MQTT broker secured");
+    }
     let inner = vec![
         (inner_v4, "the gate's loopback MQTT 3.1.1 listener"),
         (inner_v5, "the gate's loopback MQTT 5 listener"),
@@ -411,32 +415,6 @@ fn behind_gate(
             listeners: listening,
         },
     ))
-}
-
-/// Without TLS or passwords: rumqttd binds the listeners itself. Returns them.
-fn direct(config: &mut rumqttd::Config, listeners: &Listeners) -> Result<OwnListeners, MqttError> {
-    let (mut v4, v5) = take_servers(config)?;
-    let addr = listeners.v4.ok_or_else(|| {
-        MqttError::Embedded("no listener: set mqtt.listen or mqtt.tls_listen".into())
-    })?;
-    check_free("mqtt.listen", addr)?;
-    let mut rumqttd_listeners = vec![(addr, "mqtt.listen")];
-    v4.listen = addr;
-    config.v4 = Some([("v4-1".to_owned(), v4)].into());
-    config.v5 = match (listeners.v5, v5) {
-        (Some(a), Some(mut s)) => {
-            check_free("mqtt.listen_v5", a)?;
-            rumqttd_listeners.push((a, "mqtt.listen_v5"));
-            s.listen = a;
-            Some([("v5-1".to_owned(), s)].into())
-        }
-        (Some(a), None) => {
-            warn!(listen_v5 = %a, "The broker configuration (mqtt.broker_config) has no [v5.*] server: no MQTT 5 listener; add one, or set mqtt.listen_v5 to \"\"");
-            None
-        }
-        (None, _) => None,
-    };
-    Ok(rumqttd_listeners)
 }
 
 /// Runs the broker on a thread of its own (rumqttd's `start` blocks).

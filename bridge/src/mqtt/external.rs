@@ -207,6 +207,24 @@ impl External {
         self.flush_acks();
     }
 
+    /// Publishes `payload` on `topic` at QoS 0 without waiting; false when the client's
+    /// request queue is full (the message is not sent).
+    pub fn try_publish(&mut self, topic: &str, payload: Vec<u8>) -> bool {
+        match &self.client {
+            Client::V4(c) => c
+                .try_publish(topic, rumqttc::QoS::AtMostOnce, false, payload)
+                .is_ok(),
+            Client::V5(c) => c
+                .try_publish(
+                    topic,
+                    rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+                    false,
+                    payload,
+                )
+                .is_ok(),
+        }
+    }
+
     /// Acks released but not yet handed to the client's request queue.
     pub fn acks_unsent(&self) -> usize {
         self.unsent_acks.len()

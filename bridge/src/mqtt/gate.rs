@@ -1,19 +1,30 @@
-//! The embedded broker's front door when TLS or passwords are configured.
+//! The embedded broker's front door: every sensor connection passes it.
 //!
-//! rumqttd can terminate TLS itself, but it performs each handshake inside its accept loop with
-//! no time limit (one client that opens a socket and stays silent stops every later client from
-//! connecting), and it answers a wrong password by closing the socket without a CONNACK, so a
-//! sensor cannot tell a bad password from a network fault. The gate does both jobs in front of
-//! it instead: every connection gets its own task, the TLS handshake and the CONNECT packet
-//! each get a deadline, credentials are checked against the password file, and a refused client
-//! gets the CONNACK code the MQTT specification has for it (bad username or password, not
-//! authorized). An accepted connection is spliced to the broker's own listener on loopback,
-//! CONNECT included, so the broker still sees and checks everything as usual. The protocol
-//! level in CONNECT decides which broker listener (MQTT 3.1.1 or 5) it goes to, so one TLS port
-//! serves both.
+//! rumqttd alone falls short at the door in four ways, each of which leaves a device unable to
+//! connect with no reason given. It performs TLS handshakes inside its accept loop with no time
+//! limit (one client that opens a socket and stays silent stops every later client from
+//! connecting); it answers a wrong password by closing the socket without a CONNACK, so a
+//! sensor cannot tell a bad password from a network fault; it closes, without a CONNACK, every
+//! client whose CONNECT has keep-alive 0, which MQTT 3.1.1 (3.1.2.10) and 5 allow and which
+//! means "no keep-alive" (cheap firmware and test clients send it); and it closes a connection
+//! whose packet is over its size limit without naming the device in its log.
 //!
-//! Every refusal is counted by reason (`edge_bridge_mqtt_connections_refused_total`) and logged
-//! at WARN, at most once a second per reason with a count of the ones in between.
+//! The gate does these jobs in front of it: every connection gets its own task, the TLS
+//! handshake and the CONNECT packet each get a deadline, credentials are checked against the
+//! password file, and a refused client gets the CONNACK code the MQTT specification has for it
+//! (bad username or password, not authorized). An accepted connection is spliced to the
+//! broker's own listener on loopback, CONNECT included, so the broker still sees and checks
+//! everything as usual; a keep-alive of 0 is passed on as the longest one MQTT can express
+//! (65,535 s), which the broker accepts, and the gate's TCP keep-alive notices a device that
+//! vanished. On the way to the broker, the gate reads each packet's fixed header
+//! ([`super::scan`]): a packet over `mqtt.max_packet_size` ends the connection here, counted
+//! and logged with the device's client id (an MQTT 5 device is told why in a DISCONNECT). The
+//! protocol level in CONNECT decides which broker listener (MQTT 3.1.1 or 5) it goes to, so one
+//! port serves both.
+//!
+//! Every refusal is counted by reason (`edge_bridge_mqtt_connections_refused_total`, and
+//! `edge_bridge_mqtt_disconnects_total` after admission) and logged at WARN, at most once a
+//! second per reason with a count of the ones in between.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -28,9 +39,10 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
+use super::scan::{disconnect_v5, Scanner, Violation};
 use super::tls::explain_handshake_error;
 use super::users::Users;
-use crate::stats::{MqttRefusal, Stats};
+use crate::stats::{MqttDisconnect, MqttRefusal, Stats};
 use crate::tasks::Tasks;
 
 /// Time a client has for the TLS handshake and for sending CONNECT, each.
@@ -39,6 +51,12 @@ const DEADLINE: Duration = Duration::from_secs(10);
 pub(crate) const MAX_CONNECT: usize = 64 * 1024;
 /// Connections in the TLS handshake or before CONNECT at once; more are closed at once.
 const MAX_UNADMITTED: usize = 512;
+/// What a CONNECT's keep-alive of 0 ("none") is passed to the broker as: the longest MQTT can
+/// express, 18 h 12 min (rumqttd closes a connection silent for 1.5 times that).
+const NO_KEEP_ALIVE: u16 = u16::MAX;
+/// Each direction of a spliced connection reads through a buffer this large: sensor messages
+/// are small, and a gateway serves thousands of sensors.
+const SPLICE_BUFFER: usize = 2048;
 
 /// What the gate enforces, shared by all its listeners.
 pub struct Gate {
@@ -49,8 +67,11 @@ pub struct Gate {
     /// The broker's own listeners on loopback, by protocol.
     pub broker_v4: SocketAddr,
     pub broker_v5: SocketAddr,
+    /// The largest remaining length of a packet from a client (`mqtt.max_packet_size`), the
+    /// broker's own limit too.
+    pub max_packet: usize,
     pub stats: Arc<Stats>,
-    warned: Mutex<[(Option<Instant>, u64); MqttRefusal::ALL.len()]>,
+    warned: Mutex<[(Option<Instant>, u64); MqttRefusal::ALL.len() + MqttDisconnect::ALL.len()]>,
 }
 
 impl Gate {
@@ -58,12 +79,14 @@ impl Gate {
         users: Option<Arc<Users>>,
         broker_v4: SocketAddr,
         broker_v5: SocketAddr,
+        max_packet: usize,
         stats: Arc<Stats>,
     ) -> Arc<Gate> {
         Arc::new(Gate {
             users,
             broker_v4,
             broker_v5,
+            max_packet,
             stats,
             unadmitted: Arc::new(Semaphore::new(MAX_UNADMITTED)),
             warned: Mutex::new(Default::default()),
@@ -226,7 +249,7 @@ impl Gate {
             self.broker_v4
         };
         // The gate opens only once the broker accepts on these (see `embedded::GateOpening`).
-        let mut upstream = match TcpStream::connect(broker).await {
+        let upstream = match TcpStream::connect(broker).await {
             Ok(s) => s,
             Err(e) => {
                 warn!(%peer, %broker, error = %e, "Cannot reach the embedded broker's own listener; MQTT client dropped");
@@ -234,33 +257,118 @@ impl Gate {
             }
         };
         let _ = upstream.set_nodelay(true);
-        if upstream.write_all(&buf).await.is_err() {
-            return;
+        if connect.keep_alive == 0 {
+            set_keep_alive(&mut buf, NO_KEEP_ALIVE);
+            debug!(%peer, client_id = connect.client_id, "Keep-alive 0 (none) passed to the broker as {NO_KEEP_ALIVE} s");
         }
         debug!(%peer, client_id = connect.client_id, "MQTT client admitted");
         drop(permit);
-        // Ends when either side closes; errors here are ordinary disconnects. Small buffers:
-        // sensor messages are small, and a gateway serves thousands of sensors.
-        let _ =
-            tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 2048, 2048).await;
+        if let Some(violation) = self.splice(client, upstream, &buf, connect.level).await {
+            let (reason, why) = match violation {
+                Violation::TooLarge { remaining } => (
+                    MqttDisconnect::PacketTooLarge,
+                    format!(
+                        "sent a packet of {remaining} bytes (after its fixed header), over mqtt.max_packet_size ({}); raise it, or have the device send less per message",
+                        self.max_packet
+                    ),
+                ),
+                Violation::Malformed => (
+                    MqttDisconnect::MalformedPacket,
+                    "sent a packet whose length is not MQTT".to_owned(),
+                ),
+            };
+            self.disconnected(reason, peer, &connect.client_id, &why);
+        }
+    }
+
+    /// Copies both ways until either side closes (errors are ordinary disconnects), `first`
+    /// (CONNECT, and whatever came with it) first. Returns the client's violation, if that is
+    /// what ended it; an MQTT 5 client has been told.
+    async fn splice<S: AsyncRead + AsyncWrite>(
+        &self,
+        client: S,
+        upstream: TcpStream,
+        first: &[u8],
+        level: u8,
+    ) -> Option<Violation> {
+        let (mut from_client, mut to_client) = tokio::io::split(client);
+        let (mut from_broker, mut to_broker) = upstream.into_split();
+        let mut scanner = Scanner::default();
+        let violation = {
+            let up = async {
+                let mut buf = vec![0u8; SPLICE_BUFFER];
+                let mut bytes = first;
+                loop {
+                    let checked = scanner.feed(bytes, self.max_packet);
+                    let whole = checked.map_or_else(|(_, at)| at, |()| bytes.len());
+                    to_broker.write_all(&bytes[..whole]).await.ok()?;
+                    if let Err((violation, _)) = checked {
+                        return Some(violation);
+                    }
+                    let n = from_client.read(&mut buf).await.ok()?;
+                    if n == 0 {
+                        let _ = to_broker.shutdown().await;
+                        return None;
+                    }
+                    bytes = &buf[..n];
+                }
+            };
+            let down = async {
+                let mut buf = vec![0u8; SPLICE_BUFFER];
+                loop {
+                    match from_broker.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if to_client.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                v = up => v,
+                () = down => None,
+            }
+        };
+        if let (Some(v), 5) = (violation, level) {
+            let _ = to_client.write_all(&disconnect_v5(v)).await;
+        }
+        let _ = to_client.shutdown().await;
+        violation
     }
 
     fn refuse(&self, reason: MqttRefusal, peer: SocketAddr, client: &str, why: &str) {
         self.stats.mqtt_refused[reason as usize].fetch_add(1, Relaxed);
         debug!(%peer, client, reason = reason.as_str(), why, "MQTT connection refused");
+        if let Some(skipped) = self.throttle(reason as usize) {
+            warn!(%peer, client, reason = reason.as_str(), similar_since_last = skipped, "MQTT connection refused: {why}");
+        }
+    }
+
+    fn disconnected(&self, reason: MqttDisconnect, peer: SocketAddr, client: &str, why: &str) {
+        self.stats.mqtt_disconnects[reason as usize].fetch_add(1, Relaxed);
+        debug!(%peer, client, reason = reason.as_str(), why, "MQTT client disconnected");
+        if let Some(skipped) = self.throttle(MqttRefusal::ALL.len() + reason as usize) {
+            warn!(%peer, client, reason = reason.as_str(), similar_since_last = skipped, "MQTT client disconnected: {why}");
+        }
+    }
+
+    /// Whether a WARN line of this kind is written now (at most one a second), with the number
+    /// held back since the last.
+    fn throttle(&self, kind: usize) -> Option<u64> {
         let now = Instant::now();
         let mut warned = self
             .warned
             .lock()
             .expect("never poisoned: no panics inside");
-        let (last, skipped) = &mut warned[reason as usize];
+        let (last, skipped) = &mut warned[kind];
         if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
             *skipped += 1;
-            return;
+            return None;
         }
-        warn!(%peer, client, reason = reason.as_str(), similar_since_last = *skipped, "MQTT connection refused: {why}");
         *last = Some(now);
-        *skipped = 0;
+        Some(std::mem::take(skipped))
     }
 }
 
@@ -271,6 +379,8 @@ pub(crate) struct Connect {
     /// `no_connect`: neither the gate's parser nor the broker speaks it.)
     pub(crate) level: u8,
     pub(crate) client_id: String,
+    /// Seconds; 0 means none.
+    pub(crate) keep_alive: u16,
     pub(crate) login: Option<(String, String)>,
 }
 
@@ -316,6 +426,7 @@ pub(crate) async fn read_connect<S: AsyncRead + Unpin>(
             Ok(Packet::Connect(c, _, login)) => Ok(Connect {
                 level,
                 client_id: c.client_id,
+                keep_alive: c.keep_alive,
                 login: login.map(|l| (l.username, l.password)),
             }),
             Ok(_) => Err("the first packet is not CONNECT".into()),
@@ -327,6 +438,7 @@ pub(crate) async fn read_connect<S: AsyncRead + Unpin>(
             Ok(Packet::Connect(c)) => Ok(Connect {
                 level,
                 client_id: c.client_id,
+                keep_alive: c.keep_alive,
                 login: c.login.map(|l| (l.username, l.password)),
             }),
             Ok(_) => Err("the first packet is not CONNECT".into()),
@@ -335,9 +447,15 @@ pub(crate) async fn read_connect<S: AsyncRead + Unpin>(
     }
 }
 
-/// The protocol level byte of a whole CONNECT packet: after the fixed header (type byte and a
-/// 1 to 4 byte remaining length) comes the protocol name, length-prefixed, then the level.
+/// The protocol level byte of a whole CONNECT packet.
 fn protocol_level(frame: &[u8]) -> Option<u8> {
+    frame.get(level_at(frame)?).copied()
+}
+
+/// Where a CONNECT packet's protocol level is: after the fixed header (type byte and a 1 to 4
+/// byte remaining length) comes the protocol name, length-prefixed, then the level; the
+/// connect flags and the keep-alive (2 bytes) follow it.
+fn level_at(frame: &[u8]) -> Option<usize> {
     if frame.first()? >> 4 != 1 {
         return None;
     }
@@ -346,7 +464,17 @@ fn protocol_level(frame: &[u8]) -> Option<u8> {
         i += 1;
     }
     let name_len = u16::from_be_bytes([*frame.get(i + 1)?, *frame.get(i + 2)?]) as usize;
-    frame.get(i + 3 + name_len).copied()
+    Some(i + 3 + name_len)
+}
+
+/// Sets the keep-alive of the CONNECT packet at the start of `frame`, which [`read_connect`]
+/// has parsed: the same packet length, so nothing else moves.
+fn set_keep_alive(frame: &mut [u8], seconds: u16) {
+    if let Some(at) = level_at(frame).map(|l| l + 2) {
+        if let Some(field) = frame.get_mut(at..at + 2) {
+            field.copy_from_slice(&seconds.to_be_bytes());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -398,6 +526,44 @@ mod tests {
         let c = read_connect(&mut &bytes[..], &mut buf).await.unwrap();
         assert_eq!((c.level, c.client_id.as_str()), (5, "sensor-5"));
         assert_eq!(c.login, Some(("u".into(), "p".into())));
+    }
+
+    #[tokio::test]
+    async fn a_keep_alive_of_zero_is_rewritten_in_place_for_both_versions() {
+        let mut v4 = rumqttc::mqttbytes::v4::Connect::new("no-keepalive");
+        v4.keep_alive = 0;
+        v4.set_login("user", "pw");
+        let mut frame = BytesMut::new();
+        v4.write(&mut frame).unwrap();
+        let v5 = {
+            use rumqttc::v5::mqttbytes::v5::{Connect, Login};
+            let c = Connect {
+                keep_alive: 0,
+                client_id: "no-keepalive-5".into(),
+                clean_start: true,
+                properties: None,
+            };
+            let mut buf = BytesMut::new();
+            c.write(&None, &Some(Login::new("u", "p")), &mut buf)
+                .unwrap();
+            buf
+        };
+        for mut frame in [frame, v5] {
+            let mut buf = BytesMut::new();
+            let before = read_connect(&mut &frame[..], &mut buf).await.unwrap();
+            assert_eq!(before.keep_alive, 0);
+            let len = frame.len();
+            set_keep_alive(&mut frame, NO_KEEP_ALIVE);
+            assert_eq!(frame.len(), len);
+            let mut buf = BytesMut::new();
+            let after = read_connect(&mut &frame[..], &mut buf).await.unwrap();
+            assert_eq!(after.keep_alive, NO_KEEP_ALIVE);
+            assert_eq!(
+                (after.client_id, after.login, after.level),
+                (before.client_id, before.login, before.level),
+                "nothing else changed"
+            );
+        }
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ pub mod external;
 pub mod gate;
 pub mod priority;
 pub mod relay;
+pub mod scan;
 pub mod session;
 pub mod tls;
 pub mod users;
@@ -75,6 +76,15 @@ impl MqttSource {
         match self {
             MqttSource::Embedded(e) => e.try_next(),
             MqttSource::External(e) => e.try_next(),
+        }
+    }
+
+    /// Publishes the bridge's own message (a Sparkplug B rebirth request) at QoS 0, without
+    /// waiting; false if it could not be queued.
+    pub fn try_publish(&mut self, topic: &str, payload: Vec<u8>) -> bool {
+        match self {
+            MqttSource::Embedded(e) => e.try_publish(topic, payload),
+            MqttSource::External(e) => e.try_publish(topic, payload),
         }
     }
 
@@ -157,6 +167,7 @@ pub async fn start(
                 v4: e.listen,
                 v5: e.listen_v5,
                 tls: e.tls.as_ref().map(|t| t.listen),
+                max_packet: e.max_packet_size,
             };
             let security = Security {
                 tls: e

@@ -281,6 +281,24 @@ fn tool(env: &str, default: &str) -> PathBuf {
     p
 }
 
+/// The Python that has the examples' packages (paho-mqtt, pysparkplug, confluent-kafka):
+/// `EDGE_EXAMPLES_PYTHON`, which scripts/test.sh sets.
+pub fn examples_python() -> String {
+    std::env::var("EDGE_EXAMPLES_PYTHON").expect(
+        "EDGE_EXAMPLES_PYTHON: run the tests through scripts/test.sh, which installs the examples' Python packages",
+    )
+}
+
+/// `GET path` on a local HTTP port: the whole response, headers included.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    r
+}
+
 /// Wall-clock epoch milliseconds, for readings' event times.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
