@@ -23,7 +23,7 @@ pub use encode::{record_id, EncodeOptions, Encoder, IdStream, OutRecord, TopicHe
 pub mod pipeline;
 pub mod raw_policy;
 
-pub use raw_policy::RawPolicy;
+pub use raw_policy::{DailyWindow, RawPolicy};
 
 pub use pipeline::{Pipeline, RouteTopics, Routed, Stream, TopicName, Verdict, IGNORED_REASONS};
 pub mod field_path;

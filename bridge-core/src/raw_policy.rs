@@ -167,6 +167,65 @@ impl RawFilter {
     }
 }
 
+/// A daily time window in a zone, such as an uplink's off-peak hours: `22:00-06:00` runs past
+/// midnight. The deferred raw policy sends raw records only inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyWindow {
+    /// Minutes after local midnight: the window holds `start <= t < end`, or, when it runs past
+    /// midnight (`end < start`), `t >= start || t < end`.
+    start_min: u32,
+    end_min: u32,
+    zone: chrono_tz::Tz,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DailyWindowError {
+    #[error("{0:?} is not a daily window like \"22:00-06:00\" (HH:MM-HH:MM, 24-hour clock)")]
+    Syntax(String),
+    #[error("{0:?} starts and ends at the same time; leave it empty for any time of day")]
+    Empty(String),
+}
+
+impl DailyWindow {
+    /// Parses `HH:MM-HH:MM`, read in `zone`.
+    pub fn parse(text: &str, zone: chrono_tz::Tz) -> Result<Self, DailyWindowError> {
+        let syntax = || DailyWindowError::Syntax(text.to_owned());
+        let minutes = |hm: &str| -> Option<u32> {
+            let (h, m) = hm.trim().split_once(':')?;
+            let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60 && hm.trim().len() == 5).then_some(h * 60 + m)
+        };
+        let (a, b) = text.split_once('-').ok_or_else(syntax)?;
+        let (start_min, end_min) = (
+            minutes(a).ok_or_else(syntax)?,
+            minutes(b).ok_or_else(syntax)?,
+        );
+        if start_min == end_min {
+            return Err(DailyWindowError::Empty(text.to_owned()));
+        }
+        Ok(Self {
+            start_min,
+            end_min,
+            zone,
+        })
+    }
+
+    /// Whether the wall-clock instant `now_ms` falls inside the window, on the local clock of
+    /// its zone (at a daylight-saving change the local clock jumps, and the window with it).
+    pub fn contains(&self, now_ms: i64) -> bool {
+        use chrono::{TimeZone, Timelike};
+        let Some(local) = self.zone.timestamp_millis_opt(now_ms).single() else {
+            return false;
+        };
+        let t = local.hour() * 60 + local.minute();
+        if self.start_min < self.end_min {
+            (self.start_min..self.end_min).contains(&t)
+        } else {
+            t >= self.start_min || t < self.end_min
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +366,42 @@ mod tests {
         ] {
             assert_eq!(RawFilter::new(p, 1).unwrap_err(), e);
         }
+    }
+
+    #[test]
+    fn daily_windows_in_a_zone_and_past_midnight() {
+        // 2024-12-02T21:30:00Z: 22:30 in Berlin (UTC+1 in winter).
+        let t = 1_733_175_000_000;
+        let hour = 3_600_000;
+        let night = DailyWindow::parse("22:00-06:00", chrono_tz::Europe::Berlin).unwrap();
+        assert!(night.contains(t));
+        assert!(night.contains(t + 7 * hour), "05:30 the next morning");
+        assert!(!night.contains(t + 8 * hour), "06:30");
+        assert!(!night.contains(t - hour), "21:30");
+        let utc = DailyWindow::parse("22:00-06:00", chrono_tz::UTC).unwrap();
+        assert!(!utc.contains(t), "21:30 UTC");
+        let day = DailyWindow::parse("09:00-17:30", chrono_tz::UTC).unwrap();
+        assert!(day.contains(t - 5 * hour), "16:30");
+        assert!(!day.contains(t - 4 * hour), "17:30 is the end, outside");
+        for bad in [
+            "22-06",
+            "22:00",
+            "25:00-06:00",
+            "22:00-06:60",
+            "2:00-06:00",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    DailyWindow::parse(bad, chrono_tz::UTC),
+                    Err(DailyWindowError::Syntax(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            DailyWindow::parse("06:00-06:00", chrono_tz::UTC),
+            Err(DailyWindowError::Empty("06:00-06:00".into()))
+        );
     }
 }

@@ -167,3 +167,84 @@ async fn deadband_sends_what_it_says_and_acknowledges_the_rest() {
         "messages of readings left out were redelivered: their acks were never sent"
     );
 }
+
+/// A daily window that does not hold `now_ms`: the hour that starts two hours later (UTC).
+fn window_closed_at(now_ms: i64) -> String {
+    let hour = (now_ms / 3_600_000 + 2) % 24;
+    format!("{hour:02}:00-{:02}:00", (hour + 1) % 24)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_raw_waits_in_the_spool_for_its_window_and_the_aggregates_do_not() {
+    let kafka = Tansu::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = support::bridge_config(&kafka.brokers, state.path());
+    config.raw.policy = "deferred".into();
+    config.raw.send_window = window_closed_at(support::now_ms());
+    assert!(matches!(config.raw_deferral(), Ok(Some(Some(_)))));
+    let port = support::port_of(&config.mqtt.listen);
+
+    // Outside the window: readings in, aggregates out, raw records held in the spool.
+    let stats = Arc::new(Stats::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let bridge = support::spawn_bridge(config.clone(), stats.clone(), async {
+        let _ = stop_rx.await;
+    })
+    .await;
+    let start_ms = support::now_ms() - 300_000;
+    let messages: Vec<_> = dataset(start_ms).take(READINGS as usize).collect();
+    support::publish(port, dataset(start_ms), READINGS, None, "sim-deferred").await;
+    let emitted = support::wait_all_in_and_closed(&stats, READINGS).await as u64;
+    wait_for("the aggregates", || {
+        stats.stream(Stream::Aggregate).delivered.load(Relaxed) >= emitted
+    })
+    .await;
+    stop_tx.send(()).unwrap();
+    bridge.await.unwrap().unwrap();
+    let s = stats.snapshot();
+    assert_eq!(
+        s.raw.delivered, 0,
+        "no raw record left the spool outside the window"
+    );
+    assert_eq!(s.raw.spooled, READINGS);
+    assert_eq!(s.aggregated, READINGS);
+    assert!(read_topic(&kafka.brokers, "raw-temperature", 0, Duration::from_secs(2)).is_empty());
+    let aggregates = read_topic(
+        &kafka.brokers,
+        "agg-temperature",
+        emitted as usize,
+        Duration::from_secs(20),
+    );
+    assert_eq!(aggregates.len() as u64, emitted);
+
+    // The next start, with no window (any time the aggregates leave the link free): the raw
+    // readings of the spool go out, in the order they came.
+    config.raw.send_window = String::new();
+    let stats = Arc::new(Stats::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let bridge = support::spawn_bridge(config, stats.clone(), async {
+        let _ = stop_rx.await;
+    })
+    .await;
+    wait_for("the deferred raw records", || {
+        stats.stream(Stream::Raw).delivered.load(Relaxed) >= READINGS
+    })
+    .await;
+    stop_tx.send(()).unwrap();
+    bridge.await.unwrap().unwrap();
+    let raw = read_topic(
+        &kafka.brokers,
+        "raw-temperature",
+        READINGS as usize,
+        Duration::from_secs(20),
+    );
+    let got: Vec<(String, i64, Vec<u8>)> = raw
+        .iter()
+        .map(|r| (r.key.clone(), r.timestamp, r.value.clone()))
+        .collect();
+    let want: Vec<(String, i64, Vec<u8>)> = messages
+        .iter()
+        .map(|m| (m.sensor.clone(), m.ts_ms, m.payload.clone().into_bytes()))
+        .collect();
+    assert_eq!(got, want);
+}

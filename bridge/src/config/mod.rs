@@ -441,6 +441,13 @@ pub struct RawConfig {
     pub deadband_absolute: f64,
     /// deadband: sent when the value moved more than this fraction of the last one sent.
     pub deadband_relative: f64,
+    /// deferred: the daily window raw records are sent in (`22:00-06:00`); empty: any time
+    /// the aggregates leave the link free.
+    #[serde(deserialize_with = "text")]
+    pub send_window: String,
+    /// deferred: the IANA zone `send_window` is read in.
+    #[serde(deserialize_with = "text")]
+    pub time_zone: String,
 }
 
 impl Default for RawConfig {
@@ -450,6 +457,8 @@ impl Default for RawConfig {
             interval: Duration::from_secs(60),
             deadband_absolute: 0.0,
             deadband_relative: 0.0,
+            send_window: String::new(),
+            time_zone: "UTC".into(),
         }
     }
 }

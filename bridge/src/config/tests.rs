@@ -524,3 +524,28 @@ fn route_mistakes_are_each_named() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn the_deferred_raw_policy_needs_the_spool_and_a_well_formed_window() {
+    let mut c = Config::default();
+    assert_eq!(c.raw_deferral(), Ok(None));
+    c.raw.send_window = "22:00-06:00".into();
+    let e = c.raw_deferral().unwrap_err();
+    assert!(e.contains("only for raw.policy = \"deferred\""), "{e}");
+    c.raw.policy = "deferred".into();
+    assert!(matches!(c.raw_deferral(), Ok(Some(Some(_)))));
+    assert_eq!(c.raw_policy(), Ok(edge_bridge_core::RawPolicy::All));
+    c.raw.send_window = String::new();
+    assert_eq!(c.raw_deferral(), Ok(Some(None)));
+    c.raw.send_window = "22-06".into();
+    let e = c.raw_deferral().unwrap_err();
+    assert!(e.starts_with("raw.send_window:"), "{e}");
+    c.raw.send_window = "22:00-06:00".into();
+    c.raw.time_zone = "Mars/Olympus".into();
+    let e = c.raw_deferral().unwrap_err();
+    assert!(e.starts_with("raw.time_zone:"), "{e}");
+    c.raw.time_zone = "Europe/Berlin".into();
+    c.spool.enabled = false;
+    let e = c.validate().unwrap_err().join("; ");
+    assert!(e.contains("spool.enabled must be true"), "{e}");
+}

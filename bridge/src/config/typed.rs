@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use edge_bridge_core::decode::{DecodeOptions, SensorIdSource};
-use edge_bridge_core::raw_policy::RawFilter;
+use edge_bridge_core::raw_policy::{DailyWindow, RawFilter};
 use edge_bridge_core::window::WindowOptions;
 use edge_bridge_core::{
     EncodeOptions, MeasurementSpec, NoMeasurement, PayloadFormat, Pipeline, RawPolicy,
     RouteOptions, RouteTopics, Router, SensorRule, TopicName,
 };
 
-use super::{Config, RecordId, RouteConfig};
+use super::{Config, RawConfig, RecordId, RouteConfig};
 
 /// The name of the one route a configuration without `[[routes]]` has (saved windows are kept
 /// under it).
@@ -342,8 +342,10 @@ impl Config {
     pub fn raw_policy(&self) -> Result<RawPolicy, String> {
         let r = &self.raw;
         let interval_ms = millis("raw.interval", r.interval)?;
+        self.raw_deferral()?;
         let policy = match r.policy.as_str() {
-            "all" => RawPolicy::All,
+            // Deferral is the outbox's: every reading is sent, later.
+            "all" | "deferred" => RawPolicy::All,
             "deadband" => RawPolicy::Deadband {
                 absolute: r.deadband_absolute,
                 relative: r.deadband_relative,
@@ -352,7 +354,7 @@ impl Config {
             "sample" => RawPolicy::Sample { interval_ms },
             other => {
                 return Err(format!(
-                    "raw.policy: {other:?} is not all, deadband or sample"
+                    "raw.policy: {other:?} is not all, deadband, sample or deferred"
                 ))
             }
         };
@@ -360,6 +362,40 @@ impl Config {
             format!("raw ({} policy): {e}; see raw.deadband_absolute, raw.deadband_relative and raw.interval", r.policy)
         })?;
         Ok(policy)
+    }
+
+    /// With `raw.policy = "deferred"`: raw, late and dead-letter records wait in the spool and
+    /// are sent only while no aggregate waits there, and inside `raw.send_window` if one is
+    /// set (`Some(None)`: any time). `None` for the other policies.
+    pub fn raw_deferral(&self) -> Result<Option<Option<DailyWindow>>, String> {
+        let r = &self.raw;
+        if r.policy != "deferred" {
+            if !r.send_window.is_empty() || r.time_zone != RawConfig::default().time_zone {
+                return Err(format!(
+                    "raw.send_window, raw.time_zone: only for raw.policy = \"deferred\" (it is {:?})",
+                    r.policy
+                ));
+            }
+            return Ok(None);
+        }
+        if !self.spool.enabled {
+            return Err("raw.policy = \"deferred\": raw records wait in the spool, so spool.enabled must be true".into());
+        }
+        let zone = r
+            .time_zone
+            .parse::<edge_bridge_core::route::Tz>()
+            .map_err(|_| {
+                format!(
+                    "raw.time_zone: {:?} is not an IANA zone name like \"Europe/Berlin\"",
+                    r.time_zone
+                )
+            })?;
+        if r.send_window.is_empty() {
+            return Ok(Some(None));
+        }
+        DailyWindow::parse(&r.send_window, zone)
+            .map(|w| Some(Some(w)))
+            .map_err(|e| format!("raw.send_window: {e}"))
     }
 
     /// The windower's options, from `[window]`.

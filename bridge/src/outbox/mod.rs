@@ -51,6 +51,7 @@ use crate::spool::fs::DiskFs;
 use crate::spool::{Handed, Lane, Spool};
 use crate::stats::Stats;
 use crate::tasks::Tasks;
+use edge_bridge_core::DailyWindow;
 use mode::{Action, Machine};
 
 /// Spooled records handed to librdkafka at most at once: enough to fill the uplink, few
@@ -116,6 +117,10 @@ pub struct Outbox<S: Sink = KafkaSink> {
     fatal: bool,
     /// One drop warning per period.
     drops: LogThrottle,
+    /// `raw.policy = "deferred"`: raw, late and dead-letter records always go to the spool,
+    /// whose raw lanes are replayed only while no aggregate waits there, and inside this
+    /// daily window if there is one.
+    deferral: Option<Option<DailyWindow>>,
 }
 
 impl Outbox<KafkaSink> {
@@ -136,6 +141,7 @@ impl Outbox<KafkaSink> {
         } else {
             None
         };
+        let deferral = config.raw_deferral().map_err(anyhow::Error::msg)?;
         Ok(Self::new(
             sink,
             events,
@@ -143,7 +149,8 @@ impl Outbox<KafkaSink> {
             probe,
             Timing::from_config(config),
             stats,
-        ))
+        )
+        .deferring_raw(deferral))
     }
 }
 
@@ -179,9 +186,31 @@ impl<S: Sink> Outbox<S> {
             rewind: false,
             fatal: false,
             drops: LogThrottle::new(Duration::from_secs(10)),
+            deferral: None,
         };
         outbox.update_gauges();
         outbox
+    }
+
+    /// The same outbox applying the deferred raw policy ([`crate::Config::raw_deferral`]);
+    /// needs a spool.
+    pub fn deferring_raw(mut self, deferral: Option<Option<DailyWindow>>) -> Self {
+        self.deferral = deferral.filter(|_| self.spool.is_some());
+        self
+    }
+
+    /// Whether new records of `stream` wait in the spool under the deferred raw policy.
+    fn defers(&self, stream: Stream) -> bool {
+        self.deferral.is_some() && stream != Stream::Aggregate
+    }
+
+    /// The spool lanes that may be replayed now: all, or under the deferred raw policy the
+    /// aggregates' alone outside its window.
+    fn replayable_lanes(&self, now_ms: i64) -> &'static [Lane] {
+        match self.deferral {
+            Some(Some(window)) if !window.contains(now_ms) => &Lane::AGGREGATES,
+            _ => &Lane::ALL,
+        }
     }
 
     pub fn sink(&self) -> &S {
@@ -210,7 +239,7 @@ impl<S: Sink> Outbox<S> {
         let mut full_since: Option<Instant> = None;
         let mut backoff = Duration::from_micros(200);
         loop {
-            if self.machine.spools() {
+            if self.machine.spools() || self.defers(routed.stream) {
                 self.spool_record(Lane::for_stream(routed.stream), &routed, carrier, made_ms);
                 return Ok(());
             }

@@ -107,13 +107,14 @@ impl<S: Sink> Outbox<S> {
     }
 
     pub(super) fn replay_spool(&mut self) {
+        let lanes = self.replayable_lanes(wall_ms());
         let Some(spool) = self.spool.as_mut() else {
             return;
         };
         while self.sink.in_flight() < REPLAY_WINDOW {
             if self.replay.is_empty() {
                 let mut batch = Vec::new();
-                match spool.next_batch(1024, &mut batch) {
+                match spool.next_batch_from(lanes, 1024, &mut batch) {
                     Ok(damaged) if damaged > 0 => {
                         self.stats.spool_damaged.fetch_add(damaged, Relaxed);
                         warn!(damaged, "Spool: skipped damaged records; they are lost");
@@ -162,8 +163,18 @@ impl<S: Sink> Outbox<S> {
                 }
             }
         }
-        // Back to direct sends once the spool is empty (the uplink is up: replay ran).
-        if spool.is_empty() && self.replay.is_empty() {
+        // Back to direct sends once the spool is empty (the uplink is up: replay ran); under
+        // the deferred raw policy, once no aggregate waits there (raw records always do).
+        let drained = if self.deferral.is_some() {
+            spool.is_empty_in(&Lane::AGGREGATES)
+                && self
+                    .replay
+                    .iter()
+                    .all(|h| !Lane::AGGREGATES.contains(&h.lane))
+        } else {
+            spool.is_empty() && self.replay.is_empty()
+        };
+        if drained {
             let actions = self
                 .machine
                 .on(mode::Event::SpoolEmpty, Instant::now(), wall_ms());

@@ -23,6 +23,10 @@ impl Lane {
         Lane::Raw,
     ];
 
+    /// The lanes of aggregates, replayed first: what the deferred raw policy lets through
+    /// outside its window.
+    pub const AGGREGATES: [Lane; 2] = [Lane::RescueAggregate, Lane::Aggregate];
+
     /// The lane a new record of `stream` is spooled to.
     pub fn for_stream(stream: Stream) -> Lane {
         match stream {

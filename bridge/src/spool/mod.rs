@@ -389,8 +389,19 @@ impl<F: Fs> Spool<F> {
     /// Hands out up to `max` records for delivery, in replay order: a lane is served only once
     /// every lane before it is empty and delivered. Only flushed records are handed out. Returns damaged records skipped on the way.
     pub fn next_batch(&mut self, max: usize, out: &mut Vec<Handed>) -> io::Result<u64> {
+        self.next_batch_from(&Lane::ALL, max, out)
+    }
+
+    /// [`Spool::next_batch`] from `lanes` only (in replay order, a prefix of [`Lane::ALL`]):
+    /// the deferred raw policy holds the raw lanes back outside its window.
+    pub fn next_batch_from(
+        &mut self,
+        lanes: &[Lane],
+        max: usize,
+        out: &mut Vec<Handed>,
+    ) -> io::Result<u64> {
         let mut damaged = 0;
-        for lane in Lane::ALL {
+        for &lane in lanes {
             let st = &mut self.lanes[lane.index()];
             if st.unread > 0 {
                 damaged += read_lane(&self.fs, lane, st, max, out)?;
@@ -449,6 +460,14 @@ impl<F: Fs> Spool<F> {
         self.lanes
             .iter()
             .all(|st| st.unread == 0 && st.in_flight.is_empty())
+    }
+
+    /// Nothing waits in `lanes` and nothing handed out of them awaits its delivery report.
+    pub fn is_empty_in(&self, lanes: &[Lane]) -> bool {
+        lanes.iter().all(|l| {
+            let st = &self.lanes[l.index()];
+            st.unread == 0 && st.in_flight.is_empty()
+        })
     }
 
     /// Records in the spool not yet delivered (waiting or handed out).
