@@ -281,5 +281,31 @@ fn bench_routes(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_routes);
+/// New series arriving while `window.max_sensors` series all have an open window: each is
+/// refused. 10,000 active sensors, 1,000 new ones per iteration.
+fn bench_at_the_sensor_bound(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sensor_bound");
+    g.throughput(Throughput::Elements(1_000));
+    let mut w = Windower::new(WindowOptions {
+        max_sensors: 10_000,
+        ..WindowOptions::default()
+    })
+    .unwrap();
+    let mut out = Vec::new();
+    let t0 = 1_733_162_400_000;
+    for k in 0..10_000 {
+        w.record(&format!("s{k}"), t0, 1.0, t0, &mut out);
+    }
+    let new: Vec<String> = (0..1_000).map(|k| format!("new{k}")).collect();
+    g.bench_function("new_series_refused_1k", |b| {
+        b.iter(|| {
+            for id in &new {
+                black_box(w.record(id, t0, 1.0, t0, &mut out));
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_routes, bench_at_the_sensor_bound);
 criterion_main!(benches);

@@ -147,6 +147,14 @@ pub struct Windower {
     sensors: HashMap<SmolStr, SensorState>,
     open_windows: usize,
     forgotten_sensors: u64,
+    /// Counts the events after which a sensor may have no open window, and so may be
+    /// forgotten: a window closing, or a new sensor refused its first window.
+    quieting: u64,
+    /// `quieting` when a scan for sensors to forget last found none. Until it moves, another
+    /// scan would find none either: at `max_sensors` with every sensor active, each new sensor
+    /// was refused after a scan of all of them (a flood of new series crawled at 9,000
+    /// messages/s).
+    fruitless_scan: Option<u64>,
 }
 
 impl Windower {
@@ -168,6 +176,8 @@ impl Windower {
             sensors: HashMap::default(),
             open_windows: 0,
             forgotten_sensors: 0,
+            quieting: 0,
+            fruitless_scan: None,
         })
     }
 
@@ -213,7 +223,9 @@ impl Windower {
 
         if ts_ms > state.watermark {
             state.watermark = ts_ms;
-            self.open_windows -= close_by_watermark(key, state, size, grace, out);
+            let closed = close_by_watermark(key, state, size, grace, out);
+            self.open_windows -= closed;
+            self.quieting += closed as u64;
         }
 
         match state
@@ -222,9 +234,10 @@ impl Windower {
         {
             Ok(i) => state.windows[i].1.add(value),
             Err(_) if self.open_windows >= self.opts.max_open_windows => {
+                self.quieting += 1;
                 return Admission::Refused(Refusal::TooManyOpenWindows {
                     limit: self.opts.max_open_windows,
-                })
+                });
             }
             Err(i) => {
                 state
@@ -239,8 +252,11 @@ impl Windower {
     /// Makes room for and inserts a new sensor.
     fn insert_sensor(&mut self, sensor: &str, ts_ms: i64, now_ms: i64) -> Result<(), Refusal> {
         if self.sensors.len() >= self.opts.max_sensors {
-            self.forget_quiet_sensors();
+            if self.fruitless_scan != Some(self.quieting) {
+                self.forget_quiet_sensors();
+            }
             if self.sensors.len() >= self.opts.max_sensors {
+                self.fruitless_scan = Some(self.quieting);
                 return Err(Refusal::TooManySensors {
                     limit: self.opts.max_sensors,
                 });
@@ -285,8 +301,9 @@ impl Windower {
         let idle = self.opts.idle_timeout_ms;
         for (key, state) in self.sensors.iter_mut() {
             if !state.windows.is_empty() && now_ms.saturating_sub(state.last_seen_ms) >= idle {
-                self.open_windows -=
-                    close_all(key, state, self.opts.size_ms, CloseCause::Idle, out);
+                let closed = close_all(key, state, self.opts.size_ms, CloseCause::Idle, out);
+                self.open_windows -= closed;
+                self.quieting += closed as u64;
             }
         }
     }
@@ -294,7 +311,9 @@ impl Windower {
     /// Closes every open window of every sensor (cause [`CloseCause::Drain`]).
     pub fn drain(&mut self, out: &mut Vec<ClosedWindow>) {
         for (key, state) in self.sensors.iter_mut() {
-            self.open_windows -= close_all(key, state, self.opts.size_ms, CloseCause::Drain, out);
+            let closed = close_all(key, state, self.opts.size_ms, CloseCause::Drain, out);
+            self.open_windows -= closed;
+            self.quieting += closed as u64;
         }
     }
 
@@ -419,6 +438,7 @@ impl Windower {
         }
         self.sensors = sensors;
         self.open_windows = open;
+        self.fruitless_scan = None;
         Ok(())
     }
 }
