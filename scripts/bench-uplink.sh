@@ -16,6 +16,9 @@
 #   ids        the defaults with record ids sent (kafka.record_id = "header")
 #   deadband   raw.policy = "deadband", 0.5 absolute, 60 s heartbeat
 #   sample     raw.policy = "sample", one reading per sensor per 10 s window
+#   deferred   raw.policy = "deferred" with raw.send_window an hour that starts two hours from
+#              now: raw records wait in the spool, and only the aggregates (and the protocol)
+#              cross the uplink: what a metered link carries outside the window
 # Prints one line per variant and rate: readings, MQTT payload bytes per reading, wire bytes
 # per reading (upstream, from the proxy), the ratio of the two, the bridge's own wire count
 # against the proxy's, and the part of it that the aggregates' producer wrote (aggregates and
@@ -30,7 +33,7 @@ cd "$(dirname "$0")/.."
 SENSORS="${BENCH_SENSORS:-1000}"
 SECONDS_EACH="${BENCH_SECONDS:-30}"
 RATES="${BENCH_RATES:-4 1}"
-VARIANTS="${BENCH_VARIANTS:-defaults before ids deadband sample}"
+VARIANTS="${BENCH_VARIANTS:-defaults before ids deadband sample deferred}"
 if [ -n "${BENCH_BIN_DIR:-}" ]; then
   BIN="$BENCH_BIN_DIR"
 else
@@ -48,7 +51,10 @@ variant_env() {
     ids) echo EDGE_BRIDGE_KAFKA_RECORD_ID=header ;;
     deadband) echo EDGE_BRIDGE_RAW_POLICY=deadband EDGE_BRIDGE_RAW_DEADBAND_ABSOLUTE=0.5 EDGE_BRIDGE_RAW_INTERVAL=60s ;;
     sample) echo EDGE_BRIDGE_RAW_POLICY=sample EDGE_BRIDGE_RAW_INTERVAL=10s ;;
-    *) echo "unknown variant $1 (defaults, before, ids, deadband, sample)" >&2; exit 2 ;;
+    deferred)
+      local h=$(((10#$(date -u +%H) + 2) % 24))
+      printf 'EDGE_BRIDGE_RAW_POLICY=deferred EDGE_BRIDGE_RAW_SEND_WINDOW=%02d:00-%02d:00\n' "$h" $(((h + 1) % 24)) ;;
+    *) echo "unknown variant $1 (defaults, before, ids, deadband, sample, deferred)" >&2; exit 2 ;;
   esac
 }
 
