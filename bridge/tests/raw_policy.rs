@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use edge_bridge::stats::Stats;
 use edge_bridge_core::raw_policy::{RawFilter, RawPolicy};
 use edge_bridge_core::Stream;
-use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Values};
+use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Message, Values};
 use support::{read_topic, Mosquitto, Tansu};
 
 const READINGS: u64 = 1_600;
@@ -29,6 +29,25 @@ fn dataset(start_ms: i64) -> Dataset {
         faults: Faults::default(),
         topic_template: "sensors/{sensor}/temperature".into(),
     })
+}
+
+/// The raw topic holds exactly these messages' readings, in this order: key, event time and
+/// payload.
+fn assert_raw_topic_holds<'a>(brokers: &str, messages: impl ExactSizeIterator<Item = &'a Message>) {
+    let want: Vec<(String, i64, Vec<u8>)> = messages
+        .map(|m| (m.sensor.clone(), m.ts_ms, m.payload.clone().into_bytes()))
+        .collect();
+    let raw = read_topic(
+        brokers,
+        "raw-temperature",
+        want.len(),
+        Duration::from_secs(20),
+    );
+    let got: Vec<(String, i64, Vec<u8>)> = raw
+        .iter()
+        .map(|r| (r.key.clone(), r.timestamp, r.value.clone()))
+        .collect();
+    assert_eq!(got, want);
 }
 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
@@ -103,21 +122,7 @@ async fn deadband_sends_what_it_says_and_acknowledges_the_rest() {
     assert_eq!(s.thinned, left_out);
     assert_eq!(s.aggregated, READINGS, "every reading is aggregated");
     assert_eq!(s.raw.delivered, expected.len() as u64);
-    let raw = read_topic(
-        &kafka.brokers,
-        "raw-temperature",
-        expected.len(),
-        Duration::from_secs(20),
-    );
-    let got: Vec<(String, i64, Vec<u8>)> = raw
-        .iter()
-        .map(|r| (r.key.clone(), r.timestamp, r.value.clone()))
-        .collect();
-    let want: Vec<(String, i64, Vec<u8>)> = expected
-        .iter()
-        .map(|m| (m.sensor.clone(), m.ts_ms, m.payload.clone().into_bytes()))
-        .collect();
-    assert_eq!(got, want);
+    assert_raw_topic_holds(&kafka.brokers, expected.into_iter());
     // Every aggregate counts every reading of its window, sent raw or not.
     let aggregates = read_topic(
         &kafka.brokers,
@@ -232,19 +237,5 @@ async fn deferred_raw_waits_in_the_spool_for_its_window_and_the_aggregates_do_no
     .await;
     stop_tx.send(()).unwrap();
     bridge.await.unwrap().unwrap();
-    let raw = read_topic(
-        &kafka.brokers,
-        "raw-temperature",
-        READINGS as usize,
-        Duration::from_secs(20),
-    );
-    let got: Vec<(String, i64, Vec<u8>)> = raw
-        .iter()
-        .map(|r| (r.key.clone(), r.timestamp, r.value.clone()))
-        .collect();
-    let want: Vec<(String, i64, Vec<u8>)> = messages
-        .iter()
-        .map(|m| (m.sensor.clone(), m.ts_ms, m.payload.clone().into_bytes()))
-        .collect();
-    assert_eq!(got, want);
+    assert_raw_topic_holds(&kafka.brokers, messages.iter());
 }

@@ -491,11 +491,11 @@ mod tests {
         buf
     }
 
-    fn v5_connect() -> BytesMut {
+    fn v5_connect(client_id: &str, keep_alive: u16) -> BytesMut {
         use rumqttc::v5::mqttbytes::v5::{Connect, Login};
         let c = Connect {
-            keep_alive: 30,
-            client_id: "sensor-5".into(),
+            keep_alive,
+            client_id: client_id.into(),
             clean_start: true,
             properties: None,
         };
@@ -521,7 +521,7 @@ mod tests {
         assert_eq!(c.login, Some(("user".into(), "pw".into())));
         assert_eq!(buf, bytes, "the bytes to forward are kept as they came");
 
-        let bytes = v5_connect();
+        let bytes = v5_connect("sensor-5", 30);
         let mut buf = BytesMut::new();
         let c = read_connect(&mut &bytes[..], &mut buf).await.unwrap();
         assert_eq!((c.level, c.client_id.as_str()), (5, "sensor-5"));
@@ -535,20 +535,7 @@ mod tests {
         v4.set_login("user", "pw");
         let mut frame = BytesMut::new();
         v4.write(&mut frame).unwrap();
-        let v5 = {
-            use rumqttc::v5::mqttbytes::v5::{Connect, Login};
-            let c = Connect {
-                keep_alive: 0,
-                client_id: "no-keepalive-5".into(),
-                clean_start: true,
-                properties: None,
-            };
-            let mut buf = BytesMut::new();
-            c.write(&None, &Some(Login::new("u", "p")), &mut buf)
-                .unwrap();
-            buf
-        };
-        for mut frame in [frame, v5] {
+        for mut frame in [frame, v5_connect("no-keepalive-5", 0)] {
             let mut buf = BytesMut::new();
             let before = read_connect(&mut &frame[..], &mut buf).await.unwrap();
             assert_eq!(before.keep_alive, 0);
