@@ -32,4 +32,4 @@ pub mod router;
 pub mod sparkplug;
 
 pub use route::{MeasurementSpec, NoMeasurement, PayloadFormat, RouteOptions, SensorRule};
-pub use router::{Router, RouterError};
+pub use router::{Restored, Router, RouterError};

@@ -473,15 +473,27 @@ impl Pipeline {
 
     /// Loads saved window state; windows it already closes are emitted to `out`. Idleness
     /// counts from wall-clock `now_ms` (see [`Windower::restore`]).
+    /// Restores saved windows; returns how many saved series were left out because they no
+    /// longer fit the route: a route that went from one measurement to several (its saved
+    /// keys name no measurement), or back (they name one). Emitted anyway, they would carry a
+    /// wrong measurement name, or a sensor id with the measurement in it.
     pub fn restore(
         &mut self,
-        snap: WindowSnapshot,
+        mut snap: WindowSnapshot,
         now_ms: i64,
         out: &mut Vec<Routed>,
-    ) -> Result<(), RestoreError> {
+    ) -> Result<usize, RestoreError> {
+        let saved = snap.sensors.len();
+        // The tutorial's sensor ids are kept whatever they hold (a payload field may hold a
+        // NUL); a route's never hold one (`BadSensorId`), so there it marks a measurement.
+        if let Reader::Route { single, .. } = self.reader {
+            snap.sensors
+                .retain(|s| s.sensor.contains(route::SERIES_SEPARATOR) != single);
+        }
+        let left_out = saved - snap.sensors.len();
         self.windower.restore(snap, now_ms, &mut self.closed)?;
         self.emit_closed(out);
-        Ok(())
+        Ok(left_out)
     }
 
     /// Closes every open window.

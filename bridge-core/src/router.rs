@@ -31,6 +31,16 @@ pub enum RouterError {
     EmptyName,
 }
 
+/// What [`Router::restore`] could not restore.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Saved routes no longer configured (renamed or removed).
+    pub unknown_routes: Vec<String>,
+    /// Routes whose saved series no longer fit them (one measurement became several, or the
+    /// reverse), with how many series were left out.
+    pub changed_routes: Vec<(String, usize)>,
+}
+
 /// The routes, in order.
 #[derive(Debug)]
 pub struct Router {
@@ -170,15 +180,22 @@ impl Router {
         saved: BTreeMap<String, WindowSnapshot>,
         now_ms: i64,
         out: &mut Vec<Routed>,
-    ) -> Result<Vec<String>, (String, RestoreError)> {
-        let mut unknown = Vec::new();
+    ) -> Result<Restored, (String, RestoreError)> {
+        let mut restored = Restored::default();
         for (name, snap) in saved {
             match self.routes.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, p)) => p.restore(snap, now_ms, out).map_err(|e| (name, e))?,
-                None => unknown.push(name),
+                Some((_, p)) => {
+                    let left_out = p
+                        .restore(snap, now_ms, out)
+                        .map_err(|e| (name.clone(), e))?;
+                    if left_out > 0 {
+                        restored.changed_routes.push((name, left_out));
+                    }
+                }
+                None => restored.unknown_routes.push(name),
             }
         }
-        Ok(unknown)
+        Ok(restored)
     }
 
     /// Open windows over all routes.
@@ -560,12 +577,35 @@ mod tests {
         assert_eq!(saved.keys().collect::<Vec<_>>(), ["tasmota", "zigbee"]);
         saved.insert("gone".into(), saved["tasmota"].clone());
         let mut fresh = router();
-        let unknown = fresh.restore(saved, NOW, &mut out).unwrap();
-        assert_eq!(unknown, ["gone"]);
+        let restored = fresh.restore(saved.clone(), NOW, &mut out).unwrap();
+        assert_eq!(
+            restored,
+            Restored {
+                unknown_routes: vec!["gone".into()],
+                changed_routes: vec![]
+            }
+        );
         assert_eq!(fresh.open_windows(), 3);
         out.clear();
         fresh.drain(&mut out);
         assert_eq!(out.len(), 3);
+
+        // Saved under a route whose measurements changed: one became several (tasmota's
+        // series under zigbee's name), several became one (zigbee's under tasmota's). Those
+        // series are left out and counted, not emitted with a wrong name.
+        let (zigbee, tasmota) = (saved["zigbee"].clone(), saved["tasmota"].clone());
+        saved.insert("zigbee".into(), tasmota);
+        saved.insert("tasmota".into(), zigbee);
+        saved.remove("gone");
+        let mut fresh = router();
+        out.clear();
+        let restored = fresh.restore(saved, NOW, &mut out).unwrap();
+        assert_eq!(
+            restored.changed_routes,
+            [("tasmota".to_owned(), 2), ("zigbee".to_owned(), 1)]
+        );
+        assert_eq!(fresh.open_windows(), 0);
+        assert!(out.is_empty());
     }
 
     #[test]

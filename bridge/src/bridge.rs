@@ -399,7 +399,7 @@ fn restore_windows(
         .flat_map(|w| &w.sensors)
         .map(|s| s.windows.len())
         .sum();
-    let gone = pipeline
+    let restored = pipeline
         .restore(saved.routes, wall_ms(), out)
         .map_err(|(route, e)| {
             anyhow::anyhow!(
@@ -407,8 +407,11 @@ fn restore_windows(
                 state::path(&config.state_dir).display()
             )
         })?;
-    if !gone.is_empty() {
-        warn!(routes = gone.join(", "), "Saved windows of routes that are no longer configured are not restored (their open windows are lost)");
+    if !restored.unknown_routes.is_empty() {
+        warn!(routes = restored.unknown_routes.join(", "), "Saved windows of routes that are no longer configured are not restored (their open windows are lost)");
+    }
+    for (route, series) in &restored.changed_routes {
+        warn!(route, series, "Saved windows of a route whose measurements changed (one became several, or several one) are not restored (their open windows are lost)");
     }
     info!(
         sensors,
