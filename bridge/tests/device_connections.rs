@@ -37,8 +37,7 @@ sys.exit(0 if info.is_published() else "no PUBACK within 10 s")
 /// `mosquitto_pub` to the bridge's broker, the payload on stdin (`-s`).
 fn pub_(port: u16, extra: &[&str], client_id: &str, topic: &str, payload: &[u8]) -> Output {
     use std::io::Write;
-    let mut child = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+    let mut child = support::mosquitto_pub(port)
         .args(["-i", client_id, "-t", topic, "-s"])
         .args(extra)
         .stdin(Stdio::piped())

@@ -10,7 +10,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -151,18 +151,9 @@ fn publish(port: u16, messages: &[(String, String)]) {
         }
     }
     for (i, topic) in topics.iter().enumerate() {
-        let mut child = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-q",
-                "1",
-                "-V",
-                "mqttv311",
-            ])
-            .args(["-i", &format!("family-pub-{i}"), "-t", topic, "-l"])
+        let mut child = support::mosquitto_pub(port)
+            .args(["-V", "mqttv311", "-i", &format!("family-pub-{i}")])
+            .args(["-t", topic, "-l"])
             .stdin(Stdio::piped())
             .spawn()
             .expect("mosquitto_pub (Debian's mosquitto-clients; scripts/test.sh installs it)");

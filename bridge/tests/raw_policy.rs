@@ -7,14 +7,12 @@ mod support;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use edge_bridge::stats::Stats;
 use edge_bridge_core::raw_policy::{RawFilter, RawPolicy};
 use edge_bridge_core::Stream;
 use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Message, Values};
-use support::{read_topic, Mosquitto, Tansu};
+use support::{read_topic, wait_for, Mosquitto, Running, Tansu};
 
 const READINGS: u64 = 1_600;
 const SENSORS: u32 = 8;
@@ -50,14 +48,6 @@ fn assert_raw_topic_holds<'a>(brokers: &str, messages: impl ExactSizeIterator<It
     assert_eq!(got, want);
 }
 
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadband_sends_what_it_says_and_acknowledges_the_rest() {
     let kafka = Tansu::start();
@@ -72,12 +62,8 @@ async fn deadband_sends_what_it_says_and_acknowledges_the_rest() {
     let policy = config.raw_policy().unwrap();
     assert!(matches!(policy, RawPolicy::Deadband { .. }));
 
-    let stats = Arc::new(Stats::default());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = support::spawn_bridge(config.clone(), stats.clone(), async {
-        let _ = stop_rx.await;
-    })
-    .await;
+    let bridge = Running::start(config.clone()).await;
+    let stats = bridge.stats.clone();
     support::wait_subscribed(&stats).await;
     let now = support::now_ms();
     let start_ms = now - 300_000;
@@ -115,8 +101,7 @@ async fn deadband_sends_what_it_says_and_acknowledges_the_rest() {
         stats.stream(Stream::Raw).delivered.load(Relaxed) >= expected.len() as u64
     })
     .await;
-    stop_tx.send(()).unwrap();
-    bridge.await.unwrap().unwrap();
+    bridge.stop().await;
 
     let s = stats.snapshot();
     assert_eq!(s.thinned, left_out);
@@ -147,12 +132,8 @@ async fn deadband_sends_what_it_says_and_acknowledges_the_rest() {
     }
 
     // Every message was acknowledged: the same session gets nothing redelivered.
-    let stats2 = Arc::new(Stats::default());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = support::spawn_bridge(config, stats2.clone(), async {
-        let _ = stop_rx.await;
-    })
-    .await;
+    let bridge = Running::start(config).await;
+    let stats2 = bridge.stats.clone();
     support::wait_subscribed(&stats2).await;
     // A marker published after the reconnect arrives after any redelivery would have.
     support::publish(
@@ -164,8 +145,7 @@ async fn deadband_sends_what_it_says_and_acknowledges_the_rest() {
     )
     .await;
     wait_for("the marker", || stats2.readings_in.load(Relaxed) >= 1).await;
-    stop_tx.send(()).unwrap();
-    bridge.await.unwrap().unwrap();
+    bridge.stop().await;
     assert_eq!(
         stats2.readings_in.load(Relaxed),
         1,
@@ -190,12 +170,8 @@ async fn deferred_raw_waits_in_the_spool_for_its_window_and_the_aggregates_do_no
     let port = support::port_of(&config.mqtt.listen);
 
     // Outside the window: readings in, aggregates out, raw records held in the spool.
-    let stats = Arc::new(Stats::default());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = support::spawn_bridge(config.clone(), stats.clone(), async {
-        let _ = stop_rx.await;
-    })
-    .await;
+    let bridge = Running::start(config.clone()).await;
+    let stats = bridge.stats.clone();
     let start_ms = support::now_ms() - 300_000;
     let messages: Vec<_> = dataset(start_ms).take(READINGS as usize).collect();
     support::publish(port, dataset(start_ms), READINGS, None, "sim-deferred").await;
@@ -204,8 +180,7 @@ async fn deferred_raw_waits_in_the_spool_for_its_window_and_the_aggregates_do_no
         stats.stream(Stream::Aggregate).delivered.load(Relaxed) >= emitted
     })
     .await;
-    stop_tx.send(()).unwrap();
-    bridge.await.unwrap().unwrap();
+    bridge.stop().await;
     let s = stats.snapshot();
     assert_eq!(
         s.raw.delivered, 0,
@@ -225,17 +200,12 @@ async fn deferred_raw_waits_in_the_spool_for_its_window_and_the_aggregates_do_no
     // The next start, with no window (any time the aggregates leave the link free): the raw
     // readings of the spool go out, in the order they came.
     config.raw.send_window = String::new();
-    let stats = Arc::new(Stats::default());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = support::spawn_bridge(config, stats.clone(), async {
-        let _ = stop_rx.await;
-    })
-    .await;
+    let bridge = Running::start(config).await;
+    let stats = bridge.stats.clone();
     wait_for("the deferred raw records", || {
         stats.stream(Stream::Raw).delivered.load(Relaxed) >= READINGS
     })
     .await;
-    stop_tx.send(()).unwrap();
-    bridge.await.unwrap().unwrap();
+    bridge.stop().await;
     assert_raw_topic_holds(&kafka.brokers, messages.iter());
 }

@@ -5,10 +5,9 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edge_bridge::stats::Stats;
 use support::{Mosquitto, Tansu};
@@ -28,39 +27,15 @@ measurements = { temperature = "/SHT3X/Temperature" }
 "#;
 
 fn pub_(port: u16, topic: &str, payload: &str, retain: bool) {
-    let mut cmd = Command::new("mosquitto_pub");
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-q",
-        "1",
-        "-t",
-        topic,
-        "-m",
-        payload,
-    ]);
+    let mut cmd = support::mosquitto_pub(port);
+    cmd.args(["-t", topic, "-m", payload]);
     if retain {
         cmd.arg("-r");
     }
-    let status = cmd
+    assert!(cmd
         .status()
-        .expect("mosquitto_pub (Debian's mosquitto-clients; scripts/test.sh installs it)");
-    assert!(status.success());
-}
-
-/// Waits until `n` publishes were aggregated.
-async fn wait_aggregated(stats: &Stats, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stats.aggregated.load(Relaxed) < n {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} aggregated",
-            stats.aggregated.load(Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        .expect("mosquitto_pub (Debian's mosquitto-clients; scripts/test.sh installs it)")
+        .success());
 }
 
 /// One run of the bridge on `routes`, with the same client id and state directory each time;
@@ -78,20 +53,18 @@ async fn run(
         .routes;
     config.mqtt.url = format!("mqtt://127.0.0.1:{}", mosquitto.port);
     config.mqtt.client_id = "edge-bridge-session".into();
-    let stats = Arc::new(Stats::default());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = support::spawn_bridge(config, stats.clone(), async {
-        let _ = stop_rx.await;
-    })
-    .await;
+    let bridge = support::Running::start(config).await;
+    let stats = bridge.stats.clone();
     support::wait_subscribed(&stats).await;
     let port = mosquitto.port;
     tokio::task::spawn_blocking(move || during(port))
         .await
         .unwrap();
-    wait_aggregated(&stats, 1).await;
-    let _ = stop_tx.send(());
-    bridge.await.unwrap().unwrap();
+    support::wait_for("one publish aggregated", || {
+        stats.aggregated.load(Relaxed) >= 1
+    })
+    .await;
+    bridge.stop().await;
     stats
 }
 

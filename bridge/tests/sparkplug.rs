@@ -62,8 +62,7 @@ async fn run(external: bool, births_missed: bool) {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     // Bytes that are not protobuf, from a third-party client too.
-    let garbage = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+    let garbage = support::mosquitto_pub(port)
         .args(["-t", "spBv1.0/plant/DDATA/edge1/dev0", "-m", "not protobuf"])
         .status()
         .expect("mosquitto_pub (Debian's mosquitto-clients; scripts/test.sh installs it)");

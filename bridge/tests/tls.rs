@@ -17,14 +17,14 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edge_bridge::stats::{MqttRefusal, Stats};
 use edge_bridge::Config;
 use edge_sim::dataset::{Dataset, DatasetOptions, Faults, Values};
 use edge_sim::publish::{Report, Security};
 use support::pki::Pki;
-use support::{free_port, read_topic, Mosquitto, Tansu};
+use support::{free_port, read_topic, wait_for, Mosquitto, Tansu};
 
 const USER: &str = "sensor-gw";
 const PASSWORD: &str = "correct horse battery";
@@ -58,14 +58,6 @@ fn creds(password: &str, ca: Option<&Path>) -> Security {
         password: Some(password.into()),
         ca_file: ca.map(Path::to_owned),
         client_cert: None,
-    }
-}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -183,6 +183,53 @@ pub async fn wait_all_in_and_closed(stats: &edge_bridge::stats::Stats, publishes
     }
 }
 
+/// A bridge running in this process until [`Running::stop`].
+pub struct Running {
+    pub stats: std::sync::Arc<edge_bridge::stats::Stats>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    bridge: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Starts `config` (see [`spawn_bridge`]) with fresh statistics.
+    pub async fn start(config: edge_bridge::Config) -> Running {
+        let stats = std::sync::Arc::new(edge_bridge::stats::Stats::default());
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let bridge = spawn_bridge(config, stats.clone(), async {
+            let _ = stop_rx.await;
+        })
+        .await;
+        Running {
+            stats,
+            stop,
+            bridge,
+        }
+    }
+
+    /// A clean stop; the bridge must end without an error.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.bridge.await.unwrap().unwrap();
+    }
+}
+
+/// Waits up to 60 s for `done`, polling every 50 ms; fails naming `what`.
+pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `mosquitto_pub` (Debian's mosquitto-clients; scripts/test.sh installs it) to
+/// `127.0.0.1:port` at QoS 1; the caller adds the rest.
+pub fn mosquitto_pub(port: u16) -> Command {
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"]);
+    cmd
+}
+
 /// A bridge on `routes` (a configuration file's `[[routes]]`) for the route tests: tansu, and
 /// Mosquitto in front when `external` (client id `client_id`), else the embedded broker on
 /// `port`. Runs until [`RouteBridge::stop`].
@@ -194,8 +241,7 @@ pub struct RouteBridge {
     pub stats: std::sync::Arc<edge_bridge::stats::Stats>,
     /// Where publishers connect: Mosquitto, or the embedded broker.
     pub port: u16,
-    stop: tokio::sync::oneshot::Sender<()>,
-    bridge: tokio::task::JoinHandle<anyhow::Result<()>>,
+    running: Running,
 }
 
 impl RouteBridge {
@@ -216,24 +262,18 @@ impl RouteBridge {
             None => port_of(&config.mqtt.listen),
         };
         config.validate().unwrap();
-        let stats = std::sync::Arc::new(edge_bridge::stats::Stats::default());
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let bridge = spawn_bridge(config.clone(), stats.clone(), async {
-            let _ = stop_rx.await;
-        })
-        .await;
+        let running = Running::start(config.clone()).await;
         if external {
-            wait_subscribed(&stats).await;
+            wait_subscribed(&running.stats).await;
         }
         RouteBridge {
             kafka,
             mosquitto,
             state,
             config,
-            stats,
+            stats: running.stats.clone(),
             port,
-            stop,
-            bridge,
+            running,
         }
     }
 
@@ -246,8 +286,7 @@ impl RouteBridge {
         edge_bridge::Config,
         tempfile::TempDir,
     ) {
-        let _ = self.stop.send(());
-        self.bridge.await.unwrap().unwrap();
+        self.running.stop().await;
         (self.kafka, self.mosquitto, self.config, self.state)
     }
 }
