@@ -19,6 +19,8 @@
 #   deferred   raw.policy = "deferred" with raw.send_window an hour that starts two hours from
 #              now: raw records wait in the spool, and only the aggregates (and the protocol)
 #              cross the uplink: what a metered link carries outside the window
+#   split      kafka.raw_brokers = a second local tansu (the site's broker): raw, late and dead
+#              letters go there, and only the aggregates cross the metered uplink
 # Prints one line per variant and rate: readings, MQTT payload bytes per reading, wire bytes
 # per reading (upstream, from the proxy), the ratio of the two, the bridge's own wire count
 # against the proxy's, and the part of it that the aggregates' producer wrote (aggregates and
@@ -33,7 +35,7 @@ cd "$(dirname "$0")/.."
 SENSORS="${BENCH_SENSORS:-1000}"
 SECONDS_EACH="${BENCH_SECONDS:-30}"
 RATES="${BENCH_RATES:-4 1}"
-VARIANTS="${BENCH_VARIANTS:-defaults before ids deadband sample deferred}"
+VARIANTS="${BENCH_VARIANTS:-defaults before ids deadband sample deferred split}"
 if [ -n "${BENCH_BIN_DIR:-}" ]; then
   BIN="$BENCH_BIN_DIR"
 else
@@ -54,7 +56,8 @@ variant_env() {
     deferred)
       local h=$(((10#$(date -u +%H) + 2) % 24))
       printf 'EDGE_BRIDGE_RAW_POLICY=deferred EDGE_BRIDGE_RAW_SEND_WINDOW=%02d:00-%02d:00\n' "$h" $(((h + 1) % 24)) ;;
-    *) echo "unknown variant $1 (defaults, before, ids, deadband, sample, deferred)" >&2; exit 2 ;;
+    split) ;; # kafka.raw_brokers is set in run(), which starts the second cluster
+    *) echo "unknown variant $1 (defaults, before, ids, deadband, sample, deferred, split)" >&2; exit 2 ;;
   esac
 }
 
@@ -78,8 +81,20 @@ run() {
   local proxy=$!
   pids+=("$proxy")
   wait_port "$PROXY"
-  # shellcheck disable=SC2046 # the variant's settings are words on purpose
-  env $(variant_env "$variant") ${BENCH_ENV:-} EDGE_BRIDGE_WINDOW_IDLE_TIMEOUT=2s EDGE_BRIDGE_LOG_SUMMARY_INTERVAL=1s \
+  local split_env="" site=""
+  if [ "$variant" = split ]; then
+    # The site's own broker, on the gateway's network: not behind the metered proxy.
+    local SITE
+    SITE=$(free_ports 1)
+    "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$SITE" --advertised-listener-url "tcp://127.0.0.1:$SITE" \
+      --storage-engine memory://tansu/ --silent >"$dir/tansu-site.log" 2>&1 &
+    site=$!
+    pids+=("$site")
+    wait_port "$SITE"
+    split_env="EDGE_BRIDGE_KAFKA_RAW_BROKERS=127.0.0.1:$SITE"
+  fi
+  # shellcheck disable=SC2046,SC2086 # the variant's settings are words on purpose
+  env $(variant_env "$variant") $split_env ${BENCH_ENV:-} EDGE_BRIDGE_WINDOW_IDLE_TIMEOUT=2s EDGE_BRIDGE_LOG_SUMMARY_INTERVAL=1s \
     EDGE_BRIDGE_WINDOW_MAX_SENSORS=$((SENSORS * 2)) \
     "$BIN/edge-bridge" --mqtt-listen "127.0.0.1:$MQTT" --kafka-brokers "127.0.0.1:$PROXY" \
     --state-dir "$dir/state" >"$dir/summary.txt" 2>"$dir/bridge.log" &
@@ -102,8 +117,8 @@ run() {
   wait "$bridge" || true
   kill -TERM "$proxy"
   wait "$proxy" || true
-  kill "$tansu"
-  wait "$tansu" 2>/dev/null || true
+  kill "$tansu" $site
+  wait "$tansu" $site 2>/dev/null || true
   pids=()
   python3 - "$variant" "$rate" "$dir/summary.txt" "$dir/proxy.counts" <<'PY'
 import re, sys
@@ -113,8 +128,11 @@ if not m or int(m.group(1)) == 0:
     sys.exit(f"{variant} at {rate}/s: the bridge took in no reading; see its log")
 readings, mqtt_bytes = int(m.group(1)), int(m.group(2))
 wire = max(int(re.search(r"upstream=(\d+)", counts).group(1)), 1)
-own = re.search(r"uplink: (\d+) bytes on the wire.*?the raw stream (\d+)\)", summary)
-own, own_raw = (int(own.group(1)), int(own.group(2))) if own else (0, 0)
+own = re.search(r"uplink: (\d+) bytes on the wire", summary)
+own = int(own.group(1)) if own else 0
+# With kafka.raw_brokers the uplink carries the aggregates' producer alone.
+own_raw = re.search(r"uplink: \d+ bytes on the wire.*?the raw stream (\d+)\)", summary)
+own_raw = int(own_raw.group(1)) if own_raw else 0
 aggs = re.search(r"aggregate: produced \d+, delivered (\d+)", summary)
 aggs = int(aggs.group(1)) if aggs else 0
 print(f"{variant:>9} {rate:>4}/s  {readings:>7} readings  {mqtt_bytes/readings:6.2f} MQTT B/reading  "

@@ -6,6 +6,7 @@
 //! done prefix.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug)]
 pub struct AckQueue<T> {
@@ -55,6 +56,53 @@ impl<T> AckQueue<T> {
 
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+}
+
+/// One [`AckQueue`] shared by the outboxes of both clusters (`kafka.raw_brokers`): a message's
+/// record may go to either, and its ack must still leave in arrival order. Only the main
+/// loop touches it, so the lock is never contended.
+#[derive(Debug)]
+pub struct SharedAcks<T>(Arc<Mutex<AckQueue<T>>>);
+
+impl<T> Clone for SharedAcks<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Default for SharedAcks<T> {
+    fn default() -> Self {
+        Self(Arc::default())
+    }
+}
+
+impl<T> SharedAcks<T> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, AckQueue<T>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// See [`AckQueue::push`].
+    pub fn push(&self, token: T) -> u64 {
+        self.queue().push(token)
+    }
+
+    /// See [`AckQueue::done`].
+    pub fn done(&self, seq: u64) {
+        self.queue().done(seq)
+    }
+
+    /// See [`AckQueue::pop_ready`].
+    pub fn pop_ready(&self) -> Option<T> {
+        self.queue().pop_ready()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue().is_empty()
     }
 }
 

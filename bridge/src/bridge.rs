@@ -25,8 +25,8 @@ use crate::http;
 use crate::log_throttle::LogThrottle;
 use crate::mqtt::external::AckToken;
 use crate::mqtt::{Inbound, MqttSource};
-use crate::outbox::Outbox;
-use crate::sink::{Sink, SinkError, TopicAdmin};
+use crate::outbox::Uplinks;
+use crate::sink::{SinkError, TopicAdmin};
 use crate::state;
 use crate::stats::Stats;
 use crate::tasks::Tasks;
@@ -56,7 +56,7 @@ pub struct Bridge {
     config: Config,
     stats: Arc<Stats>,
     pipeline: Router,
-    outbox: Outbox,
+    outbox: Uplinks,
     source: MqttSource,
     /// Every background task, stopped when the bridge stops.
     tasks: Tasks,
@@ -95,7 +95,7 @@ impl Bridge {
                 config.state_dir.display()
             )
         })?;
-        let mut outbox = Outbox::open(&config, stats.clone(), &tasks)?;
+        let mut outbox = Uplinks::open(&config, stats.clone(), &tasks)?;
         if !config.http.listen.is_empty() {
             let addr = config
                 .http
@@ -109,7 +109,9 @@ impl Bridge {
             http::serve(addr, stats.clone(), readiness, &tasks).await?;
         }
         if config.kafka.create_topics {
-            create_topics(outbox.sink().admin_handle(), &config, &tasks).await?;
+            for admin in outbox.topic_admins() {
+                create_topics(admin, &tasks).await?;
+            }
         }
 
         let mut out: Vec<Routed> = Vec::new();
@@ -127,6 +129,7 @@ impl Bridge {
         info!(
             topics = pipeline.subscriptions().join(", "),
             brokers = config.kafka.brokers,
+            raw_brokers = config.kafka.raw_brokers,
             raw = config.kafka.raw_topic,
             aggregates = config.kafka.agg_topic,
             "Bridge running"
@@ -260,7 +263,7 @@ impl Bridge {
 /// What handling a publish needs: the pipeline, and where its records go.
 struct Intake<'a> {
     pipeline: &'a mut Router,
-    outbox: &'a mut Outbox,
+    outbox: &'a mut Uplinks,
     stats: &'a Stats,
     rejections: &'a mut RateLimitedWarn,
     out: &'a mut Vec<Routed>,
@@ -347,21 +350,20 @@ impl Intake<'_> {
 
 /// Creates missing topics. At the edge the uplink may be down at start: then the bridge
 /// starts anyway (records wait, in the spool if need be) and keeps trying in the background.
-async fn create_topics(admin: TopicAdmin, config: &Config, tasks: &Tasks) -> anyhow::Result<()> {
+async fn create_topics(admin: TopicAdmin, tasks: &Tasks) -> anyhow::Result<()> {
     const WAIT: Duration = Duration::from_secs(5);
-    match tokio::time::timeout(WAIT, admin.create_topics(&config.kafka)).await {
+    match tokio::time::timeout(WAIT, admin.create_topics()).await {
         Ok(Ok(())) => return Ok(()),
         Ok(Err(e @ SinkError::CreateTopic { .. })) => {
             return Err(e).context("creating the Kafka topics")
         }
         Ok(Err(e)) => warn!(error = %e, "Cannot create the topics now; starting anyway and retrying in the background"),
-        Err(_) => warn!(brokers = config.kafka.brokers, "The Kafka brokers did not answer within {WAIT:?}; starting anyway and creating the topics in the background"),
+        Err(_) => warn!(brokers = admin.brokers, "The Kafka brokers did not answer within {WAIT:?}; starting anyway and creating the topics in the background"),
     }
-    let kafka = config.kafka.clone();
     tasks.spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
-            match admin.create_topics(&kafka).await {
+            match admin.create_topics().await {
                 Ok(()) => {
                     info!("Topics checked and created where missing");
                     return;
@@ -438,7 +440,7 @@ fn save_windows(config: &Config, pipeline: &Router, clean: bool) -> bool {
     }
 }
 
-async fn release_acks(outbox: &mut Outbox, source: &mut MqttSource, stats: &Stats) {
+async fn release_acks(outbox: &mut Uplinks, source: &mut MqttSource, stats: &Stats) {
     while let Some(token) = outbox.pop_ack() {
         source.ack(token).await;
     }
@@ -449,7 +451,7 @@ async fn release_acks(outbox: &mut Outbox, source: &mut MqttSource, stats: &Stat
 }
 
 async fn submit_all(
-    outbox: &mut Outbox,
+    outbox: &mut Uplinks,
     stats: &Stats,
     out: &mut Vec<Routed>,
     mut ack: Option<AckToken>,
@@ -488,7 +490,7 @@ impl SummaryLine {
         }
     }
 
-    fn maybe_log(&mut self, stats: &Stats, pipeline: &Router, outbox: &Outbox) {
+    fn maybe_log(&mut self, stats: &Stats, pipeline: &Router, outbox: &Uplinks) {
         let elapsed = self.last.elapsed();
         // A tenth of slack: called from a timer of the same period, a line due a hair later
         // than the tick would otherwise be skipped to the next one.
@@ -509,12 +511,13 @@ impl SummaryLine {
             aggregates_delivered = s.aggregate.delivered,
             failed =
                 s.raw.failed + s.aggregate.failed + s.dead_letter.failed + s.late_stream.failed,
-            in_flight = outbox.sink().in_flight(),
+            in_flight = outbox.in_flight(),
             spooled_records = s.spool_records,
             dropped =
                 s.raw.dropped + s.aggregate.dropped + s.dead_letter.dropped + s.late_stream.dropped,
             wire_sent_bytes = s.wire_sent_bytes,
             wire_raw_sent_bytes = s.wire_raw_sent_bytes,
+            raw_cluster_wire_sent_bytes = s.raw_cluster.map_or(0, |r| r.wire_sent_bytes),
             uplink_reduction = s
                 .uplink_reduction()
                 .map_or(0.0, |r| (r * 10.0).round() / 10.0),

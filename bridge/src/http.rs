@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::cluster::Cluster;
 use crate::stats::Stats;
 use crate::tasks::Tasks;
 
@@ -105,9 +106,6 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 /// spool with room left. The body says which.
 pub fn readiness(stats: &Stats, r: &Readiness) -> (bool, String) {
     let subscribed = stats.mqtt_subscribed.load(Relaxed) == 1;
-    let kafka = stats.kafka_reachable.load(Relaxed) == 1;
-    let used = stats.spool_bytes.load(Relaxed);
-    let room = r.spool_enabled && used < r.spool_max_bytes / 100 * 95;
     let mqtt_part = if subscribed {
         "MQTT subscribed".to_owned()
     } else if stats.mqtt_connected.load(Relaxed) == 1 {
@@ -115,16 +113,33 @@ pub fn readiness(stats: &Stats, r: &Readiness) -> (bool, String) {
     } else {
         "MQTT not connected".to_owned()
     };
-    let kafka_part = match (kafka, r.spool_enabled) {
-        (true, _) => "Kafka reachable".to_owned(),
-        (false, true) => format!(
-            "Kafka unreachable, spooling ({}% of the spool used{})",
-            used * 100 / r.spool_max_bytes.max(1),
-            if room { "" } else { ", full" }
-        ),
-        (false, false) => "Kafka unreachable and the spool is off".to_owned(),
-    };
-    let ready = subscribed && (kafka || room);
+    // Each cluster's line; every one must be able to take its records (one line, "Kafka",
+    // without a second cluster).
+    let clusters = stats.clusters();
+    let mut ready = subscribed;
+    let mut kafka_parts = Vec::new();
+    for c in clusters {
+        let gauges = stats.cluster(*c);
+        let kafka = gauges.kafka_reachable.load(Relaxed) == 1;
+        let used = gauges.spool_bytes.load(Relaxed);
+        let room = r.spool_enabled && used < r.spool_max_bytes / 100 * 95;
+        let name = match (clusters.len(), c) {
+            (1, _) => "Kafka".to_owned(),
+            (_, Cluster::Main) => "Kafka (kafka.brokers)".to_owned(),
+            (_, Cluster::Raw) => "raw cluster (kafka.raw_brokers)".to_owned(),
+        };
+        kafka_parts.push(match (kafka, r.spool_enabled) {
+            (true, _) => format!("{name} reachable"),
+            (false, true) => format!(
+                "{name} unreachable, spooling ({}% of the spool used{})",
+                used * 100 / r.spool_max_bytes.max(1),
+                if room { "" } else { ", full" }
+            ),
+            (false, false) => format!("{name} unreachable and the spool is off"),
+        });
+        ready &= kafka || room;
+    }
+    let kafka_part = kafka_parts.join("; ");
     let verdict = if ready { "ready" } else { "not ready" };
     (ready, format!("{verdict}: {mqtt_part}; {kafka_part}\n"))
 }
@@ -160,6 +175,9 @@ struct Status {
     uplink_raw_sent_bytes: u64,
     uplink_received_bytes: u64,
     uplink_reduction_ratio: f64,
+    /// With `kafka.raw_brokers`: bytes on the wire to the second cluster (raw, late and
+    /// dead-letter records), which is not the uplink; `null` without one.
+    raw_cluster_sent_bytes: Option<u64>,
     records_spooled: u64,
     records_dropped: u64,
     spool_records: u64,
@@ -192,6 +210,7 @@ async fn status_json(State(s): State<AppState>) -> impl IntoResponse {
         uplink_raw_sent_bytes: v.wire_raw_sent_bytes,
         uplink_received_bytes: v.wire_received_bytes,
         uplink_reduction_ratio: v.uplink_reduction().unwrap_or(0.0),
+        raw_cluster_sent_bytes: v.raw_cluster.map(|r| r.wire_sent_bytes),
         records_spooled: all.iter().map(|c| c.spooled).sum(),
         records_dropped: all.iter().map(|c| c.dropped).sum(),
         spool_records: v.spool_records,
@@ -256,20 +275,33 @@ mod tests {
         stats.mqtt_connected.store(1, Relaxed);
         stats.mqtt_subscribed.store(1, Relaxed);
         assert!(readiness(&stats, &r).0, "spooling with room is ready");
-        stats.spool_bytes.store(990, Relaxed);
+        let main = stats.cluster(Cluster::Main);
+        main.spool_bytes.store(990, Relaxed);
         let (ready, body) = readiness(&stats, &r);
         assert!(!ready, "{body}");
         assert!(body.contains("full"), "{body}");
-        stats.kafka_reachable.store(1, Relaxed);
+        main.kafka_reachable.store(1, Relaxed);
         assert_eq!(
             readiness(&stats, &r),
             (true, "ready: MQTT subscribed; Kafka reachable\n".to_owned())
         );
+        // A second cluster has a line of its own, and must take its records too.
+        stats.set_split(true);
+        let raw = stats.cluster(Cluster::Raw);
+        raw.spool_bytes.store(200, Relaxed);
+        assert_eq!(
+            readiness(&stats, &r),
+            (true, "ready: MQTT subscribed; Kafka (kafka.brokers) reachable; raw cluster (kafka.raw_brokers) unreachable, spooling (20% of the spool used)\n".to_owned())
+        );
+        raw.spool_bytes.store(960, Relaxed);
+        assert!(!readiness(&stats, &r).0, "the raw cluster's spool is full");
+        raw.kafka_reachable.store(1, Relaxed);
+        assert!(readiness(&stats, &r).0);
         let off = Readiness {
             spool_enabled: false,
             spool_max_bytes: 0,
         };
-        stats.kafka_reachable.store(0, Relaxed);
+        main.kafka_reachable.store(0, Relaxed);
         assert!(!readiness(&stats, &off).0);
     }
 }

@@ -8,6 +8,7 @@ pub mod acks;
 pub mod bridge;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

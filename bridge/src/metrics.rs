@@ -1,6 +1,6 @@
 //! `/metrics`: the counters of [`Stats`] in the Prometheus / OpenMetrics text format, read at
-//! scrape time. Labels are only ever a stream, a reason code or a lane: bounded sets, never a
-//! sensor id.
+//! scrape time. Labels are only ever a stream, a reason code or a cluster: bounded sets, never
+//! a sensor id.
 
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::stats::{MqttDisconnect, MqttRefusal, Stats, StreamSummary, Summary};
+use crate::stats::{ClusterStats, MqttDisconnect, MqttRefusal, Stats, StreamSummary, Summary};
 
 /// The registry behind `/metrics`.
 pub fn registry(stats: Arc<Stats>) -> Registry {
@@ -79,6 +79,24 @@ enum Value {
     Gauge(f64),
     /// A counter with one label: one series per `(label value, count)`.
     Labelled(&'static str, Vec<(&'static str, u64)>),
+    /// A gauge per Kafka-API cluster (label `cluster`: `main`, and `raw` with
+    /// `kafka.raw_brokers`).
+    PerCluster(Vec<(&'static str, f64)>),
+}
+
+/// A gauge with one label, one series per `(label value, value)`.
+fn labelled_gauge(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, f64)],
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (value, v) in values {
+        ConstGauge::new(*v).encode(m.encode_family(&[(label, *value)])?)?;
+    }
+    Ok(())
 }
 
 /// Every family but the latency histogram, as `(name, help, value)`: the table is the list of
@@ -91,6 +109,14 @@ fn families(st: &Stats, s: &Summary) -> Vec<(&'static str, &'static str, Value)>
         Labelled("reason", series.collect())
     };
     let by_stream = |f: fn(&StreamSummary) -> u64| Labelled("stream", per_stream(s, f));
+    let per_cluster = |f: fn(&ClusterStats) -> &std::sync::atomic::AtomicU64| {
+        let series = st
+            .clusters()
+            .iter()
+            .map(|c| (c.as_str(), load(f(st.cluster(*c))) as f64));
+        Value::PerCluster(series.collect())
+    };
+    let raw_cluster = s.raw_cluster.unwrap_or_default();
     let mqtt_refused = MqttRefusal::ALL
         .iter()
         .map(|r| (r.as_str(), load(&st.mqtt_refused[*r as usize])))
@@ -121,15 +147,17 @@ fn families(st: &Stats, s: &Summary) -> Vec<(&'static str, &'static str, Value)>
         ("edge_bridge_records_dropped", "Records given up (full spool, failed spool write), by stream.", by_stream(|c| c.dropped)),
         ("edge_bridge_sent_bytes", "Key and value bytes of delivered records (before compression), by stream.", by_stream(|c| c.bytes_delivered)),
         ("edge_bridge_bandwidth_reduction_ratio", "MQTT payload bytes received per key and value byte of the aggregates delivered, before compression and protocol overhead: the aggregates alone, not what the link carries (0 before the first aggregate).", Gauge(s.reduction_factor().unwrap_or(0.0))),
-        ("edge_bridge_uplink_sent_bytes", "Bytes the Kafka producer wrote to the brokers' sockets: every stream, compressed, Kafka protocol included (TLS and TCP/IP overhead not); updated every second.", Counter(s.wire_sent_bytes)),
-        ("edge_bridge_uplink_raw_sent_bytes", "The part of edge_bridge_uplink_sent_bytes written by the raw stream's producer (raw and late records; the rest is aggregates, dead letters and their protocol); updated every second.", Counter(s.wire_raw_sent_bytes)),
-        ("edge_bridge_uplink_received_bytes", "Bytes the Kafka producer read from the brokers' sockets; updated every second.", Counter(s.wire_received_bytes)),
-        ("edge_bridge_uplink_reduction_ratio", "MQTT payload bytes received per byte the producer sent on the wire (0 before the first count).", Gauge(s.uplink_reduction().unwrap_or(0.0))),
-        ("edge_bridge_spool_records", "Records in the spool waiting for delivery.", Gauge(s.spool_records as f64)),
-        ("edge_bridge_spool_bytes", "Size of the spool on disk.", Gauge(s.spool_bytes as f64)),
-        ("edge_bridge_spool_capacity_bytes", "The spool's cap (spool.max_mib); 0 when the spool is off.", Gauge(load(&st.spool_capacity_bytes) as f64)),
+        ("edge_bridge_uplink_sent_bytes", "Bytes the Kafka producers wrote to the sockets of kafka.brokers: every stream it takes (with kafka.raw_brokers, the aggregates only), compressed, Kafka protocol included (TLS and TCP/IP overhead not); updated every second.", Counter(s.wire_sent_bytes)),
+        ("edge_bridge_uplink_raw_sent_bytes", "The part of edge_bridge_uplink_sent_bytes written by the raw stream's producer (raw and late records; the rest is aggregates, dead letters and their protocol; 0 with kafka.raw_brokers); updated every second.", Counter(s.wire_raw_sent_bytes)),
+        ("edge_bridge_uplink_received_bytes", "Bytes the Kafka producers read from the sockets of kafka.brokers; updated every second.", Counter(s.wire_received_bytes)),
+        ("edge_bridge_uplink_reduction_ratio", "MQTT payload bytes received per byte sent on the wire to kafka.brokers (0 before the first count).", Gauge(s.uplink_reduction().unwrap_or(0.0))),
+        ("edge_bridge_raw_cluster_sent_bytes", "Bytes the Kafka producers wrote to the sockets of kafka.raw_brokers (raw, late and dead-letter records, compressed, Kafka protocol included); 0 without a second cluster; updated every second.", Counter(raw_cluster.wire_sent_bytes)),
+        ("edge_bridge_raw_cluster_received_bytes", "Bytes the Kafka producers read from the sockets of kafka.raw_brokers; updated every second.", Counter(raw_cluster.wire_received_bytes)),
+        ("edge_bridge_spool_records", "Records in the cluster's spool waiting for delivery.", per_cluster(|c| &c.spool_records)),
+        ("edge_bridge_spool_bytes", "Size of the cluster's spool on disk.", per_cluster(|c| &c.spool_bytes)),
+        ("edge_bridge_spool_capacity_bytes", "The cap of the cluster's spool (spool.max_mib); 0 when the spool is off.", per_cluster(|c| &c.spool_capacity_bytes)),
         ("edge_bridge_spool_damaged_records", "Damaged spool records skipped (torn or corrupted).", Counter(s.spool_damaged)),
-        ("edge_bridge_producer_queue_records", "Records in the Kafka producer awaiting a delivery report.", Gauge(load(&st.producer_queue) as f64)),
+        ("edge_bridge_producer_queue_records", "Records in the cluster's Kafka producers awaiting a delivery report.", per_cluster(|c| &c.producer_queue)),
         ("edge_bridge_mqtt_connected", "1 while connected to the MQTT broker.", Gauge(load(&st.mqtt_connected) as f64)),
         ("edge_bridge_mqtt_subscribed", "1 while the subscription is in place.", Gauge(load(&st.mqtt_subscribed) as f64)),
         ("edge_bridge_mqtt_reconnects", "MQTT connections lost or refused since start.", Counter(load(&st.mqtt_reconnects))),
@@ -137,8 +165,8 @@ fn families(st: &Stats, s: &Summary) -> Vec<(&'static str, &'static str, Value)>
         ("edge_bridge_mqtt_acks_unsent", "QoS 1 acks released (the record is safe) but not yet in the MQTT client's request queue (up to 8,192 more wait there to be written).", Gauge(load(&st.mqtt_acks_unsent) as f64)),
         ("edge_bridge_mqtt_connections_refused", "Connections the embedded broker refused: failed TLS handshake, plaintext on the TLS port, bad credentials, no CONNECT.", Labelled("reason", mqtt_refused)),
         ("edge_bridge_mqtt_disconnects", "Connections the embedded broker closed after admitting them, because the device broke a limit: packet_too_large (a packet over mqtt.max_packet_size), malformed_packet.", Labelled("reason", mqtt_disconnects)),
-        ("edge_bridge_kafka_reachable", "1 if the Kafka brokers answered the last metadata probe.", Gauge(load(&st.kafka_reachable) as f64)),
-        ("edge_bridge_uplink_down", "1 while records wait in the spool because the brokers stopped confirming them.", Gauge(load(&st.uplink_down) as f64)),
+        ("edge_bridge_kafka_reachable", "1 if the cluster's brokers answered the last metadata probe (or a delivery report since).", per_cluster(|c| &c.kafka_reachable)),
+        ("edge_bridge_uplink_down", "1 while the cluster's records wait in its spool because its brokers stopped confirming them.", per_cluster(|c| &c.uplink_down)),
     ]
 }
 
@@ -151,6 +179,7 @@ impl Collector for BridgeCollector {
                 Value::Counter(v) => counter(e, name, help, v)?,
                 Value::Gauge(v) => gauge(e, name, help, v)?,
                 Value::Labelled(label, series) => labelled(e, name, help, label, &series)?,
+                Value::PerCluster(series) => labelled_gauge(e, name, help, "cluster", &series)?,
             }
         }
         let h = &st.aggregate_latency.0;
@@ -174,7 +203,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         stats.count_publish(10, Verdict::Rejected("not_json"), 1);
         stats.count_publish(20, Verdict::Aggregated, 2);
-        let text = render(&registry(stats));
+        let text = render(&registry(stats.clone()));
         assert!(
             text.contains("edge_bridge_readings_received_total 2\n"),
             "{text}"
@@ -197,6 +226,21 @@ mod tests {
         );
         assert!(
             text.contains("edge_bridge_aggregate_delivery_latency_seconds_bucket"),
+            "{text}"
+        );
+        assert!(
+            text.contains("edge_bridge_uplink_down{cluster=\"main\"} 0.0\n"),
+            "{text}"
+        );
+        assert!(!text.contains("cluster=\"raw\""), "{text}");
+        stats.set_split(true);
+        stats
+            .cluster(crate::cluster::Cluster::Raw)
+            .uplink_down
+            .store(1, Relaxed);
+        let text = render(&registry(stats));
+        assert!(
+            text.contains("edge_bridge_uplink_down{cluster=\"raw\"} 1.0\n"),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

@@ -1,10 +1,12 @@
 //! Counters an operator asks about, shared between the ingest loop and the Kafka delivery
 //! callbacks. Plain atomics: the hot path pays one relaxed add per counter.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use edge_bridge_core::{raw_policy, DecodeError, Refusal, Stream, Verdict, IGNORED_REASONS};
 use prometheus_client::metrics::histogram::Histogram;
+
+use crate::cluster::Cluster;
 
 /// Per output stream.
 #[derive(Debug, Default)]
@@ -96,9 +98,6 @@ pub struct Stats {
     /// Publishes the embedded broker accepted from sensors but deleted from its bounded log
     /// before the bridge read them (the bridge fell behind the inflow).
     pub broker_dropped: AtomicU64,
-    /// Records waiting in the spool, and its size on disk.
-    pub spool_records: AtomicU64,
-    pub spool_bytes: AtomicU64,
     /// Damaged spool records skipped (torn by a power cut, corrupted on disk).
     pub spool_damaged: AtomicU64,
     /// Rejections by [`DecodeError::REASONS`] index, refusals by [`Refusal::REASONS`] index.
@@ -110,10 +109,9 @@ pub struct Stats {
     /// Publishes a route dropped by its own rules (an exclusion, or no measurement with
     /// `no_measurement = "drop"`), by [`IGNORED_REASONS`] index.
     pub ignored_by_reason: [AtomicU64; IGNORED_REASONS.len()],
-    /// Gauges the main loop sets: open windows, sensors tracked, records in the producer.
+    /// Gauges the main loop sets: open windows, sensors tracked.
     pub open_windows: AtomicU64,
     pub sensors: AtomicU64,
-    pub producer_queue: AtomicU64,
     /// MQTT side: connected and subscribed (0 or 1), reconnections since start.
     pub mqtt_connected: AtomicU64,
     pub mqtt_subscribed: AtomicU64,
@@ -121,12 +119,6 @@ pub struct Stats {
     /// External broker, QoS 1: messages received whose record is not yet delivered or synced
     /// to the spool (their acks wait), and acks released but not yet written to the broker.
     pub mqtt_unacked: AtomicU64,
-    /// Bytes the Kafka producers wrote to and read from the brokers' sockets (see
-    /// [`crate::sink::wire`]), over every producer since start.
-    pub wire_sent_bytes: AtomicU64,
-    pub wire_received_bytes: AtomicU64,
-    /// The part of `wire_sent_bytes` the raw stream's producer wrote (raw and late records).
-    pub wire_raw_sent_bytes: AtomicU64,
     pub mqtt_acks_unsent: AtomicU64,
     /// Connections the embedded broker's gate refused, by [`MqttRefusal`].
     pub mqtt_refused: [AtomicU64; MqttRefusal::ALL.len()],
@@ -134,24 +126,62 @@ pub struct Stats {
     pub rebirths_requested: AtomicU64,
     /// Admitted connections the gate closed, by [`MqttDisconnect`].
     pub mqtt_disconnects: [AtomicU64; MqttDisconnect::ALL.len()],
-    /// Whether the Kafka brokers answered lately: the last metadata probe, or a delivery
-    /// report since (0 or 1).
-    pub kafka_reachable: AtomicU64,
-    /// 1 while the outbox considers the uplink down (records go to the spool).
-    pub uplink_down: AtomicU64,
-    /// The spool's cap in bytes (`spool.max_mib`); 0 while the spool is off.
-    pub spool_capacity_bytes: AtomicU64,
     /// Seconds from a window's close to its aggregate's delivery report.
     pub aggregate_latency: Latency,
     /// Wall-clock ms of the first and the latest publish: the busy period for rates.
     first_ms: AtomicI64,
     last_ms: AtomicI64,
     streams: [StreamCounters; 4],
+    /// By [`Cluster::index`]; the second only with `kafka.raw_brokers`.
+    clusters: [ClusterStats; 2],
+    /// Whether a second cluster takes the per-reading streams (`kafka.raw_brokers`).
+    split: AtomicBool,
+}
+
+/// Per Kafka-API cluster ([`Cluster`]): its producers, spool and outage state.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Whether the brokers answered lately: the last metadata probe, or a delivery report
+    /// since (0 or 1).
+    pub kafka_reachable: AtomicU64,
+    /// 1 while the outbox considers this cluster down (its records go to its spool).
+    pub uplink_down: AtomicU64,
+    /// Records waiting in this cluster's spool, and its size on disk.
+    pub spool_records: AtomicU64,
+    pub spool_bytes: AtomicU64,
+    /// The spool's cap in bytes (`spool.max_mib`); 0 while the spool is off.
+    pub spool_capacity_bytes: AtomicU64,
+    /// Records in the producers awaiting a delivery report.
+    pub producer_queue: AtomicU64,
+    /// Bytes the producers wrote to and read from the brokers' sockets (see
+    /// [`crate::sink::wire`]), over every producer since start.
+    pub wire_sent_bytes: AtomicU64,
+    pub wire_received_bytes: AtomicU64,
+    /// The part of `wire_sent_bytes` the raw stream's producer wrote (raw and late records).
+    pub wire_raw_sent_bytes: AtomicU64,
 }
 
 impl Stats {
     pub fn stream(&self, s: Stream) -> &StreamCounters {
         &self.streams[index(s)]
+    }
+
+    pub fn cluster(&self, c: Cluster) -> &ClusterStats {
+        &self.clusters[c.index()]
+    }
+
+    /// The clusters records go to: the main one, and the raw stream's if there is one.
+    pub fn clusters(&self) -> &'static [Cluster] {
+        if self.split.load(Relaxed) {
+            &Cluster::ALL
+        } else {
+            &Cluster::ALL[..1]
+        }
+    }
+
+    /// Says that a second cluster takes the per-reading streams (`kafka.raw_brokers`).
+    pub fn set_split(&self, split: bool) {
+        self.split.store(split, Relaxed);
     }
 
     /// Counts one publish, received at wall-clock `now_ms`, and its verdict.
@@ -203,11 +233,20 @@ impl Stats {
                 dropped: c.dropped.load(Relaxed),
             }
         };
+        let (main, raw) = (self.cluster(Cluster::Main), self.cluster(Cluster::Raw));
+        let spooled = |f: fn(&ClusterStats) -> &AtomicU64| {
+            self.clusters.iter().map(|c| f(c).load(Relaxed)).sum()
+        };
         Summary {
             readings_in: self.readings_in.load(Relaxed),
-            wire_sent_bytes: self.wire_sent_bytes.load(Relaxed),
-            wire_received_bytes: self.wire_received_bytes.load(Relaxed),
-            wire_raw_sent_bytes: self.wire_raw_sent_bytes.load(Relaxed),
+            wire_sent_bytes: main.wire_sent_bytes.load(Relaxed),
+            wire_received_bytes: main.wire_received_bytes.load(Relaxed),
+            wire_raw_sent_bytes: main.wire_raw_sent_bytes.load(Relaxed),
+            raw_cluster: self.split.load(Relaxed).then(|| RawCluster {
+                wire_sent_bytes: raw.wire_sent_bytes.load(Relaxed),
+                wire_received_bytes: raw.wire_received_bytes.load(Relaxed),
+                spool_records: raw.spool_records.load(Relaxed),
+            }),
             bytes_in: self.bytes_in.load(Relaxed),
             aggregated: self.aggregated.load(Relaxed),
             late: self.late.load(Relaxed),
@@ -216,8 +255,8 @@ impl Stats {
             thinned: self.thinned_by_reason.iter().map(|c| c.load(Relaxed)).sum(),
             windows_emitted: self.windows_emitted.load(Relaxed),
             broker_dropped: self.broker_dropped.load(Relaxed),
-            spool_records: self.spool_records.load(Relaxed),
-            spool_bytes: self.spool_bytes.load(Relaxed),
+            spool_records: spooled(|c| &c.spool_records),
+            spool_bytes: spooled(|c| &c.spool_bytes),
             spool_damaged: self.spool_damaged.load(Relaxed),
             busy_ms: (self.last_ms.load(Relaxed) - self.first_ms.load(Relaxed)).max(0),
             raw: s(Stream::Raw),
@@ -266,12 +305,14 @@ pub struct StreamSummary {
 pub struct Summary {
     pub readings_in: u64,
     pub bytes_in: u64,
-    /// Bytes on the wire to and from the Kafka brokers (everything the uplink carries for
-    /// the producer: all streams, protocol and compression included).
+    /// Bytes on the wire to and from the brokers of `kafka.brokers` (everything the uplink
+    /// carries for the producers: all streams it takes, protocol and compression included).
     pub wire_sent_bytes: u64,
     pub wire_received_bytes: u64,
     /// The raw stream producer's part of `wire_sent_bytes`.
     pub wire_raw_sent_bytes: u64,
+    /// The second cluster's figures, with `kafka.raw_brokers`.
+    pub raw_cluster: Option<RawCluster>,
     pub aggregated: u64,
     pub late: u64,
     pub rejected: u64,
@@ -280,6 +321,7 @@ pub struct Summary {
     pub thinned: u64,
     pub windows_emitted: u64,
     pub broker_dropped: u64,
+    /// Over every cluster's spool.
     pub spool_records: u64,
     pub spool_bytes: u64,
     pub spool_damaged: u64,
@@ -289,6 +331,15 @@ pub struct Summary {
     pub aggregate: StreamSummary,
     pub dead_letter: StreamSummary,
     pub late_stream: StreamSummary,
+}
+
+/// What went to the second cluster (`kafka.raw_brokers`): on the site's network, usually,
+/// so not part of the uplink's figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawCluster {
+    pub wire_sent_bytes: u64,
+    pub wire_received_bytes: u64,
+    pub spool_records: u64,
 }
 
 impl Summary {
@@ -374,8 +425,8 @@ impl std::fmt::Display for Summary {
                 format!("{:.1}x MORE than", 1.0 / r)
             }
         };
-        match self.uplink_reduction() {
-            Some(r) => writeln!(
+        match (self.uplink_reduction(), self.raw_cluster) {
+            (Some(r), None) => writeln!(
                 f,
                 "uplink: {} bytes on the wire to the brokers (every stream, compressed, Kafka protocol included; the raw stream {}), {} back: {} the {} MQTT payload bytes in",
                 self.wire_sent_bytes,
@@ -384,7 +435,22 @@ impl std::fmt::Display for Summary {
                 less_or_more(r),
                 self.bytes_in
             )?,
-            None => writeln!(f, "uplink: no bytes on the wire counted yet")?,
+            (Some(r), Some(_)) => writeln!(
+                f,
+                "uplink: {} bytes on the wire to kafka.brokers (the aggregates, compressed, Kafka protocol included), {} back: {} the {} MQTT payload bytes in",
+                self.wire_sent_bytes,
+                self.wire_received_bytes,
+                less_or_more(r),
+                self.bytes_in
+            )?,
+            (None, _) => writeln!(f, "uplink: no bytes on the wire counted yet")?,
+        }
+        if let Some(raw) = self.raw_cluster {
+            writeln!(
+                f,
+                "raw cluster: {} bytes on the wire to kafka.raw_brokers (raw, late and dead-letter records), {} back",
+                raw.wire_sent_bytes, raw.wire_received_bytes
+            )?;
         }
         match self.reduction_factor() {
             Some(r) => write!(
@@ -436,5 +502,15 @@ mod tests {
             s.to_string().contains("2.0x MORE than the 1000 MQTT"),
             "{s}"
         );
+        // With a second cluster, the uplink is kafka.brokers; the raw cluster is shown apart.
+        s.wire_sent_bytes = 100;
+        s.raw_cluster = Some(RawCluster {
+            wire_sent_bytes: 900,
+            wire_received_bytes: 50,
+            spool_records: 0,
+        });
+        let text = s.to_string();
+        assert!(text.contains("uplink: 100 bytes on the wire to kafka.brokers (the aggregates, compressed, Kafka protocol included), 0 back: 10.0x less than the 1000 MQTT payload bytes in"), "{text}");
+        assert!(text.contains("raw cluster: 900 bytes on the wire to kafka.raw_brokers (raw, late and dead-letter records), 50 back"), "{text}");
     }
 }

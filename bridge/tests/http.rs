@@ -126,7 +126,12 @@ async fn metrics_health_and_status_page_after_a_known_dataset() {
         if s.aggregate.delivered == windows.len() as u64
             && s.raw.delivered == good.len() as u64
             && s.dead_letter.delivered == bad.len() as u64
-            && stats.kafka_reachable.load(Relaxed) == 1
+            && stats.snapshot().raw_cluster.is_none()
+            && stats
+                .cluster(edge_bridge::cluster::Cluster::Main)
+                .kafka_reachable
+                .load(Relaxed)
+                == 1
         {
             break;
         }
@@ -198,10 +203,10 @@ async fn metrics_health_and_status_page_after_a_known_dataset() {
         (ratio - want).abs() < 1e-9 * want,
         "reduction {ratio} vs {want}"
     );
-    assert_eq!(v("edge_bridge_spool_records"), 0.0);
+    assert_eq!(v("edge_bridge_spool_records{cluster=\"main\"}"), 0.0);
     assert_eq!(v("edge_bridge_mqtt_connected"), 1.0);
     assert_eq!(v("edge_bridge_mqtt_subscribed"), 1.0);
-    assert_eq!(v("edge_bridge_kafka_reachable"), 1.0);
+    assert_eq!(v("edge_bridge_kafka_reachable{cluster=\"main\"}"), 1.0);
     assert_eq!(
         v("edge_bridge_aggregate_delivery_latency_seconds_count"),
         windows.len() as f64

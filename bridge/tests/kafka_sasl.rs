@@ -151,8 +151,7 @@ async fn refused_then_delivered(mechanism: &str, cli_mechanism: &str) {
     loop {
         let raw = stats.stream(Stream::Raw).delivered.load(Relaxed);
         let agg = stats.stream(Stream::Aggregate).delivered.load(Relaxed);
-        if raw >= READINGS && agg >= expected.len() as u64 && stats.spool_records.load(Relaxed) == 0
-        {
+        if raw >= READINGS && agg >= expected.len() as u64 && stats.snapshot().spool_records == 0 {
             break;
         }
         assert!(

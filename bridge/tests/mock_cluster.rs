@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edge_bridge::clock::wall_ms;
+use edge_bridge::cluster::Cluster;
 use edge_bridge::outbox::Outbox;
 use edge_bridge::sink::Sink;
 use edge_bridge::stats::Stats;
@@ -125,8 +126,14 @@ async fn produce_request_errors_are_retried_without_loss_or_duplicates() {
     let mock = cluster();
     let state = tempfile::tempdir().unwrap();
     let stats = Arc::new(Stats::default());
-    let mut outbox =
-        Outbox::open(&config(&mock, state.path()), stats.clone(), &Tasks::new()).unwrap();
+    let mut outbox = Outbox::open(
+        &config(&mock, state.path()),
+        Cluster::Main,
+        stats.clone(),
+        &Tasks::new(),
+        Default::default(),
+    )
+    .unwrap();
     mock.request_errors(
         RDKafkaApiKey::Produce,
         &[
@@ -154,8 +161,14 @@ async fn broker_down_and_up_spools_and_delivers_everything_in_order() {
     let mock = cluster();
     let state = tempfile::tempdir().unwrap();
     let stats = Arc::new(Stats::default());
-    let mut outbox =
-        Outbox::open(&config(&mock, state.path()), stats.clone(), &Tasks::new()).unwrap();
+    let mut outbox = Outbox::open(
+        &config(&mock, state.path()),
+        Cluster::Main,
+        stats.clone(),
+        &Tasks::new(),
+        Default::default(),
+    )
+    .unwrap();
     let n = 6_000;
     for i in 0..1_000 {
         outbox.submit(record(i), None, wall_ms()).await.unwrap();
@@ -189,8 +202,14 @@ async fn fatal_producer_error_recreates_the_producer_without_losing_records() {
         .unwrap();
     let state = tempfile::tempdir().unwrap();
     let stats = Arc::new(Stats::default());
-    let mut outbox =
-        Outbox::open(&config(&mock, state.path()), stats.clone(), &Tasks::new()).unwrap();
+    let mut outbox = Outbox::open(
+        &config(&mock, state.path()),
+        Cluster::Main,
+        stats.clone(),
+        &Tasks::new(),
+        Default::default(),
+    )
+    .unwrap();
     let n = 3_000;
     for i in 0..n / 2 {
         outbox.submit(record(i), None, wall_ms()).await.unwrap();

@@ -652,13 +652,13 @@ async fn soak() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         // A failed scrape tells nothing: not quiet.
         let Some(m) = scrape(http_port).filter(|m| {
-            m.contains_key("edge_bridge_spool_records")
+            m.contains_key("edge_bridge_spool_records{cluster=\"main\"}")
                 && m.contains_key("edge_bridge_windows_open")
         }) else {
             quiet_since = Instant::now();
             continue;
         };
-        let spooled = metric(&m, "edge_bridge_spool_records");
+        let spooled = metric(&m, "edge_bridge_spool_records{cluster=\"main\"}");
         let open = metric(&m, "edge_bridge_windows_open");
         let now = {
             let s = seen.lock().unwrap();
@@ -848,7 +848,7 @@ async fn soak() {
     }
 
     // The spool.
-    let spool_records = metric(&final_scrape, "edge_bridge_spool_records");
+    let spool_records = metric(&final_scrape, "edge_bridge_spool_records{cluster=\"main\"}");
     fail(
         spool_records == 0,
         format!("{spool_records} records left in the spool"),

@@ -53,7 +53,7 @@ async fn the_wire_bytes_the_bridge_reports_are_what_the_link_carried() {
     let mut last = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let now = stats.wire_sent_bytes.load(Relaxed);
+        let now = stats.snapshot().wire_sent_bytes;
         if now == last && now > 0 {
             break;
         }

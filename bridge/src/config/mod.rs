@@ -395,6 +395,54 @@ pub struct KafkaConfig {
     /// Secret: the client key's passphrase, if it has one.
     #[serde(deserialize_with = "text")]
     pub ssl_key_password: String,
+    /// Bootstrap servers of a second cluster for the per-reading streams (raw, late, dead
+    /// letters); empty: everything goes to `brokers`. See [`KafkaConfig::raw_cluster`].
+    #[serde(deserialize_with = "text")]
+    pub raw_brokers: String,
+    /// The second cluster's security settings, as the ones above; nothing is inherited from
+    /// them (the cloud cluster's credentials never go to the site's broker).
+    #[serde(deserialize_with = "text")]
+    pub raw_security_protocol: String,
+    #[serde(deserialize_with = "text")]
+    pub raw_sasl_mechanism: String,
+    #[serde(deserialize_with = "text")]
+    pub raw_sasl_username: String,
+    /// Secret.
+    #[serde(deserialize_with = "text")]
+    pub raw_sasl_password: String,
+    #[serde(deserialize_with = "text")]
+    pub raw_ssl_ca_location: String,
+    #[serde(deserialize_with = "text")]
+    pub raw_ssl_certificate_location: String,
+    #[serde(deserialize_with = "text")]
+    pub raw_ssl_key_location: String,
+    /// Secret.
+    #[serde(deserialize_with = "text")]
+    pub raw_ssl_key_password: String,
+}
+
+impl KafkaConfig {
+    /// The settings of the cluster that takes the per-reading streams when `raw_brokers` is
+    /// set: these settings with the second cluster's brokers and security in place of the
+    /// first's. `None`: one cluster takes everything.
+    pub fn raw_cluster(&self) -> Option<KafkaConfig> {
+        if self.raw_brokers.is_empty() {
+            return None;
+        }
+        Some(KafkaConfig {
+            brokers: self.raw_brokers.clone(),
+            security_protocol: self.raw_security_protocol.clone(),
+            sasl_mechanism: self.raw_sasl_mechanism.clone(),
+            sasl_username: self.raw_sasl_username.clone(),
+            sasl_password: self.raw_sasl_password.clone(),
+            ssl_ca_location: self.raw_ssl_ca_location.clone(),
+            ssl_certificate_location: self.raw_ssl_certificate_location.clone(),
+            ssl_key_location: self.raw_ssl_key_location.clone(),
+            ssl_key_password: self.raw_ssl_key_password.clone(),
+            raw_brokers: String::new(),
+            ..self.clone()
+        })
+    }
 }
 
 impl Default for KafkaConfig {
@@ -423,6 +471,15 @@ impl Default for KafkaConfig {
             ssl_certificate_location: String::new(),
             ssl_key_location: String::new(),
             ssl_key_password: String::new(),
+            raw_brokers: String::new(),
+            raw_security_protocol: "plaintext".into(),
+            raw_sasl_mechanism: "SCRAM-SHA-256".into(),
+            raw_sasl_username: String::new(),
+            raw_sasl_password: String::new(),
+            raw_ssl_ca_location: String::new(),
+            raw_ssl_certificate_location: String::new(),
+            raw_ssl_key_location: String::new(),
+            raw_ssl_key_password: String::new(),
         }
     }
 }

@@ -14,6 +14,8 @@ impl Config {
         for secret in [
             &mut c.kafka.sasl_password,
             &mut c.kafka.ssl_key_password,
+            &mut c.kafka.raw_sasl_password,
+            &mut c.kafka.raw_ssl_key_password,
             &mut c.mqtt.password,
         ] {
             if !secret.is_empty() {

@@ -2,6 +2,7 @@ use super::typed::parse_sensor_id;
 use super::validate::check_topic_name;
 use super::*;
 use edge_bridge_core::decode::SensorIdSource;
+use edge_bridge_core::Stream;
 
 #[test]
 fn documented_default_file_is_the_default() {
@@ -450,7 +451,12 @@ fn routes_name_their_own_topics() {
     c.routes[0].late_topic = "late-zigbee".into();
     c.routes[1].raw_topic = "raw-zigbee".into();
     assert!(c.validate().is_ok(), "{:?}", c.validate());
-    assert_eq!(c.route_topic_names(), ["raw-zigbee", "late-zigbee"]);
+    assert_eq!(
+        c.route_topic_names(&Stream::ALL),
+        ["raw-zigbee", "late-zigbee"]
+    );
+    assert!(c.route_topic_names(&[Stream::Aggregate]).is_empty());
+    assert_eq!(c.route_topic_names(&[Stream::Late]), ["late-zigbee"]);
     let router = c.router().unwrap();
     let zigbee = router.routes().next().unwrap().1.topics();
     assert_eq!(zigbee.raw.as_deref(), Some("raw-zigbee"));

@@ -8,7 +8,7 @@ use edge_bridge_core::raw_policy::{DailyWindow, RawFilter};
 use edge_bridge_core::window::WindowOptions;
 use edge_bridge_core::{
     EncodeOptions, MeasurementSpec, NoMeasurement, PayloadFormat, Pipeline, RawPolicy,
-    RouteOptions, RouteTopics, Router, SensorRule, TopicName,
+    RouteOptions, RouteTopics, Router, SensorRule, Stream, TopicName,
 };
 
 use super::{Config, RawConfig, RecordId, RouteConfig};
@@ -51,17 +51,17 @@ impl Config {
         Router::new(pipelines).map_err(|e| vec![format!("routes: {e}")])
     }
 
-    /// Every topic a route names for itself, once each, in route order.
-    pub fn route_topic_names(&self) -> Vec<String> {
+    /// Every topic a route names for itself for one of `streams`, once each, in route order.
+    pub fn route_topic_names(&self, streams: &[Stream]) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         for r in &self.routes {
-            for t in [
-                &r.raw_topic,
-                &r.agg_topic,
-                &r.dead_letter_topic,
-                &r.late_topic,
+            for (stream, t) in [
+                (Stream::Raw, &r.raw_topic),
+                (Stream::Aggregate, &r.agg_topic),
+                (Stream::DeadLetter, &r.dead_letter_topic),
+                (Stream::Late, &r.late_topic),
             ] {
-                if !t.is_empty() && !names.contains(t) {
+                if streams.contains(&stream) && !t.is_empty() && !names.contains(t) {
                     names.push(t.clone());
                 }
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use edge_bridge_core::window::Windower;
 
-use super::Config;
+use super::{Config, KafkaConfig};
 
 impl Config {
     /// Checks every key; returns all problems, each naming its key.
@@ -147,49 +147,89 @@ impl Config {
     }
 
     fn kafka_security_problems(&self) -> Vec<String> {
-        let k = &self.kafka;
-        let mut errors = Vec::new();
-        let protocols = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
-        if !protocols.contains(&k.security_protocol.to_ascii_lowercase().as_str()) {
-            errors.push(format!(
-                "kafka.security_protocol: {:?} is not one of {}",
-                k.security_protocol,
-                protocols.join(", ")
-            ));
-        }
-        if k.security_protocol.to_ascii_lowercase().starts_with("sasl") {
-            let mechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
-            if !mechanisms.contains(&k.sasl_mechanism.as_str()) {
+        let mut errors = security_problems(&self.kafka, "");
+        if let Some(raw) = self.kafka.raw_cluster() {
+            errors.extend(security_problems(&raw, "raw_"));
+            let same = |a: &str, b: &str| {
+                let set = |s: &str| {
+                    let mut v: Vec<String> = s
+                        .split(',')
+                        .map(|b| b.trim().to_ascii_lowercase())
+                        .collect();
+                    v.sort();
+                    v
+                };
+                set(a) == set(b)
+            };
+            if same(&self.kafka.brokers, &self.kafka.raw_brokers) {
                 errors.push(format!(
-                    "kafka.sasl_mechanism: {:?} is not one of {}",
-                    k.sasl_mechanism,
-                    mechanisms.join(", ")
+                    "kafka.raw_brokers: {:?} is kafka.brokers; leave it empty to send every stream to one cluster",
+                    self.kafka.raw_brokers
                 ));
             }
-            if k.sasl_username.is_empty() || k.sasl_password.is_empty() {
-                errors.push(format!(
-                    "kafka.sasl_username and kafka.sasl_password: both are needed with security_protocol = {:?} (the password can come from EDGE_BRIDGE_KAFKA_SASL_PASSWORD or a file named by EDGE_BRIDGE_KAFKA_SASL_PASSWORD_FILE)",
-                    k.security_protocol
-                ));
-            }
-        }
-        for (key, path) in [
-            ("kafka.ssl_ca_location", &k.ssl_ca_location),
-            (
-                "kafka.ssl_certificate_location",
-                &k.ssl_certificate_location,
-            ),
-            ("kafka.ssl_key_location", &k.ssl_key_location),
-        ] {
-            if !path.is_empty() && std::fs::File::open(path).is_err() {
-                errors.push(format!("{key}: {path} does not exist or is not readable"));
-            }
-        }
-        if k.ssl_certificate_location.is_empty() != k.ssl_key_location.is_empty() {
-            errors.push("kafka.ssl_certificate_location and kafka.ssl_key_location: give both (mutual TLS) or neither".into());
         }
         errors
     }
+}
+
+/// The security settings of one cluster: `k`'s, named `kafka.{prefix}security_protocol` and so
+/// on (the second cluster's keys start with `raw_`).
+fn security_problems(k: &KafkaConfig, prefix: &str) -> Vec<String> {
+    let key = |name: &str| format!("kafka.{prefix}{name}");
+    let mut errors = Vec::new();
+    let protocols = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
+    if !protocols.contains(&k.security_protocol.to_ascii_lowercase().as_str()) {
+        errors.push(format!(
+            "{}: {:?} is not one of {}",
+            key("security_protocol"),
+            k.security_protocol,
+            protocols.join(", ")
+        ));
+    }
+    if k.security_protocol.to_ascii_lowercase().starts_with("sasl") {
+        let mechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+        if !mechanisms.contains(&k.sasl_mechanism.as_str()) {
+            errors.push(format!(
+                "{}: {:?} is not one of {}",
+                key("sasl_mechanism"),
+                k.sasl_mechanism,
+                mechanisms.join(", ")
+            ));
+        }
+        if k.sasl_username.is_empty() || k.sasl_password.is_empty() {
+            let var = format!(
+                "EDGE_BRIDGE_KAFKA_{}SASL_PASSWORD",
+                prefix.to_ascii_uppercase()
+            );
+            errors.push(format!(
+                "{} and {}: both are needed with {} = {:?} (the password can come from {var} or a file named by {var}_FILE)",
+                key("sasl_username"),
+                key("sasl_password"),
+                key("security_protocol"),
+                k.security_protocol
+            ));
+        }
+    }
+    for (name, path) in [
+        ("ssl_ca_location", &k.ssl_ca_location),
+        ("ssl_certificate_location", &k.ssl_certificate_location),
+        ("ssl_key_location", &k.ssl_key_location),
+    ] {
+        if !path.is_empty() && std::fs::File::open(path).is_err() {
+            errors.push(format!(
+                "{}: {path} does not exist or is not readable",
+                key(name)
+            ));
+        }
+    }
+    if k.ssl_certificate_location.is_empty() != k.ssl_key_location.is_empty() {
+        errors.push(format!(
+            "{} and {}: give both (mutual TLS) or neither",
+            key("ssl_certificate_location"),
+            key("ssl_key_location")
+        ));
+    }
+    errors
 }
 
 /// Kafka's topic name rule: 1 to 249 of `[a-zA-Z0-9._-]`, and not `.` or `..`.

@@ -26,8 +26,11 @@
 
 pub mod mode;
 mod spooling;
+mod uplinks;
 
 use spooling::open_spool;
+pub use spooling::spool_dir;
+pub use uplinks::Uplinks;
 #[cfg(test)]
 mod tests;
 
@@ -39,8 +42,9 @@ use std::time::{Duration, Instant};
 use edge_bridge_core::{Routed, Stream};
 use tracing::{error, info, warn};
 
-use crate::acks::AckQueue;
+use crate::acks::SharedAcks;
 use crate::clock::wall_ms;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::log_throttle::LogThrottle;
 use crate::mqtt::external::AckToken;
@@ -100,7 +104,12 @@ pub struct Outbox<S: Sink = KafkaSink> {
     events: mpsc::Receiver<Event>,
     spool: Option<Spool<DiskFs>>,
     stats: Arc<Stats>,
-    acks: AckQueue<AckToken>,
+    /// Shared with the other cluster's outbox, if there is one.
+    acks: SharedAcks<AckToken>,
+    /// The cluster this outbox sends to: whose gauges it sets.
+    cluster: Cluster,
+    /// The streams it takes: only their delivery reports show its cluster answering.
+    streams: Vec<Stream>,
     /// Where new records go, and whether the spool is replayed.
     machine: Machine,
     /// Talks to the broker probe.
@@ -124,25 +133,41 @@ pub struct Outbox<S: Sink = KafkaSink> {
 }
 
 impl Outbox<KafkaSink> {
-    /// The producer, and the spool under `state_dir/spool` if enabled (opening it recovers
-    /// what a previous run left there). Starts the broker probe in `tasks`.
-    pub fn open(config: &Config, stats: Arc<Stats>, tasks: &Tasks) -> anyhow::Result<Self> {
+    /// The producers to `cluster`, and its spool (under `state_dir`, see
+    /// [`spooling::spool_dir`]) if enabled: opening it recovers what a previous run left
+    /// there. Starts the cluster's broker probe in `tasks`. `acks`: the MQTT acks, shared
+    /// with the other cluster's outbox.
+    pub fn open(
+        config: &Config,
+        cluster: Cluster,
+        stats: Arc<Stats>,
+        tasks: &Tasks,
+        acks: SharedAcks<AckToken>,
+    ) -> anyhow::Result<Self> {
         let raw_linger = config.raw_linger().map_err(anyhow::Error::msg)?;
+        let kafka = match cluster {
+            Cluster::Main => config.kafka.clone(),
+            Cluster::Raw => config
+                .kafka
+                .raw_cluster()
+                .ok_or_else(|| anyhow::anyhow!("kafka.raw_brokers is not set"))?,
+        };
         let (sink, events) = KafkaSink::new(
-            &config.kafka,
+            &kafka,
+            cluster,
             raw_linger,
-            config.route_topic_names(),
+            crate::sink::client::Topics::for_cluster(config, cluster),
             stats.clone(),
         )?;
         // Whether the brokers answer: for /readyz, and to notice the uplink back.
         let probe = spawn_probe(sink.admin_handle(), stats.clone(), tasks);
         let spool = if config.spool.enabled {
-            Some(open_spool(config, &stats)?)
+            Some(open_spool(config, cluster, &stats)?)
         } else {
             None
         };
         let deferral = config.raw_deferral().map_err(anyhow::Error::msg)?;
-        Ok(Self::new(
+        let mut outbox = Self::new(
             sink,
             events,
             spool,
@@ -150,7 +175,12 @@ impl Outbox<KafkaSink> {
             Timing::from_config(config),
             stats,
         )
-        .deferring_raw(deferral))
+        .deferring_raw(deferral);
+        outbox.cluster = cluster;
+        outbox.streams = cluster.streams(config.kafka.raw_cluster().is_some());
+        outbox.acks = acks;
+        outbox.update_gauges();
+        Ok(outbox)
     }
 }
 
@@ -176,7 +206,9 @@ impl<S: Sink> Outbox<S> {
             events,
             spool,
             stats,
-            acks: AckQueue::default(),
+            acks: SharedAcks::default(),
+            cluster: Cluster::Main,
+            streams: Stream::ALL.to_vec(),
             machine,
             probe,
             fsync_every: timing.fsync_every,
@@ -217,11 +249,8 @@ impl<S: Sink> Outbox<S> {
         &self.sink
     }
 
-    /// An MQTT message that made no record (its reading was left out of the raw stream and
-    /// closed no window): its ack goes out in arrival order, as soon as those before it.
-    pub fn nothing_to_send(&mut self, ack: AckToken) {
-        let seq = self.acks.push(ack);
-        self.acks.done(seq);
+    pub fn cluster(&self) -> Cluster {
+        self.cluster
     }
 
     /// Sends or spools one record. `ack`: the MQTT message this record completes, acknowledged
@@ -291,7 +320,9 @@ impl<S: Sink> Outbox<S> {
                 .on(mode::Event::ProducerFailed, Instant::now(), wall_ms());
             self.carry_out(actions).await?;
         }
-        let delivered: u64 = Stream::ALL
+        // This cluster's streams only: the other cluster's deliveries say nothing of this one.
+        let delivered: u64 = self
+            .streams
             .iter()
             .map(|s| self.stats.stream(*s).delivered.load(Relaxed))
             .sum();
@@ -321,19 +352,25 @@ impl<S: Sink> Outbox<S> {
         for action in actions {
             match action {
                 Action::StartSpooling { why, after } => warn!(
+                    cluster = self.cluster.brokers_key(),
                     waiting = self.sink.in_flight(),
                     ?after,
                     "Uplink down or too slow ({why}): new records go to the disk spool until it returns"
                 ),
                 Action::UplinkDown => {
-                    self.stats.uplink_down.store(1, Relaxed);
-                    self.stats.kafka_reachable.store(0, Relaxed);
+                    let gauges = self.stats.cluster(self.cluster);
+                    gauges.uplink_down.store(1, Relaxed);
+                    gauges.kafka_reachable.store(0, Relaxed);
                     self.probe.uplink_down.send_replace(true);
                 }
                 Action::UplinkBack => {
-                    self.stats.uplink_down.store(0, Relaxed);
+                    self.stats
+                        .cluster(self.cluster)
+                        .uplink_down
+                        .store(0, Relaxed);
                     self.probe.uplink_down.send_replace(false);
                     info!(
+                        cluster = self.cluster.brokers_key(),
                         spooled = self.spool.as_ref().map_or(0, |s| s.records()),
                         "Uplink back: replaying the spool, aggregates first"
                     );
@@ -345,20 +382,18 @@ impl<S: Sink> Outbox<S> {
                     self.handle_events();
                 }
                 Action::Rewind => self.rewind = true,
-                Action::SpoolDrained => info!("Spool drained: sending directly again"),
+                Action::SpoolDrained => info!(
+                    cluster = self.cluster.brokers_key(),
+                    "Spool drained: sending directly again"
+                ),
             }
         }
         Ok(())
     }
 
-    /// The next MQTT ack that may go out.
+    /// The next MQTT ack that may go out (of either cluster's records).
     pub fn pop_ack(&mut self) -> Option<AckToken> {
         self.acks.pop_ready()
-    }
-
-    /// MQTT messages whose acks wait for their record to be delivered or synced.
-    pub fn unacked(&self) -> usize {
-        self.acks.len()
     }
 
     /// At a clean stop: waits up to `timeout` for records in flight, takes back the rest into
@@ -517,11 +552,12 @@ impl<S: Sink> Outbox<S> {
     }
 
     fn update_gauges(&self) {
+        let gauges = self.stats.cluster(self.cluster);
         if let Some(s) = &self.spool {
-            self.stats.spool_records.store(s.records(), Relaxed);
-            self.stats.spool_bytes.store(s.bytes(), Relaxed);
+            gauges.spool_records.store(s.records(), Relaxed);
+            gauges.spool_bytes.store(s.bytes(), Relaxed);
         }
-        self.stats
+        gauges
             .producer_queue
             .store(self.sink.in_flight().max(0) as u64, Relaxed);
     }

@@ -10,15 +10,29 @@ use tracing::{error, info, warn};
 use super::mode::{self, Action};
 use super::{Outbox, REPLAY_WINDOW, SYNC_AT_PENDING_ACKS};
 use crate::clock::wall_ms;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::sink::{ErrorClass, Origin, SendError, Sink};
 use crate::spool::fs::DiskFs;
 use crate::spool::{Lane, Spool, SpoolOptions};
 use crate::stats::Stats;
 
-/// Opens the spool under `state_dir/spool`, recovering what a previous run left there.
-pub(super) fn open_spool(config: &Config, stats: &Stats) -> anyhow::Result<Spool<DiskFs>> {
-    let dir = config.state_dir.join("spool");
+/// Where a cluster's spool lives: `state_dir/spool` for the main cluster (where it always
+/// was), `state_dir/spool-raw` for the second (`kafka.raw_brokers`).
+pub fn spool_dir(config: &Config, cluster: Cluster) -> std::path::PathBuf {
+    config.state_dir.join(match cluster {
+        Cluster::Main => "spool",
+        Cluster::Raw => "spool-raw",
+    })
+}
+
+/// Opens the spool of `cluster`, recovering what a previous run left there.
+pub(super) fn open_spool(
+    config: &Config,
+    cluster: Cluster,
+    stats: &Stats,
+) -> anyhow::Result<Spool<DiskFs>> {
+    let dir = spool_dir(config, cluster);
     let opts = SpoolOptions {
         max_bytes: config.spool.max_mib.saturating_mul(1 << 20),
     };
@@ -31,12 +45,14 @@ pub(super) fn open_spool(config: &Config, stats: &Stats) -> anyhow::Result<Spool
     let waiting: u64 = rec.records.iter().sum();
     if rec.damaged > 0 {
         warn!(
+            cluster = cluster.brokers_key(),
             damaged = rec.damaged,
             "Spool: skipped damaged records (torn by a power cut or corrupted on disk); they are lost"
         );
     }
     if waiting > 0 {
         info!(
+            cluster = cluster.brokers_key(),
             records = waiting,
             aggregates = rec.records[crate::stats::index(Stream::Aggregate)],
             bytes = rec.bytes,
@@ -44,7 +60,10 @@ pub(super) fn open_spool(config: &Config, stats: &Stats) -> anyhow::Result<Spool
         );
     }
     stats.spool_damaged.fetch_add(rec.damaged, Relaxed);
-    stats.spool_capacity_bytes.store(spool.capacity(), Relaxed);
+    stats
+        .cluster(cluster)
+        .spool_capacity_bytes
+        .store(spool.capacity(), Relaxed);
     Ok(spool)
 }
 
@@ -180,7 +199,10 @@ impl<S: Sink> Outbox<S> {
                 .on(mode::Event::SpoolEmpty, Instant::now(), wall_ms());
             for action in actions {
                 debug_assert_eq!(action, Action::SpoolDrained);
-                info!("Spool drained: sending directly again");
+                info!(
+                    cluster = self.cluster.brokers_key(),
+                    "Spool drained: sending directly again"
+                );
             }
         }
     }

@@ -12,6 +12,7 @@ use edge_bridge_core::OutRecord;
 use tokio::sync::watch;
 
 use super::*;
+use crate::cluster::Cluster;
 use crate::sink::Tag;
 use crate::spool::SpoolOptions;
 
@@ -240,7 +241,7 @@ async fn a_stalled_uplink_takes_records_back_into_the_spool_and_replays_them_on_
     r.outbox.pump(false).await.unwrap();
     assert!(matches!(r.outbox.machine.mode(), mode::Mode::Down { .. }));
     assert!(*r.uplink_down.borrow(), "the probe is told");
-    assert_eq!(r.stats.uplink_down.load(Relaxed), 1);
+    assert_eq!(r.stats.cluster(Cluster::Main).uplink_down.load(Relaxed), 1);
     assert_eq!(r.sink.held.lock().unwrap().replaced, 1);
     assert_eq!(r.sink.in_flight(), 0);
     assert_eq!(r.stats.snapshot().raw.spooled, 4);
@@ -273,7 +274,10 @@ async fn a_stalled_uplink_takes_records_back_into_the_spool_and_replays_them_on_
     r.sink.deliver_all();
     r.outbox.pump(false).await.unwrap();
     assert_eq!(r.outbox.machine.mode(), mode::Mode::Direct);
-    assert_eq!(r.stats.spool_records.load(Relaxed), 0);
+    assert_eq!(
+        r.stats.cluster(Cluster::Main).spool_records.load(Relaxed),
+        0
+    );
 }
 
 #[tokio::test]
@@ -373,7 +377,10 @@ async fn shutdown_moves_unconfirmed_records_to_the_spool() {
     let lost = r.outbox.shutdown(Duration::ZERO).await.unwrap();
     assert_eq!(lost, 0);
     assert_eq!(r.stats.snapshot().aggregate.spooled, 1);
-    assert_eq!(r.stats.spool_records.load(Relaxed), 1);
+    assert_eq!(
+        r.stats.cluster(Cluster::Main).spool_records.load(Relaxed),
+        1
+    );
 }
 
 #[tokio::test]

@@ -14,36 +14,54 @@ use tracing::{info, warn};
 
 use super::client::{describe, Topics};
 use super::SinkError;
+use crate::cluster::Cluster;
 use crate::config::KafkaConfig;
 use crate::stats::Stats;
 use crate::tasks::Tasks;
 
-/// Creates the bridge's topics.
+/// Creates the bridge's topics in one cluster.
 #[derive(Clone)]
 pub struct TopicAdmin {
     client_config: ClientConfig,
     topics: Topics,
+    cluster: Cluster,
+    /// Its bootstrap servers, for messages.
+    pub brokers: String,
+    /// Partitions of the topics it creates.
+    partitions: i32,
 }
 
 impl TopicAdmin {
-    pub(super) fn new(client_config: ClientConfig, topics: Topics) -> Self {
+    pub(super) fn new(
+        client_config: ClientConfig,
+        topics: Topics,
+        cluster: Cluster,
+        cfg: &KafkaConfig,
+    ) -> Self {
         Self {
             client_config,
             topics,
+            cluster,
+            brokers: cfg.brokers.clone(),
+            partitions: cfg.topic_partitions,
         }
     }
 
+    pub fn cluster(&self) -> Cluster {
+        self.cluster
+    }
+
     /// Creates the bridge's topics where missing. Existing topics are left as they are.
-    pub async fn create_topics(&self, cfg: &KafkaConfig) -> Result<(), SinkError> {
+    pub async fn create_topics(&self) -> Result<(), SinkError> {
         let admin: AdminClient<DefaultClientContext> =
             self.client_config.create().map_err(|e| SinkError::Admin {
-                brokers: cfg.brokers.clone(),
+                brokers: self.brokers.clone(),
                 error: describe(&e),
             })?;
         let names = self.topics.all();
         let new: Vec<NewTopic> = names
             .iter()
-            .map(|t| NewTopic::new(t, cfg.topic_partitions, TopicReplication::Fixed(1)))
+            .map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(1)))
             .collect();
         let opts = AdminOptions::new()
             .operation_timeout(Some(Duration::from_secs(30)))
@@ -52,7 +70,7 @@ impl TopicAdmin {
             .create_topics(&new, &opts)
             .await
             .map_err(|e| SinkError::Admin {
-                brokers: cfg.brokers.clone(),
+                brokers: self.brokers.clone(),
                 error: e.to_string(),
             })?;
         for r in results {
@@ -127,7 +145,10 @@ async fn probe_brokers(
         })
         .await
         .unwrap_or(false);
-        stats.kafka_reachable.store(u64::from(ok), Relaxed);
+        stats
+            .cluster(admin.cluster)
+            .kafka_reachable
+            .store(u64::from(ok), Relaxed);
         if ok && probe_ok_ms.send(started).is_err() {
             return;
         }

@@ -7,7 +7,8 @@ use edge_bridge_core::Stream;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
 
-use crate::config::{KafkaConfig, REDACTED};
+use crate::cluster::Cluster;
+use crate::config::{Config, KafkaConfig, REDACTED};
 
 /// Topic names per stream, and the routes' own topics.
 #[derive(Debug, Clone)]
@@ -19,16 +20,22 @@ pub struct Topics {
     /// Topics of `[[routes]]` that name their own (records carry them, see
     /// [`edge_bridge_core::Routed::topic`]); listed here to be created.
     pub routes: Vec<String>,
+    /// The streams whose topics are created in this cluster.
+    pub streams: Vec<Stream>,
 }
 
 impl Topics {
-    pub fn from_config(k: &KafkaConfig, routes: Vec<String>) -> Self {
+    /// The topics of the streams that go to `cluster`, the routes' own among them.
+    pub fn for_cluster(config: &Config, cluster: Cluster) -> Self {
+        let k = &config.kafka;
+        let streams = cluster.streams(k.raw_cluster().is_some());
         Self {
             raw: k.raw_topic.clone(),
             aggregate: k.agg_topic.clone(),
             dead_letter: k.dead_letter_topic.clone(),
             late: (!k.late_topic.is_empty()).then(|| k.late_topic.clone()),
-            routes,
+            routes: config.route_topic_names(&streams),
+            streams,
         }
     }
 
@@ -41,13 +48,18 @@ impl Topics {
         }
     }
 
+    /// The topics to create: those of this cluster's streams.
     pub(super) fn all(&self) -> Vec<&str> {
-        let mut v = vec![
-            self.raw.as_str(),
-            self.aggregate.as_str(),
-            self.dead_letter.as_str(),
-        ];
-        v.extend(self.late.as_deref());
+        let mut v: Vec<&str> = Vec::new();
+        for s in &self.streams {
+            let t = match s {
+                Stream::Late => self.late.as_deref(),
+                _ => Some(self.of(*s)),
+            };
+            if let Some(t) = t.filter(|t| !v.contains(t)) {
+                v.push(t);
+            }
+        }
         for r in &self.routes {
             if !v.contains(&r.as_str()) {
                 v.push(r);
@@ -106,10 +118,21 @@ impl Role {
 
 /// The settings of one producer: ours first, then the operator's pass-through options over
 /// them. `raw_linger`: [`crate::Config::raw_linger`].
-pub fn producer_config(k: &KafkaConfig, role: Role, raw_linger: Duration) -> ClientConfig {
+pub fn producer_config(
+    k: &KafkaConfig,
+    cluster: Cluster,
+    role: Role,
+    raw_linger: Duration,
+) -> ClientConfig {
     let mut c = ClientConfig::new();
+    // The client id names the producer in the brokers' logs and quotas; the main cluster's
+    // keep the names they had before there could be a second.
+    let client_id = match cluster {
+        Cluster::Main => format!("edge-bridge-{}", role.as_str()),
+        Cluster::Raw => format!("edge-bridge-raw-cluster-{}", role.as_str()),
+    };
     c.set("bootstrap.servers", &k.brokers)
-        .set("client.id", format!("edge-bridge-{}", role.as_str()))
+        .set("client.id", client_id)
         .set("enable.idempotence", "true")
         .set("compression.type", &k.compression)
         // Aggregates within 20 ms: batches still form in a flood of closing windows (the raw

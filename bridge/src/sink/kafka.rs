@@ -28,6 +28,7 @@ use super::admin::TopicAdmin;
 use super::client::{describe, producer_config, Role, Topics};
 use super::wire::WireMeter;
 use super::{ErrorClass, Event, Origin, SendError, Sink, SinkError, Tag};
+use crate::cluster::Cluster;
 use crate::config::KafkaConfig;
 use crate::log_throttle::LogThrottle;
 use crate::stats::Stats;
@@ -96,6 +97,8 @@ pub struct SinkContext {
     /// This producer's bytes on the wire as of its last statistics report.
     wire: WireMeter,
     role: Role,
+    /// The cluster this producer writes to: whose gauges it updates.
+    cluster: Cluster,
 }
 
 /// How often one kind of librdkafka warning or error is written while it repeats.
@@ -111,16 +114,13 @@ impl SinkContext {
 impl ClientContext for SinkContext {
     fn stats(&self, statistics: Statistics) {
         let grown = self.wire.observe(&statistics);
-        self.stats
-            .wire_sent_bytes
-            .fetch_add(grown.sent, std::sync::atomic::Ordering::Relaxed);
-        self.stats
+        let cluster = self.stats.cluster(self.cluster);
+        cluster.wire_sent_bytes.fetch_add(grown.sent, Relaxed);
+        cluster
             .wire_received_bytes
-            .fetch_add(grown.received, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(grown.received, Relaxed);
         if self.role == Role::Raw {
-            self.stats
-                .wire_raw_sent_bytes
-                .fetch_add(grown.sent, std::sync::atomic::Ordering::Relaxed);
+            cluster.wire_raw_sent_bytes.fetch_add(grown.sent, Relaxed);
         }
     }
 
@@ -163,7 +163,10 @@ impl ProducerContext for SinkContext {
         let event = match result {
             Ok(msg) => {
                 counters.delivered.fetch_add(1, Relaxed);
-                self.stats.kafka_reachable.store(1, Relaxed);
+                self.stats
+                    .cluster(self.cluster)
+                    .kafka_reachable
+                    .store(1, Relaxed);
                 let bytes = msg.key().map_or(0, <[u8]>::len) + msg.payload().map_or(0, <[u8]>::len);
                 counters.bytes_delivered.fetch_add(bytes as u64, Relaxed);
                 if tag.stream == Stream::Aggregate {
@@ -225,33 +228,44 @@ pub struct KafkaSink {
     topics: Topics,
     stats: Arc<Stats>,
     events: mpsc::Sender<Event>,
+    cluster: Cluster,
+    /// The cluster's settings, for its topic admin.
+    admin_cfg: KafkaConfig,
 }
 
 impl KafkaSink {
-    /// The sink, and the receiving end of its delivery events.
-    /// `raw_linger`: [`crate::Config::raw_linger`]; `route_topics`: the routes' own topics
-    /// ([`crate::Config::route_topic_names`]), to be created with the others.
+    /// The sink to one cluster, and the receiving end of its delivery events.
+    /// `cfg`: that cluster's settings ([`KafkaConfig::raw_cluster`] for the second);
+    /// `raw_linger`: [`crate::Config::raw_linger`]; `topics`: the topics of the streams it
+    /// takes, to be created.
     pub fn new(
         cfg: &KafkaConfig,
+        cluster: Cluster,
         raw_linger: Duration,
-        route_topics: Vec<String>,
+        topics: Topics,
         stats: Arc<Stats>,
     ) -> Result<(Self, mpsc::Receiver<Event>), SinkError> {
         let (events, rx) = mpsc::channel();
-        let client_configs = Role::ALL.map(|role| producer_config(cfg, role, raw_linger));
-        let producers = create_producers(&client_configs, &stats, &events)
+        let client_configs = Role::ALL.map(|role| producer_config(cfg, cluster, role, raw_linger));
+        let producers = create_producers(&client_configs, cluster, &stats, &events)
             .map_err(|e| SinkError::Create(describe(&e)))?;
         Ok((
             Self {
                 producers,
                 next_seq: Default::default(),
                 client_configs,
-                topics: Topics::from_config(cfg, route_topics),
+                topics,
                 stats,
                 events,
+                cluster,
+                admin_cfg: cfg.clone(),
             },
             rx,
         ))
+    }
+
+    pub fn cluster(&self) -> Cluster {
+        self.cluster
     }
 
     /// What creating topics and probing the brokers need, for a task of its own.
@@ -259,6 +273,8 @@ impl KafkaSink {
         TopicAdmin::new(
             self.client_configs[Role::Prompt.index()].clone(),
             self.topics.clone(),
+            self.cluster,
+            &self.admin_cfg,
         )
     }
 
@@ -376,27 +392,34 @@ impl Sink for KafkaSink {
                 "The producer did not give all its records back; those are lost"
             );
         }
-        self.producers = create_producers(&self.client_configs, &self.stats, &self.events)
-            .map_err(|e| SinkError::Fatal(describe(&e)))?;
+        self.producers = create_producers(
+            &self.client_configs,
+            self.cluster,
+            &self.stats,
+            &self.events,
+        )
+        .map_err(|e| SinkError::Fatal(describe(&e)))?;
         Ok(())
     }
 }
 
 fn create_producers(
     configs: &[ClientConfig; 2],
+    cluster: Cluster,
     stats: &Arc<Stats>,
     events: &mpsc::Sender<Event>,
 ) -> Result<[ThreadedProducer<SinkContext>; 2], KafkaError> {
     let [raw, prompt] = configs;
     Ok([
-        create_producer(raw, Role::Raw, stats, events)?,
-        create_producer(prompt, Role::Prompt, stats, events)?,
+        create_producer(raw, Role::Raw, cluster, stats, events)?,
+        create_producer(prompt, Role::Prompt, cluster, stats, events)?,
     ])
 }
 
 fn create_producer(
     cfg: &ClientConfig,
     role: Role,
+    cluster: Cluster,
     stats: &Arc<Stats>,
     events: &mpsc::Sender<Event>,
 ) -> Result<ThreadedProducer<SinkContext>, KafkaError> {
@@ -406,6 +429,7 @@ fn create_producer(
         repeats: Mutex::new(LogThrottle::new(REPEAT_EVERY)),
         wire: WireMeter::default(),
         role,
+        cluster,
     })
 }
 
@@ -447,7 +471,7 @@ mod tests {
             sasl_password: "s3cret".into(),
             ..KafkaConfig::default()
         };
-        let c = producer_config(&k, Role::Raw, LINGER);
+        let c = producer_config(&k, Cluster::Main, Role::Raw, LINGER);
         assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(c.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
         assert_eq!(c.get("sasl.username"), Some("edge"));
@@ -457,8 +481,9 @@ mod tests {
             k.sasl_mechanism = mechanism.into();
             let (events, _rx) = mpsc::channel();
             let _producer = create_producer(
-                &producer_config(&k, Role::Raw, LINGER),
+                &producer_config(&k, Cluster::Main, Role::Raw, LINGER),
                 Role::Raw,
+                Cluster::Main,
                 &Arc::default(),
                 &events,
             )
@@ -477,8 +502,9 @@ mod tests {
             .insert("no.such.property".into(), "hunter3-xyz".into());
         let (events, _rx) = mpsc::channel();
         let Err(e) = create_producer(
-            &producer_config(&k, Role::Prompt, LINGER),
+            &producer_config(&k, Cluster::Main, Role::Prompt, LINGER),
             Role::Prompt,
+            Cluster::Main,
             &Arc::default(),
             &events,
         ) else {
@@ -495,8 +521,8 @@ mod tests {
         k.options.insert("linger.ms".into(), "5".into());
         k.options.insert("batch.num.messages".into(), "100".into());
         k.raw_options.insert("linger.ms".into(), "700".into());
-        let raw = producer_config(&k, Role::Raw, LINGER);
-        let prompt = producer_config(&k, Role::Prompt, LINGER);
+        let raw = producer_config(&k, Cluster::Main, Role::Raw, LINGER);
+        let prompt = producer_config(&k, Cluster::Main, Role::Prompt, LINGER);
         assert_eq!(raw.get("linger.ms"), Some("700"));
         assert_eq!(prompt.get("linger.ms"), Some("5"));
         for c in [&raw, &prompt] {
@@ -511,15 +537,16 @@ mod tests {
         let mut k = KafkaConfig::default();
         // A linger in [kafka.options] is the aggregates'; the raw stream keeps its own.
         k.options.insert("linger.ms".into(), "20".into());
-        let raw = producer_config(&k, Role::Raw, LINGER);
-        let prompt = producer_config(&k, Role::Prompt, LINGER);
+        let raw = producer_config(&k, Cluster::Main, Role::Raw, LINGER);
+        let prompt = producer_config(&k, Cluster::Main, Role::Prompt, LINGER);
         assert_eq!(raw.get("linger.ms"), Some("500"));
         assert_eq!(raw.get("compression.level"), Some("6"));
         assert_eq!(prompt.get("linger.ms"), Some("20"));
         assert_eq!(prompt.get("compression.level"), None);
         // librdkafka takes both.
         let (events, _rx) = mpsc::channel();
-        let _producers = create_producers(&[raw, prompt], &Arc::default(), &events).unwrap();
+        let _producers =
+            create_producers(&[raw, prompt], Cluster::Main, &Arc::default(), &events).unwrap();
         for stream in [Stream::Raw, Stream::Late] {
             assert_eq!(Role::of(stream), Role::Raw);
         }
