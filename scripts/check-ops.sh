@@ -100,8 +100,8 @@ def exported_series():
     Reads the two ways bridge/src/metrics.rs has named metrics: a helper call with the name
     after the encoder (`counter(e, "NAME", help, v)`, `gauge(..)`, `labelled(e, "NAME", help,
     "LABEL", ..)`), or a table row with the kind after the name (`("NAME", help, Counter(..))`,
-    `Gauge(..)`, `Labelled("LABEL", ..)`, or a closure of the file whose body makes one of
-    those); and a histogram encoded directly (`encode_descriptor("NAME", .., VAR.metric_type())`
+    `Gauge(..)`, `Labelled("LABEL", ..)`, `PerCluster(..)` (a gauge labelled `cluster`), or a
+    closure of the file whose body makes one of those); and a histogram encoded directly (`encode_descriptor("NAME", .., VAR.metric_type())`
     with VAR a field of Stats whose type is a Histogram or a newtype of one). Any other
     `"edge_bridge_..."` literal is an error: the check must learn it rather than guess."""
     src = open("bridge/src/metrics.rs").read().split("#[cfg(test)]")[0]
@@ -111,7 +111,7 @@ def exported_series():
     closures = {}
     for m in re.finditer(r"let (\w+) = (?:move )?\|[^|]*\|", src):
         body = src[m.end():m.end() + 600]
-        k = re.search(r'\b(Labelled)\(\s*"(\w+)"|\b(Counter|Gauge)\(', body)
+        k = re.search(r'\b(Labelled)\(\s*"(\w+)"|\b(Counter|Gauge|PerCluster)\(', body)
         if k:
             closures[m.group(1)] = ("Labelled", k.group(2)) if k.group(1) else (k.group(3), None)
     series = {}
@@ -120,7 +120,7 @@ def exported_series():
         if kind == "counter":
             series[name + "_total"] = {label} if label else set()
         elif kind == "gauge":
-            series[name] = set()
+            series[name] = {label} if label else set()
         elif kind == "histogram":
             series[name + "_bucket"] = {"le"}
             series[name + "_sum"] = set()
@@ -154,6 +154,10 @@ def exported_series():
             kind, label = closures[kind]
         if kind in ("Counter", "Gauge", "Labelled"):
             add(name, "gauge" if kind == "Gauge" else "counter", label if kind == "Labelled" else None)
+            continue
+        if kind == "PerCluster":
+            # A gauge per Kafka-API cluster (`Value::PerCluster`), label `cluster`.
+            add(name, "gauge", "cluster")
             continue
         fail(f"bridge/src/metrics.rs names the metric {name} in a way this check does not read "
              f"(see exported_series in scripts/check-ops.sh); teach it")

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use edge_bridge::clock::wall_ms;
 use edge_bridge::cluster::Cluster;
-use edge_bridge::outbox::Outbox;
+use edge_bridge::outbox::{spool_of, Outbox};
 use edge_bridge::sink::Sink;
 use edge_bridge::stats::Stats;
 use edge_bridge::tasks::Tasks;
@@ -126,9 +126,11 @@ async fn produce_request_errors_are_retried_without_loss_or_duplicates() {
     let mock = cluster();
     let state = tempfile::tempdir().unwrap();
     let stats = Arc::new(Stats::default());
+    let config = config(&mock, state.path());
     let mut outbox = Outbox::open(
-        &config(&mock, state.path()),
+        &config,
         Cluster::Main,
+        spool_of(&config, Cluster::Main, &stats).unwrap(),
         stats.clone(),
         &Tasks::new(),
         Default::default(),
@@ -161,9 +163,11 @@ async fn broker_down_and_up_spools_and_delivers_everything_in_order() {
     let mock = cluster();
     let state = tempfile::tempdir().unwrap();
     let stats = Arc::new(Stats::default());
+    let config = config(&mock, state.path());
     let mut outbox = Outbox::open(
-        &config(&mock, state.path()),
+        &config,
         Cluster::Main,
+        spool_of(&config, Cluster::Main, &stats).unwrap(),
         stats.clone(),
         &Tasks::new(),
         Default::default(),
@@ -202,9 +206,11 @@ async fn fatal_producer_error_recreates_the_producer_without_losing_records() {
         .unwrap();
     let state = tempfile::tempdir().unwrap();
     let stats = Arc::new(Stats::default());
+    let config = config(&mock, state.path());
     let mut outbox = Outbox::open(
-        &config(&mock, state.path()),
+        &config,
         Cluster::Main,
+        spool_of(&config, Cluster::Main, &stats).unwrap(),
         stats.clone(),
         &Tasks::new(),
         Default::default(),

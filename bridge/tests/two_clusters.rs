@@ -257,6 +257,82 @@ async fn stats_wait(bridge: &Running, n: u64) {
     }
 }
 
+/// Records a run without `kafka.raw_brokers` left in its spool (an outage, then a stop) go,
+/// once it is set, to the cluster that now takes their stream: raw to the raw cluster,
+/// aggregates to the main one; none stays behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_spooled_before_the_second_cluster_go_to_the_cluster_of_their_stream() {
+    use edge_bridge::spool::fs::DiskFs;
+    use edge_bridge::spool::{Lane, Spool, SpoolOptions};
+    use edge_bridge_core::{OutRecord, Routed, Stream};
+
+    let (main, raw) = (Tansu::start(), Tansu::start());
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config(&main.brokers, &raw.brokers, state.path());
+    let record = |stream: Stream, i: u64| Routed {
+        stream,
+        record: OutRecord {
+            key: format!("s-{i}").into(),
+            value: format!("{{\"n\":{i}}}").into(),
+            timestamp_ms: support::now_ms(),
+            headers: Vec::new(),
+        },
+        topic: None,
+    };
+    {
+        let opts = SpoolOptions { max_bytes: 1 << 24 };
+        let (mut old, _) = Spool::open(
+            DiskFs,
+            &edge_bridge::outbox::spool_dir(&cfg, Cluster::Main),
+            opts,
+        )
+        .unwrap();
+        for i in 0..300 {
+            let stream = if i % 3 == 0 {
+                Stream::Aggregate
+            } else {
+                Stream::Raw
+            };
+            old.append(Lane::for_stream(stream), &record(stream, i), 0)
+                .unwrap();
+        }
+        old.sync().unwrap();
+    }
+    let bridge = Running::start(cfg).await;
+    let stats = bridge.stats.clone();
+    support::wait_for("the spooled records delivered", || {
+        let s = stats.snapshot();
+        s.raw.delivered_from_spool == 200 && s.aggregate.delivered_from_spool == 100
+    })
+    .await;
+    bridge.stop().await;
+    let raw_records = read_topic(
+        &raw.brokers,
+        "raw-temperature",
+        200,
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        raw_records.len(),
+        200,
+        "every spooled raw record in the raw cluster"
+    );
+    let aggregates = read_topic(
+        &main.brokers,
+        "agg-temperature",
+        100,
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        aggregates.len(),
+        100,
+        "every spooled aggregate in the main cluster"
+    );
+    let stray = read_topic(&main.brokers, "raw-temperature", 0, Duration::from_secs(3));
+    assert!(stray.is_empty(), "raw records left for the main cluster");
+    assert_eq!(stats.snapshot().spool_records, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_cluster_cut_holds_back_no_aggregate_and_loses_nothing() {
     outage_of_one_cluster(Cluster::Raw).await;

@@ -165,6 +165,89 @@ fn redaction_hides_secrets_only() {
 }
 
 #[test]
+fn a_second_cluster_has_its_own_security_and_secrets() {
+    let c: Config = toml::from_str(
+        "[kafka]\nbrokers = \"cloud:9092\"\nsecurity_protocol = \"sasl_ssl\"\nsasl_username = \"gw\"\nsasl_password = \"cl0ud-pw\"\nraw_brokers = \"site:9092\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.validate(), Ok(()));
+    let raw = c.kafka.raw_cluster().expect("a second cluster");
+    assert_eq!(raw.brokers, "site:9092");
+    // Nothing of the main cluster's security goes to the site's broker.
+    assert_eq!(raw.security_protocol, "plaintext");
+    assert!(raw.sasl_username.is_empty() && raw.sasl_password.is_empty());
+    assert_eq!(
+        raw.raw_brokers, "",
+        "the second cluster has no second cluster"
+    );
+    assert_eq!(raw.raw_topic, c.kafka.raw_topic);
+    assert!(Config::default().kafka.raw_cluster().is_none());
+
+    // Its problems are named with its own keys and variables.
+    let mut c = c;
+    c.kafka.raw_security_protocol = "sasl_plaintext".into();
+    c.kafka.raw_sasl_mechanism = "GSSAPI".into();
+    c.kafka.raw_ssl_ca_location = "/no/such/ca.pem".into();
+    let problems = c.validate().unwrap_err().join("\n");
+    assert!(
+        problems.contains("kafka.raw_sasl_mechanism: \"GSSAPI\" is not one of"),
+        "{problems}"
+    );
+    assert!(problems.contains("kafka.raw_sasl_username and kafka.raw_sasl_password: both are needed with kafka.raw_security_protocol"), "{problems}");
+    assert!(
+        problems.contains("EDGE_BRIDGE_KAFKA_RAW_SASL_PASSWORD_FILE"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("kafka.raw_ssl_ca_location: /no/such/ca.pem does not exist"),
+        "{problems}"
+    );
+    assert!(
+        !problems.contains("kafka.sasl"),
+        "the main cluster is fine: {problems}"
+    );
+
+    // Security in [kafka.options] would reach both clusters.
+    let mut leaky = c.clone();
+    leaky
+        .kafka
+        .options
+        .insert("sasl.password".into(), "x".into());
+    leaky.kafka.options.insert("linger.ms".into(), "5".into());
+    let problems = leaky.validate().unwrap_err().join("\n");
+    assert!(
+        problems.contains("kafka.options.\"sasl.password\": with kafka.raw_brokers"),
+        "{problems}"
+    );
+    assert!(!problems.contains("linger.ms"), "{problems}");
+    let mut blank = Config::default();
+    blank.kafka.raw_brokers = " , ".into();
+    let problems = blank.validate().unwrap_err().join("\n");
+    assert!(
+        problems.contains("kafka.raw_brokers: name at least one host:port"),
+        "{problems}"
+    );
+
+    // The same brokers twice is one cluster.
+    let mut same = Config::default();
+    same.kafka.brokers = "a:9092, b:9092".into();
+    same.kafka.raw_brokers = "B:9092,a:9092".into();
+    let problems = same.validate().unwrap_err().join("\n");
+    assert!(
+        problems.contains("kafka.raw_brokers: \"B:9092,a:9092\" is kafka.brokers"),
+        "{problems}"
+    );
+
+    // Its secrets are redacted like the others.
+    c.kafka.raw_sasl_password = "s1te-pw".into();
+    c.kafka.raw_ssl_key_password = "s1te-key".into();
+    let text = c.to_redacted_toml();
+    for secret in ["cl0ud-pw", "s1te-pw", "s1te-key"] {
+        assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+    }
+}
+
+#[test]
 fn numeric_option_values_are_accepted() {
     let c: Config =
         toml::from_str("[kafka.options]\n\"linger.ms\" = 50\n\"enable.idempotence\" = true\n")

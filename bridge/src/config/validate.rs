@@ -149,7 +149,20 @@ impl Config {
     fn kafka_security_problems(&self) -> Vec<String> {
         let mut errors = security_problems(&self.kafka, "");
         if let Some(raw) = self.kafka.raw_cluster() {
+            if raw.brokers.split(',').all(|b| b.trim().is_empty()) {
+                errors.push("kafka.raw_brokers: name at least one host:port, or leave it empty to send every stream to kafka.brokers".into());
+            }
             errors.extend(security_problems(&raw, "raw_"));
+            // [kafka.options] goes to both clusters' producers: security there would take the
+            // main cluster's credentials to the site's broker.
+            for key in self.kafka.options.keys() {
+                let k = key.to_ascii_lowercase();
+                if k == "security.protocol" || k.starts_with("sasl.") || k.starts_with("ssl.") {
+                    errors.push(format!(
+                        "kafka.options.{key:?}: with kafka.raw_brokers, [kafka.options] goes to both clusters; set each cluster's security with kafka.security_protocol, kafka.sasl_* and kafka.ssl_* (the main cluster) and kafka.raw_* (the raw cluster) instead"
+                    ));
+                }
+            }
             let same = |a: &str, b: &str| {
                 let set = |s: &str| {
                     let mut v: Vec<String> = s

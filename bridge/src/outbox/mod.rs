@@ -28,8 +28,7 @@ pub mod mode;
 mod spooling;
 mod uplinks;
 
-use spooling::open_spool;
-pub use spooling::spool_dir;
+pub use spooling::{spool_dir, spool_of};
 pub use uplinks::Uplinks;
 #[cfg(test)]
 mod tests;
@@ -133,13 +132,14 @@ pub struct Outbox<S: Sink = KafkaSink> {
 }
 
 impl Outbox<KafkaSink> {
-    /// The producers to `cluster`, and its spool (under `state_dir`, see
-    /// [`spooling::spool_dir`]) if enabled: opening it recovers what a previous run left
-    /// there. Starts the cluster's broker probe in `tasks`. `acks`: the MQTT acks, shared
-    /// with the other cluster's outbox.
+    /// The producers to `cluster`, and `spool` (see [`spooling::spool_dir`] and
+    /// [`Uplinks::open`], which opens it): what a previous run left there is replayed. Starts
+    /// the cluster's broker probe in `tasks`. `acks`: the MQTT acks, shared with the other
+    /// cluster's outbox.
     pub fn open(
         config: &Config,
         cluster: Cluster,
+        spool: Option<Spool<DiskFs>>,
         stats: Arc<Stats>,
         tasks: &Tasks,
         acks: SharedAcks<AckToken>,
@@ -161,11 +161,6 @@ impl Outbox<KafkaSink> {
         )?;
         // Whether the brokers answer: for /readyz, and to notice the uplink back.
         let probe = spawn_probe(sink.admin_handle(), stats.clone(), tasks);
-        let spool = if config.spool.enabled {
-            Some(open_spool(config, cluster, &stats)?)
-        } else {
-            None
-        };
         let deferral = config.raw_deferral().map_err(anyhow::Error::msg)?;
         let mut outbox = Self::new(
             sink,
@@ -201,7 +196,8 @@ impl<S: Sink> Outbox<S> {
             timing.queue_full_wait,
             Instant::now(),
         );
-        let outbox = Self {
+        // (Its gauges are set at the first pump; [`Outbox::open`] sets them for its cluster.)
+        Self {
             sink,
             events,
             spool,
@@ -219,9 +215,7 @@ impl<S: Sink> Outbox<S> {
             fatal: false,
             drops: LogThrottle::new(Duration::from_secs(10)),
             deferral: None,
-        };
-        outbox.update_gauges();
-        outbox
+        }
     }
 
     /// The same outbox applying the deferred raw policy ([`crate::Config::raw_deferral`]);
@@ -262,6 +256,18 @@ impl<S: Sink> Outbox<S> {
         ack: Option<AckToken>,
         made_ms: i64,
     ) -> anyhow::Result<()> {
+        self.submit_beside(routed, ack, made_ms, None).await
+    }
+
+    /// [`Outbox::submit`], pumping `other` (the other cluster's outbox) too while this one
+    /// waits for room in its producer's queue: its delivery work goes on meanwhile.
+    pub async fn submit_beside(
+        &mut self,
+        routed: Routed,
+        ack: Option<AckToken>,
+        made_ms: i64,
+        mut other: Option<&mut Self>,
+    ) -> anyhow::Result<()> {
         let carrier = ack.map(|t| self.acks.push(t));
         let origin = carrier.map_or(Origin::Direct, Origin::Carrier);
         // Taken when the queue is first found full: the common case reads no clock here.
@@ -282,6 +288,9 @@ impl<S: Sink> Outbox<S> {
                     // spool.
                     let since = *full_since.get_or_insert_with(Instant::now);
                     self.pump(false).await?;
+                    if let Some(other) = other.as_deref_mut() {
+                        other.pump(false).await?;
+                    }
                     let actions = self.machine.on(
                         mode::Event::QueueFull { since },
                         Instant::now(),

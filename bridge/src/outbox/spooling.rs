@@ -26,6 +26,19 @@ pub fn spool_dir(config: &Config, cluster: Cluster) -> std::path::PathBuf {
     })
 }
 
+/// The spool of `cluster` if `spool.enabled`, opened (see [`open_spool`]).
+pub fn spool_of(
+    config: &Config,
+    cluster: Cluster,
+    stats: &Stats,
+) -> anyhow::Result<Option<Spool<DiskFs>>> {
+    config
+        .spool
+        .enabled
+        .then(|| open_spool(config, cluster, stats))
+        .transpose()
+}
+
 /// Opens the spool of `cluster`, recovering what a previous run left there.
 pub(super) fn open_spool(
     config: &Config,

@@ -8,14 +8,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_bridge_core::{Routed, Stream};
+use edge_bridge_core::Routed;
 
-use super::Outbox;
+use tracing::info;
+
+use super::{spool_dir, spool_of, Outbox};
 use crate::acks::SharedAcks;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::mqtt::external::AckToken;
 use crate::sink::{Sink, SinkError, TopicAdmin};
+use crate::spool::fs::DiskFs;
+use crate::spool::{Lane, Spool};
 use crate::stats::Stats;
 use crate::tasks::Tasks;
 
@@ -26,17 +30,66 @@ pub struct Uplinks {
     acks: SharedAcks<AckToken>,
 }
 
+/// The spool lanes of the per-reading streams.
+const RAW_LANES: [Lane; 2] = [Lane::RescueRaw, Lane::Raw];
+
+/// Moves what `from` holds in `lanes` to `to`, the spool of `cluster`, saying so.
+fn relocate(
+    from: &mut Spool<DiskFs>,
+    to: &mut Spool<DiskFs>,
+    lanes: &[Lane],
+    cluster: Cluster,
+) -> anyhow::Result<()> {
+    if from.is_empty_in(lanes) {
+        return Ok(());
+    }
+    let (moved, damaged) = from.move_to(to, lanes).map_err(|e| {
+        anyhow::anyhow!("cannot move the spooled records of the other cluster layout to {}'s spool: {e}; check the state_dir disk", cluster.brokers_key())
+    })?;
+    info!(
+        moved,
+        damaged,
+        to = cluster.brokers_key(),
+        "Spool: records spooled before kafka.raw_brokers changed now wait in the spool of the cluster that takes their stream"
+    );
+    Ok(())
+}
+
 impl Uplinks {
-    /// Opens the outbox of each configured cluster (see [`Outbox::open`]).
+    /// Opens each configured cluster's spool and outbox (see [`Outbox::open`]). Records a
+    /// previous run spooled for the other layout (`kafka.raw_brokers` set or unset since) are
+    /// first moved to the spool of the cluster that now takes their stream.
     pub fn open(config: &Config, stats: Arc<Stats>, tasks: &Tasks) -> anyhow::Result<Self> {
         let acks = SharedAcks::default();
         let split = config.kafka.raw_cluster().is_some();
         stats.set_split(split);
-        let main = Outbox::open(config, Cluster::Main, stats.clone(), tasks, acks.clone())?;
+        let spool = |cluster| spool_of(config, cluster, &stats);
+        let mut main_spool = spool(Cluster::Main)?;
+        let mut raw_spool = if split { spool(Cluster::Raw)? } else { None };
+        if let Some(main) = main_spool.as_mut() {
+            match raw_spool.as_mut() {
+                Some(raw) => relocate(main, raw, &RAW_LANES, Cluster::Raw)?,
+                None if spool_dir(config, Cluster::Raw).is_dir() => {
+                    if let Some(mut old) = spool(Cluster::Raw)? {
+                        relocate(&mut old, main, &Lane::ALL, Cluster::Main)?;
+                    }
+                }
+                None => {}
+            }
+        }
+        let main = Outbox::open(
+            config,
+            Cluster::Main,
+            main_spool,
+            stats.clone(),
+            tasks,
+            acks.clone(),
+        )?;
         let raw = if split {
             Some(Outbox::open(
                 config,
                 Cluster::Raw,
+                raw_spool,
                 stats,
                 tasks,
                 acks.clone(),
@@ -45,13 +98,6 @@ impl Uplinks {
             None
         };
         Ok(Self { main, raw, acks })
-    }
-
-    fn outbox_of(&mut self, stream: Stream) -> &mut Outbox {
-        match &mut self.raw {
-            Some(raw) if Cluster::of(stream, true) == Cluster::Raw => raw,
-            _ => &mut self.main,
-        }
     }
 
     fn outboxes(&mut self) -> impl Iterator<Item = &mut Outbox> {
@@ -65,9 +111,13 @@ impl Uplinks {
         ack: Option<AckToken>,
         made_ms: i64,
     ) -> anyhow::Result<()> {
-        self.outbox_of(routed.stream)
-            .submit(routed, ack, made_ms)
-            .await
+        // The other cluster's outbox is pumped while this one waits for room.
+        match (&mut self.main, &mut self.raw) {
+            (main, Some(raw)) if Cluster::of(routed.stream, true) == Cluster::Raw => {
+                raw.submit_beside(routed, ack, made_ms, Some(main)).await
+            }
+            (main, raw) => main.submit_beside(routed, ack, made_ms, raw.as_mut()).await,
+        }
     }
 
     /// An MQTT message that made no record (its reading was left out of the raw stream and

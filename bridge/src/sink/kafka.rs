@@ -145,11 +145,17 @@ impl ClientContext for SinkContext {
         let Some(held_back) = self.admit(&format!("error {error}")) else {
             return;
         };
+        let cluster = self.cluster.brokers_key();
         match advice(&error, reason) {
             Some(advice) => {
-                error!(%error, held_back, "Kafka refused the bridge: {advice}: {reason}")
+                // The second cluster's keys are the first's with `raw_` (kafka.raw_brokers).
+                let advice = match self.cluster {
+                    Cluster::Main => advice.to_owned(),
+                    Cluster::Raw => advice.replace("kafka.", "kafka.raw_"),
+                };
+                error!(%error, held_back, cluster, "Kafka refused the bridge: {advice}: {reason}")
             }
-            None => warn!(%error, held_back, "Kafka client error: {reason}"),
+            None => warn!(%error, held_back, cluster, "Kafka client error: {reason}"),
         }
     }
 }

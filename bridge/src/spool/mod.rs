@@ -455,6 +455,36 @@ impl<F: Fs> Spool<F> {
         }
     }
 
+    /// Moves every record of `lanes` into the same lanes of `to`, in order: each batch is made
+    /// durable there before it is taken out of here, so a crash in between duplicates records
+    /// and loses none. For a change of `kafka.raw_brokers`: the records wait in the spool of
+    /// the cluster that now takes their stream. Call it before anything is handed out. Returns
+    /// the records moved, and damaged ones skipped.
+    pub fn move_to<G: Fs>(&mut self, to: &mut Spool<G>, lanes: &[Lane]) -> io::Result<(u64, u64)> {
+        self.flush().map_err(|e| e.error)?;
+        let (mut moved, mut damaged) = (0, 0);
+        loop {
+            let mut batch = Vec::new();
+            damaged += self.next_batch_from(lanes, 1024, &mut batch)?;
+            if batch.is_empty() {
+                break;
+            }
+            for h in &batch {
+                let appended = to.append(h.lane, &h.routed, h.made_ms)?;
+                if let Some(e) = appended.error {
+                    return Err(io::Error::other(e));
+                }
+            }
+            to.sync()?;
+            for h in &batch {
+                self.ack(h.lane, h.seq);
+            }
+            moved += batch.len() as u64;
+        }
+        self.sync()?;
+        Ok((moved, damaged))
+    }
+
     /// Nothing waits in any lane and nothing handed out awaits its delivery report.
     pub fn is_empty(&self) -> bool {
         self.lanes
