@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -218,21 +218,7 @@ async fn uplink_outage_loses_nothing_and_sends_aggregates_first() {
         counts.len()
     );
     // Per-sensor order: each sensor's readings arrive in the order they were sent.
-    for k in 0..20 {
-        let sensor = Dataset::sensor_id(k);
-        let mut seen = HashSet::new();
-        let got: Vec<&[u8]> = raw
-            .iter()
-            .filter(|r| r.key == sensor && seen.insert(r.value.clone()))
-            .map(|r| &r.value[..])
-            .collect();
-        let want: Vec<&[u8]> = sent
-            .iter()
-            .filter(|m| m.sensor == sensor)
-            .map(|m| m.payload.as_bytes())
-            .collect();
-        assert!(got == want, "order of {sensor}");
-    }
+    reference::check_order(&raw, &sent, 20);
     let agg = read_topic(
         &kafka.brokers,
         "agg-temperature",

@@ -115,6 +115,24 @@ fn check(got: &[(String, usize)], n: usize) -> usize {
     got.len() - n
 }
 
+/// An outbox to `mock`, with its spool under `state`.
+fn open_outbox(
+    mock: &MockCluster<'_, DefaultProducerContext>,
+    state: &std::path::Path,
+    stats: &Arc<Stats>,
+) -> Outbox {
+    let config = config(mock, state);
+    Outbox::open(
+        &config,
+        Cluster::Main,
+        spool_of(&config, Cluster::Main, stats).unwrap(),
+        stats.clone(),
+        &Tasks::new(),
+        Default::default(),
+    )
+    .unwrap()
+}
+
 fn cluster() -> MockCluster<'static, DefaultProducerContext> {
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic(TOPIC, 1, 1).unwrap();
@@ -126,16 +144,7 @@ async fn produce_request_errors_are_retried_without_loss_or_duplicates() {
     let mock = cluster();
     let state = tempfile::tempdir().unwrap();
     let stats = Arc::new(Stats::default());
-    let config = config(&mock, state.path());
-    let mut outbox = Outbox::open(
-        &config,
-        Cluster::Main,
-        spool_of(&config, Cluster::Main, &stats).unwrap(),
-        stats.clone(),
-        &Tasks::new(),
-        Default::default(),
-    )
-    .unwrap();
+    let mut outbox = open_outbox(&mock, state.path(), &stats);
     mock.request_errors(
         RDKafkaApiKey::Produce,
         &[
@@ -163,16 +172,7 @@ async fn broker_down_and_up_spools_and_delivers_everything_in_order() {
     let mock = cluster();
     let state = tempfile::tempdir().unwrap();
     let stats = Arc::new(Stats::default());
-    let config = config(&mock, state.path());
-    let mut outbox = Outbox::open(
-        &config,
-        Cluster::Main,
-        spool_of(&config, Cluster::Main, &stats).unwrap(),
-        stats.clone(),
-        &Tasks::new(),
-        Default::default(),
-    )
-    .unwrap();
+    let mut outbox = open_outbox(&mock, state.path(), &stats);
     let n = 6_000;
     for i in 0..1_000 {
         outbox.submit(record(i), None, wall_ms()).await.unwrap();
@@ -206,16 +206,7 @@ async fn fatal_producer_error_recreates_the_producer_without_losing_records() {
         .unwrap();
     let state = tempfile::tempdir().unwrap();
     let stats = Arc::new(Stats::default());
-    let config = config(&mock, state.path());
-    let mut outbox = Outbox::open(
-        &config,
-        Cluster::Main,
-        spool_of(&config, Cluster::Main, &stats).unwrap(),
-        stats.clone(),
-        &Tasks::new(),
-        Default::default(),
-    )
-    .unwrap();
+    let mut outbox = open_outbox(&mock, state.path(), &stats);
     let n = 3_000;
     for i in 0..n / 2 {
         outbox.submit(record(i), None, wall_ms()).await.unwrap();

@@ -198,21 +198,7 @@ async fn outage_of_one_cluster(cut: Cluster) {
             m.ts_ms
         );
     }
-    for k in 0..SENSORS {
-        let sensor = Dataset::sensor_id(k);
-        let mut first = HashSet::new();
-        let got: Vec<&[u8]> = records
-            .iter()
-            .filter(|r| r.key == sensor && first.insert(r.value.clone()))
-            .map(|r| &r.value[..])
-            .collect();
-        let want: Vec<&[u8]> = sent
-            .iter()
-            .filter(|m| m.sensor == sensor)
-            .map(|m| m.payload.as_bytes())
-            .collect();
-        assert!(got == want, "order of {sensor} in the raw cluster");
-    }
+    reference::check_order(&records, &sent, SENSORS);
     let aggregates = read_topic(
         &main.kafka.brokers,
         "agg-temperature",

@@ -422,11 +422,16 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// Whether a second cluster takes the per-reading streams (`raw_brokers` is set).
+    pub fn has_raw_cluster(&self) -> bool {
+        !self.raw_brokers.is_empty()
+    }
+
     /// The settings of the cluster that takes the per-reading streams when `raw_brokers` is
     /// set: these settings with the second cluster's brokers and security in place of the
     /// first's. `None`: one cluster takes everything.
     pub fn raw_cluster(&self) -> Option<KafkaConfig> {
-        if self.raw_brokers.is_empty() {
+        if !self.has_raw_cluster() {
             return None;
         }
         Some(KafkaConfig {

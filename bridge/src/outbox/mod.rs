@@ -172,7 +172,7 @@ impl Outbox<KafkaSink> {
         )
         .deferring_raw(deferral);
         outbox.cluster = cluster;
-        outbox.streams = cluster.streams(config.kafka.raw_cluster().is_some());
+        outbox.streams = cluster.streams(config.kafka.has_raw_cluster());
         outbox.acks = acks;
         outbox.update_gauges();
         Ok(outbox)
@@ -241,10 +241,6 @@ impl<S: Sink> Outbox<S> {
 
     pub fn sink(&self) -> &S {
         &self.sink
-    }
-
-    pub fn cluster(&self) -> Cluster {
-        self.cluster
     }
 
     /// Sends or spools one record. `ack`: the MQTT message this record completes, acknowledged

@@ -61,7 +61,7 @@ impl Uplinks {
     /// first moved to the spool of the cluster that now takes their stream.
     pub fn open(config: &Config, stats: Arc<Stats>, tasks: &Tasks) -> anyhow::Result<Self> {
         let acks = SharedAcks::default();
-        let split = config.kafka.raw_cluster().is_some();
+        let split = config.kafka.has_raw_cluster();
         stats.set_split(split);
         let spool = |cluster| spool_of(config, cluster, &stats);
         let mut main_spool = spool(Cluster::Main)?;

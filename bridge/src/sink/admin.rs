@@ -47,10 +47,6 @@ impl TopicAdmin {
         }
     }
 
-    pub fn cluster(&self) -> Cluster {
-        self.cluster
-    }
-
     /// Creates the bridge's topics where missing. Existing topics are left as they are.
     pub async fn create_topics(&self) -> Result<(), SinkError> {
         let admin: AdminClient<DefaultClientContext> =

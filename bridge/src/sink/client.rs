@@ -28,7 +28,7 @@ impl Topics {
     /// The topics of the streams that go to `cluster`, the routes' own among them.
     pub fn for_cluster(config: &Config, cluster: Cluster) -> Self {
         let k = &config.kafka;
-        let streams = cluster.streams(k.raw_cluster().is_some());
+        let streams = cluster.streams(k.has_raw_cluster());
         Self {
             raw: k.raw_topic.clone(),
             aggregate: k.agg_topic.clone(),

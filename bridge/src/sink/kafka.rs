@@ -270,10 +270,6 @@ impl KafkaSink {
         ))
     }
 
-    pub fn cluster(&self) -> Cluster {
-        self.cluster
-    }
-
     /// What creating topics and probing the brokers need, for a task of its own.
     pub fn admin_handle(&self) -> TopicAdmin {
         TopicAdmin::new(

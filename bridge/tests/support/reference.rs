@@ -100,3 +100,23 @@ pub fn check_aggregates(records: &[super::Record], sent: &[edge_sim::dataset::Me
         assert_eq!(*g, (e.count, e.min, e.max), "window {k:?}");
     }
 }
+
+/// Per-sensor order: for each of `sensors` sensors, its readings in `raw` (first copies only)
+/// are the ones it sent, in the order it sent them.
+pub fn check_order(raw: &[super::Record], sent: &[edge_sim::dataset::Message], sensors: u32) {
+    for k in 0..sensors {
+        let sensor = edge_sim::dataset::Dataset::sensor_id(k);
+        let mut seen = std::collections::HashSet::new();
+        let got: Vec<&[u8]> = raw
+            .iter()
+            .filter(|r| r.key == sensor && seen.insert(r.value.clone()))
+            .map(|r| &r.value[..])
+            .collect();
+        let want: Vec<&[u8]> = sent
+            .iter()
+            .filter(|m| m.sensor == sensor)
+            .map(|m| m.payload.as_bytes())
+            .collect();
+        assert!(got == want, "order of {sensor}");
+    }
+}
