@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod load;
 pub mod log_throttle;
+pub mod memory;
 pub mod metrics;
 pub mod mqtt;
 pub mod outbox;

@@ -10,12 +10,15 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read before `main`: two arenas (the bridge has a handful of busy threads,
 /// and more arenas only hold more idle memory), and freed pages returned to the system within
-/// a second, so that RSS follows the load down. `MALLOC_CONF` in the environment overrides.
+/// a second, so that RSS follows the load down. Without `background_thread` jemalloc purges an
+/// arena only when a thread allocates in it: an arena whose threads went quiet (librdkafka's,
+/// after a spool replay) kept its freed pages for good, and RSS stepped up after each outage
+/// (the hour soak, BENCHMARKS.md). `MALLOC_CONF` in the environment overrides.
 #[cfg(feature = "jemalloc")]
 #[unsafe(no_mangle)]
 #[allow(non_upper_case_globals)]
 pub static malloc_conf: Option<&'static u8> =
-    Some(&b"narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0]);
+    Some(&b"narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0,background_thread:true\0"[0]);
 
 fn main() -> std::process::ExitCode {
     edge_bridge::cli::main()

@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::memory::Memory;
 use crate::stats::{ClusterStats, MqttDisconnect, MqttRefusal, Stats, StreamSummary, Summary};
 
 /// The registry behind `/metrics`.
@@ -101,7 +102,7 @@ fn labelled_gauge(
 
 /// Every family but the latency histogram, as `(name, help, value)`: the table is the list of
 /// what `/metrics` exports, in order.
-fn families(st: &Stats, s: &Summary) -> Vec<(&'static str, &'static str, Value)> {
+fn families(st: &Stats, s: &Summary, mem: &Memory) -> Vec<(&'static str, &'static str, Value)> {
     use Value::{Counter, Gauge, Labelled};
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
     let by_reason = |reasons: &[&'static str], counts: &[std::sync::atomic::AtomicU64]| {
@@ -125,7 +126,7 @@ fn families(st: &Stats, s: &Summary) -> Vec<(&'static str, &'static str, Value)>
         .iter()
         .map(|r| (r.as_str(), load(&st.mqtt_disconnects[*r as usize])))
         .collect();
-    vec![
+    let mut families = vec![
         ("edge_bridge_readings_received", "MQTT publishes received on the subscription.", Counter(s.readings_in)),
         ("edge_bridge_received_bytes", "MQTT payload bytes received.", Counter(s.bytes_in)),
         ("edge_bridge_readings_decoded", "Readings decoded (aggregated, late or refused).", Counter(s.aggregated + s.late + s.refused)),
@@ -167,14 +168,22 @@ fn families(st: &Stats, s: &Summary) -> Vec<(&'static str, &'static str, Value)>
         ("edge_bridge_mqtt_disconnects", "Connections the embedded broker closed after admitting them, because the device broke a limit: packet_too_large (a packet over mqtt.max_packet_size), malformed_packet.", Labelled("reason", mqtt_disconnects)),
         ("edge_bridge_kafka_reachable", "1 if the cluster's brokers answered the last metadata probe (or a delivery report since).", per_cluster(|c| &c.kafka_reachable)),
         ("edge_bridge_uplink_down", "1 while the cluster's records wait in its spool because its brokers stopped confirming them.", per_cluster(|c| &c.uplink_down)),
-    ]
+        ("edge_bridge_memory_resident_bytes", "The process's resident set as the kernel counts it (what a memory limit sees).", Gauge(mem.resident as f64)),
+    ];
+    if let Some(h) = mem.heap {
+        families.extend([
+            ("edge_bridge_heap_allocated_bytes", "Bytes in allocations the bridge holds (jemalloc's stats.allocated, librdkafka's included).", Gauge(h.allocated as f64)),
+            ("edge_bridge_heap_resident_bytes", "Bytes of the allocator's pages in memory: the allocations, the gaps between them, metadata, and freed pages not yet returned (jemalloc's stats.resident). Growing while edge_bridge_heap_allocated_bytes is flat means the allocator, not a leak.", Gauge(h.resident as f64)),
+        ]);
+    }
+    families
 }
 
 impl Collector for BridgeCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let st = &self.stats;
         let e = &mut e;
-        for (name, help, value) in families(st, &st.snapshot()) {
+        for (name, help, value) in families(st, &st.snapshot(), &crate::memory::sample()) {
             match value {
                 Value::Counter(v) => counter(e, name, help, v)?,
                 Value::Gauge(v) => gauge(e, name, help, v)?,
@@ -244,5 +253,42 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn renders_the_memory_figures_given() {
+        let st = Stats::default();
+        let value = |mem: &Memory, name: &str| {
+            families(&st, &st.snapshot(), mem)
+                .into_iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, _, v)| match v {
+                    Value::Gauge(g) => g,
+                    _ => panic!("{name} is a gauge"),
+                })
+        };
+        let heap = crate::memory::Heap {
+            allocated: 10,
+            active: 12,
+            resident: 30,
+        };
+        let mem = Memory {
+            resident: 4096,
+            heap: Some(heap),
+        };
+        assert_eq!(
+            value(&mem, "edge_bridge_memory_resident_bytes"),
+            Some(4096.0)
+        );
+        assert_eq!(value(&mem, "edge_bridge_heap_allocated_bytes"), Some(10.0));
+        assert_eq!(value(&mem, "edge_bridge_heap_resident_bytes"), Some(30.0));
+        // Without jemalloc there are no heap figures, rather than zeros that would read as
+        // an empty heap.
+        let bare = Memory { heap: None, ..mem };
+        assert_eq!(value(&bare, "edge_bridge_heap_allocated_bytes"), None);
+        assert_eq!(
+            value(&bare, "edge_bridge_memory_resident_bytes"),
+            Some(4096.0)
+        );
     }
 }

@@ -358,6 +358,50 @@ struct MqttCounts {
     dropped: u64,
 }
 
+/// A process's memory and open files at a steady point.
+struct Steady {
+    /// Seconds since the run began, and since this process began.
+    run_s: u64,
+    age_s: u64,
+    /// Resident set (KiB) and open file descriptors, from /proc.
+    rss_kib: u64,
+    fds: u64,
+    /// The allocator's bytes held by the program and pages resident, from the bridge's
+    /// `/metrics` (0 when the scrape failed): they tell live memory from pages the allocator
+    /// keeps.
+    heap_allocated: u64,
+    heap_resident: u64,
+}
+
+impl Steady {
+    fn of(life: &Life, run_start: Instant, http_port: u16) -> Steady {
+        let (rss_kib, fds) = rss_fds(life.pid);
+        let m = scrape(http_port).unwrap_or_default();
+        Steady {
+            run_s: run_start.elapsed().as_secs(),
+            age_s: life.started.elapsed().as_secs(),
+            rss_kib,
+            fds,
+            heap_allocated: metric(&m, "edge_bridge_heap_allocated_bytes"),
+            heap_resident: metric(&m, "edge_bridge_heap_resident_bytes"),
+        }
+    }
+
+    /// `(run s, age s, RSS MiB, heap allocated MiB, heap resident MiB, fds)`
+    fn show(&self) -> String {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        format!(
+            "({}, {}, {:.1}, {:.1}, {:.1}, {})",
+            self.run_s,
+            self.age_s,
+            self.rss_kib as f64 / 1024.0,
+            mib(self.heap_allocated),
+            mib(self.heap_resident),
+            self.fds
+        )
+    }
+}
+
 /// Resident memory (KiB) and open file descriptors of a process.
 fn rss_fds(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -400,15 +444,17 @@ struct Life {
     pid: u32,
     started: Instant,
     stdout: PathBuf,
-    /// (seconds since the run began, seconds since this process began, RSS KiB, fds) at the
-    /// steady points (before each fault, and at the end).
-    steady: Vec<(u64, u64, u64, u64)>,
+    /// Its memory and files at the steady points (before each fault, and at the end).
+    steady: Vec<Steady>,
     last_scrape: HashMap<String, f64>,
     /// The largest MQTT backlogs its scrapes showed: messages whose acks wait for their
     /// record, and released acks not yet written (what a restart makes the broker redeliver).
     max_unacked: (u64, u64),
     /// How it ended: "sigterm", "sigkill" or "end".
     ended: &'static str,
+    /// The run's memory.tsv, and when the run began.
+    series: std::fs::File,
+    run_start: Instant,
 }
 
 impl Life {
@@ -416,6 +462,24 @@ impl Life {
         let (waiting, unsent) = &mut self.max_unacked;
         *waiting = (*waiting).max(metric(&m, "edge_bridge_mqtt_unacked_messages"));
         *unsent = (*unsent).max(metric(&m, "edge_bridge_mqtt_acks_unsent"));
+        let summed = |prefix: &str| -> u64 {
+            m.iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(_, v)| *v as u64)
+                .sum()
+        };
+        let _ = writeln!(
+            &self.series,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            self.run_start.elapsed().as_secs(),
+            self.pid,
+            rss_fds(self.pid).0,
+            metric(&m, "edge_bridge_heap_allocated_bytes"),
+            metric(&m, "edge_bridge_heap_resident_bytes"),
+            summed("edge_bridge_producer_queue_records"),
+            summed("edge_bridge_spool_records"),
+            metric(&m, "edge_bridge_mqtt_unacked_messages"),
+        );
         self.last_scrape = m;
     }
 }
@@ -480,6 +544,14 @@ async fn soak() {
         ("EDGE_BRIDGE_SPOOL_MAX_MIB", spool_mib.as_str()),
     ];
     let run_start = Instant::now();
+    // Every scrape's memory and backlog figures, one line each, for reading a failure (or a
+    // kept run) as a curve rather than as the steady points alone.
+    let series = std::fs::File::create(state.path().join("memory.tsv")).unwrap();
+    writeln!(
+        &series,
+        "run_s\tpid\trss_kib\theap_allocated\theap_resident\tproducer_queue\tspool_records\tmqtt_unacked"
+    )
+    .unwrap();
     let mut lives: Vec<Life> = Vec::new();
     let spawn = |lives: &mut Vec<Life>| {
         let stdout = state.path().join(format!("summary-{}.txt", lives.len()));
@@ -497,6 +569,8 @@ async fn soak() {
             last_scrape: HashMap::new(),
             max_unacked: (0, 0),
             ended: "end",
+            series: series.try_clone().unwrap(),
+            run_start,
         });
         p
     };
@@ -575,13 +649,8 @@ async fn soak() {
         }
         let life = lives.last_mut().unwrap();
         if matches!(fault, Fault::Cut | Fault::Term) {
-            let (rss, fds) = rss_fds(life.pid);
-            life.steady.push((
-                run_start.elapsed().as_secs(),
-                life.started.elapsed().as_secs(),
-                rss,
-                fds,
-            ));
+            let point = Steady::of(life, run_start, http_port);
+            life.steady.push(point);
         }
         eprintln!("soak: {:>5} s: {fault:?}", run_start.elapsed().as_secs());
         match fault {
@@ -634,13 +703,8 @@ async fn soak() {
     assert_eq!(sim.readings, plan.count());
     {
         let life = lives.last_mut().unwrap();
-        let (rss, fds) = rss_fds(life.pid);
-        life.steady.push((
-            run_start.elapsed().as_secs(),
-            life.started.elapsed().as_secs(),
-            rss,
-            fds,
-        ));
+        let point = Steady::of(life, run_start, http_port);
+        life.steady.push(point);
     }
 
     // Drain: every reading in the raw topic, the spool empty, the last windows flushed (idle
@@ -796,15 +860,19 @@ async fn soak() {
     let run_points: Vec<_> = lives
         .iter()
         .flat_map(|l| &l.steady)
-        .filter(|(t, _, _, _)| *t + 5 >= period.as_secs())
+        .filter(|p| p.run_s + 5 >= period.as_secs())
         .collect();
     // Growth within a few minutes is warm-up, not a leak: the bound applies from 10-minute
     // periods on (the hour's run), the figures are printed whatever the length.
     let judge_memory = period >= Duration::from_secs(600);
-    if let Some((_, _, base_rss, _)) = run_points.first().filter(|_| judge_memory) {
-        let max_rss = run_points.iter().map(|p| p.2).max().unwrap();
+    if let Some(base_rss) = run_points
+        .first()
+        .map(|p| p.rss_kib)
+        .filter(|_| judge_memory)
+    {
+        let max_rss = run_points.iter().map(|p| p.rss_kib).max().unwrap();
         fail(
-            max_rss as f64 <= *base_rss as f64 * 1.10,
+            max_rss as f64 <= base_rss as f64 * 1.10,
             format!("RSS grew from {base_rss} KiB after the first period to {max_rss} KiB"),
         );
     }
@@ -813,32 +881,36 @@ async fn soak() {
         let after_warmup: Vec<_> = life
             .steady
             .iter()
-            .filter(|(_, age, _, _)| *age + 5 >= period.as_secs() / 2)
+            .filter(|p| p.age_s + 5 >= period.as_secs() / 2)
             .collect();
         let line = format!(
-            "process {i} ({}): steady points (run s, age s, RSS MiB, fds): {}; largest MQTT backlog scraped: {} awaiting their record, {} acks unsent",
+            "process {i} ({}): steady points (run s, age s, RSS MiB, heap allocated MiB, heap resident MiB, fds): {}; largest MQTT backlog scraped: {} awaiting their record, {} acks unsent",
             life.ended,
             life.steady
                 .iter()
-                .map(|(t, a, r, f)| format!("({t}, {a}, {:.1}, {f})", *r as f64 / 1024.0))
+                .map(Steady::show)
                 .collect::<Vec<_>>()
                 .join(" "),
             life.max_unacked.0,
             life.max_unacked.1,
         );
         memory_lines.push(line);
-        if let Some((_, _, base_rss, _)) = after_warmup.first().filter(|_| judge_memory) {
-            let max_rss = after_warmup.iter().map(|p| p.2).max().unwrap();
+        if let Some(base_rss) = after_warmup
+            .first()
+            .map(|p| p.rss_kib)
+            .filter(|_| judge_memory)
+        {
+            let max_rss = after_warmup.iter().map(|p| p.rss_kib).max().unwrap();
             fail(
-                max_rss as f64 <= *base_rss as f64 * 1.10,
+                max_rss as f64 <= base_rss as f64 * 1.10,
                 format!(
                     "process {i}: RSS grew from {base_rss} KiB to {max_rss} KiB after its first period"
                 ),
             );
         }
         if let (Some(lo), Some(hi)) = (
-            life.steady.iter().map(|p| p.3).min(),
-            life.steady.iter().map(|p| p.3).max(),
+            life.steady.iter().map(|p| p.fds).min(),
+            life.steady.iter().map(|p| p.fds).max(),
         ) {
             fail(
                 hi - lo <= 4,
@@ -856,6 +928,40 @@ async fn soak() {
     fail(
         spool_segments == 0,
         format!("{spool_segments} segment files ({spool_files} bytes) left in the spool"),
+    );
+    // After each outage the bridge sends direct again while readings keep coming, within half
+    // a period of the uplink's return (it once stayed on the spool, every record through the
+    // disk, until the load stopped).
+    let bridge_log = std::fs::read_to_string(&log).unwrap_or_default();
+    let at = |line: &str| {
+        chrono::DateTime::parse_from_rfc3339(line.split_whitespace().next()?)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    };
+    let events: Vec<(i64, bool)> = bridge_log
+        .lines()
+        .filter_map(|l| {
+            let back = l.contains("Uplink back: replaying the spool");
+            let drained = l.contains("Spool drained: sending directly again");
+            (back || drained)
+                .then(|| at(l).map(|t| (t, back)))
+                .flatten()
+        })
+        .collect();
+    let drain_s: Vec<f64> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, back))| *back)
+        .map(|(i, (t, _))| {
+            let drained = events[i..].iter().find(|(_, back)| !back);
+            drained.map_or(f64::INFINITY, |(d, _)| (d - t) as f64 / 1000.0)
+        })
+        .collect();
+    fail(
+        drain_s.iter().all(|s| *s <= period.as_secs_f64() / 2.0),
+        format!(
+            "spool back to direct sends after each outage (s after the uplink's return): {drain_s:?}"
+        ),
     );
 
     // Counters: delivered, over every process, against the topics.
@@ -919,7 +1025,8 @@ async fn soak() {
          by window start, s of the run: {})\n\
          readings received over all processes: {received} (redelivered: {}); Mosquitto: {}\n\
          delivered counted by the bridge: raw {raw_delivered}, aggregates {agg_delivered} ({})\n\
-         spool at the end: {spool_records} records, {spool_segments} segment files ({spool_files} bytes)\n\
+         spool at the end: {spool_records} records, {spool_segments} segment files ({spool_files} bytes); \
+         direct sends again after each outage's replay, s after the uplink's return: {drain_s:.0?}\n\
          {}\n",
         plan.sensors,
         plan.rate,
@@ -965,8 +1072,10 @@ async fn soak() {
     if let Some(p) = report_path {
         std::fs::write(p, &report).unwrap();
     }
-    if failures.is_empty() {
+    if failures.is_empty() && std::env::var_os("SOAK_KEEP").is_none() {
         drop(state);
+    } else if failures.is_empty() {
+        eprintln!("soak: log and summaries kept in {}", state.keep().display());
     } else {
         let kept = state.keep();
         panic!(

@@ -28,11 +28,67 @@ use crate::config::{ExternalBroker, Protocol, Qos};
 use crate::stats::Stats;
 use crate::tasks::Tasks;
 
-/// Hands a QoS 1 publish back for acknowledgement.
-#[derive(Debug, Clone)]
-pub enum AckToken {
-    V4(rumqttc::Publish),
-    V5(rumqttc::v5::mqttbytes::v5::Publish),
+/// What acknowledging a QoS 1 or 2 publish takes: its packet id and QoS. Not the publish
+/// itself: its topic would be one more allocation per message, and its payload would keep the
+/// network read buffer it was cut from allocated for as long as the ack waits (thousands of
+/// acks wait behind a replay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckToken {
+    pub pkid: u16,
+    /// QoS 2: acknowledged with PUBREC; QoS 1 with PUBACK.
+    pub exactly_once: bool,
+}
+
+impl AckToken {
+    /// The token of a 3.1.1 publish, if its QoS needs an ack.
+    fn of_v4(p: &rumqttc::Publish) -> Option<AckToken> {
+        let exactly_once = match p.qos {
+            rumqttc::QoS::AtMostOnce => return None,
+            rumqttc::QoS::AtLeastOnce => false,
+            rumqttc::QoS::ExactlyOnce => true,
+        };
+        Some(AckToken {
+            pkid: p.pkid,
+            exactly_once,
+        })
+    }
+
+    /// The token of an MQTT 5 publish, if its QoS needs an ack.
+    fn of_v5(p: &rumqttc::v5::mqttbytes::v5::Publish) -> Option<AckToken> {
+        use rumqttc::v5::mqttbytes::QoS;
+        let exactly_once = match p.qos {
+            QoS::AtMostOnce => return None,
+            QoS::AtLeastOnce => false,
+            QoS::ExactlyOnce => true,
+        };
+        Some(AckToken {
+            pkid: p.pkid,
+            exactly_once,
+        })
+    }
+
+    /// The client's acknowledgement calls take a publish; they read its QoS and packet id only.
+    fn v4(self) -> rumqttc::Publish {
+        let qos = match self.exactly_once {
+            true => rumqttc::QoS::ExactlyOnce,
+            false => rumqttc::QoS::AtLeastOnce,
+        };
+        let mut p = rumqttc::Publish::new(String::new(), qos, Vec::new());
+        p.pkid = self.pkid;
+        p
+    }
+
+    fn v5(self) -> rumqttc::v5::mqttbytes::v5::Publish {
+        use rumqttc::v5::mqttbytes::QoS;
+        let qos = match self.exactly_once {
+            true => QoS::ExactlyOnce,
+            false => QoS::AtLeastOnce,
+        };
+        let mut p =
+            rumqttc::v5::mqttbytes::v5::Publish::new(String::new(), qos, bytes::Bytes::new(), None);
+        p.pkid = self.pkid;
+        p
+    }
 }
 
 enum Client {
@@ -282,10 +338,9 @@ impl External {
 
     fn flush_acks(&mut self) {
         while let Some(token) = self.unsent_acks.front() {
-            let result = match (&self.client, token) {
-                (Client::V4(c), AckToken::V4(p)) => c.try_ack(p).map_err(drop),
-                (Client::V5(c), AckToken::V5(p)) => c.try_ack(p).map_err(drop),
-                _ => Ok(()),
+            let result = match &self.client {
+                Client::V4(c) => c.try_ack(&token.v4()).map_err(drop),
+                Client::V5(c) => c.try_ack(&token.v5()).map_err(drop),
             };
             match result {
                 Ok(()) => {
@@ -418,7 +473,7 @@ impl Session for V4 {
                 session_present: ack.session_present,
             },
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let ack = (p.qos != rumqttc::QoS::AtMostOnce).then(|| AckToken::V4(p.clone()));
+                let ack = AckToken::of_v4(&p);
                 Polled::Publish(Box::new(Inbound {
                     topic: p.topic.into(),
                     payload: p.payload,
@@ -467,8 +522,7 @@ impl Session for V5 {
                     warn!(acked, "Publish with a topic that is not UTF-8 ignored");
                     return Polled::Other;
                 };
-                let ack = (p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce)
-                    .then(|| AckToken::V5(p.clone()));
+                let ack = AckToken::of_v5(&p);
                 let user_properties = p
                     .properties
                     .as_ref()
@@ -607,6 +661,42 @@ fn redacted(u: &Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ack_token_keeps_the_packet_id_and_qos_only() {
+        use rumqttc::v5::mqttbytes::{v5::Publish as Publish5, QoS as QoS5};
+        use rumqttc::QoS;
+        let mut p = rumqttc::Publish::new("sensors/1/temperature", QoS::AtMostOnce, "21.5");
+        p.pkid = 0;
+        assert_eq!(AckToken::of_v4(&p), None, "QoS 0 takes no ack");
+        for (qos, exactly_once) in [(QoS::AtLeastOnce, false), (QoS::ExactlyOnce, true)] {
+            let mut p = rumqttc::Publish::new("sensors/1/temperature", qos, "21.5");
+            p.pkid = 4242;
+            let token = AckToken::of_v4(&p).unwrap();
+            assert_eq!(
+                token,
+                AckToken {
+                    pkid: 4242,
+                    exactly_once
+                }
+            );
+            // What the client's ack call reads of the publish it is given.
+            let back = token.v4();
+            assert_eq!((back.pkid, back.qos), (4242, qos));
+            assert!(back.topic.is_empty() && back.payload.is_empty());
+        }
+        let p = Publish5::new("t", QoS5::AtMostOnce, "x", None);
+        assert_eq!(AckToken::of_v5(&p), None);
+        for (qos, exactly_once) in [(QoS5::AtLeastOnce, false), (QoS5::ExactlyOnce, true)] {
+            let mut p = Publish5::new("sensors/1/temperature", qos, "21.5", None);
+            p.pkid = 7;
+            let token = AckToken::of_v5(&p).unwrap();
+            assert_eq!(token.exactly_once, exactly_once);
+            let back = token.v5();
+            assert_eq!((back.pkid, back.qos), (7, qos));
+            assert!(back.topic.is_empty() && back.payload.is_empty());
+        }
+    }
 
     #[test]
     fn advice_names_the_key_to_change() {

@@ -55,7 +55,7 @@ use crate::spool::{Handed, Lane, Spool};
 use crate::stats::Stats;
 use crate::tasks::Tasks;
 use edge_bridge_core::DailyWindow;
-use mode::{Action, Machine};
+use mode::{Action, Machine, Mode};
 
 /// Spooled records handed to librdkafka at most at once: enough to fill the uplink, few
 /// enough that memory stays small while it is down.
@@ -80,7 +80,19 @@ pub struct Timing {
     pub queue_full_wait: Duration,
     /// How often spooled records are synced to disk (their MQTT acks wait for it).
     pub fsync_every: Duration,
+    /// How long a new record may wait for the last records handed out of the spool to be
+    /// confirmed, so that it goes direct rather than into the spool ([`Outbox::await_drain`]).
+    pub drain_wait: Duration,
 }
+
+/// The longest [`Timing::drain_wait`] (the intake waits meanwhile): with an external broker,
+/// which queues for the bridge; with the embedded broker, well within what its buffer holds
+/// (see [`EMBEDDED_QUEUE_FULL_WAIT`]).
+const MAX_DRAIN_WAIT: Duration = Duration::from_secs(3);
+const MAX_DRAIN_WAIT_EMBEDDED: Duration = Duration::from_secs(1);
+
+/// After a drain wait that did not end in direct sends, how long before the next is tried.
+const DRAIN_RETRY: Duration = Duration::from_secs(5);
 
 impl Timing {
     pub fn from_config(config: &Config) -> Self {
@@ -94,6 +106,16 @@ impl Timing {
                 config.spool.spill_after
             },
             fsync_every: config.spool.fsync_interval,
+            // The last records handed out of the spool are confirmed within the raw
+            // producer's linger and a round trip.
+            drain_wait: config
+                .raw_linger()
+                .map_or(MAX_DRAIN_WAIT, |l| l + Duration::from_millis(250))
+                .min(if config.mqtt.url.is_empty() {
+                    MAX_DRAIN_WAIT_EMBEDDED
+                } else {
+                    MAX_DRAIN_WAIT
+                }),
         }
     }
 }
@@ -125,6 +147,9 @@ pub struct Outbox<S: Sink = KafkaSink> {
     fatal: bool,
     /// One drop warning per period.
     drops: LogThrottle,
+    drain_wait: Duration,
+    /// No drain wait before this, after one that did not end in direct sends.
+    drain_retry_at: Option<Instant>,
     /// `raw.policy = "deferred"`: raw, late and dead-letter records always go to the spool,
     /// whose raw lanes are replayed only while no aggregate waits there, and inside this
     /// daily window if there is one.
@@ -214,6 +239,8 @@ impl<S: Sink> Outbox<S> {
             rewind: false,
             fatal: false,
             drops: LogThrottle::new(Duration::from_secs(10)),
+            drain_wait: timing.drain_wait,
+            drain_retry_at: None,
             deferral: None,
         }
     }
@@ -270,6 +297,9 @@ impl<S: Sink> Outbox<S> {
         let mut full_since: Option<Instant> = None;
         let mut backoff = Duration::from_micros(200);
         loop {
+            if self.machine.spools() && self.only_in_flight_left() {
+                self.await_drain(other.as_deref_mut()).await?;
+            }
             if self.machine.spools() || self.defers(routed.stream) {
                 self.spool_record(Lane::for_stream(routed.stream), &routed, carrier, made_ms);
                 return Ok(());
@@ -308,6 +338,47 @@ impl<S: Sink> Outbox<S> {
                 }
             }
         }
+    }
+
+    /// Whether the replay is done but for delivery reports: the uplink is up, the spool has
+    /// nothing left to hand out, and only records handed out of it await confirmation (and no
+    /// drain wait failed lately). Not under the deferred raw policy, whose raw records always
+    /// go through the spool.
+    fn only_in_flight_left(&self) -> bool {
+        let Some(spool) = self.spool.as_ref() else {
+            return false;
+        };
+        self.machine.mode() == Mode::Spooling
+            && self.deferral.is_none()
+            && self.replay.is_empty()
+            && spool.in_flight() > 0
+            && spool.records() == spool.in_flight() as u64
+            && self.drain_retry_at.is_none_or(|at| Instant::now() >= at)
+    }
+
+    /// Waits, up to `drain_wait`, for the records handed out of the spool to be confirmed, so
+    /// that the spool is empty and new records go direct again. Spooling the next record
+    /// instead would hand it out in turn: under a steady inflow something from the spool is
+    /// always awaiting its delivery report, the spool is never empty, and every record would
+    /// go through the disk for as long as readings keep coming. The intake waits meanwhile
+    /// (the raw producer's linger and a round trip, once per outage). Records must not go
+    /// direct sooner: taken back in a new outage, they would be replayed before the older
+    /// records still out of the spool.
+    async fn await_drain(&mut self, mut other: Option<&mut Self>) -> Result<(), SinkError> {
+        let deadline = Instant::now() + self.drain_wait;
+        let mut backoff = Duration::from_millis(1);
+        while self.only_in_flight_left() && Instant::now() < deadline {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(20));
+            self.pump(false).await?;
+            if let Some(other) = other.as_deref_mut() {
+                other.pump(false).await?;
+            }
+        }
+        if self.machine.spools() {
+            self.drain_retry_at = Some(Instant::now() + DRAIN_RETRY);
+        }
+        Ok(())
     }
 
     /// Does the periodic work: handles delivery reports, replaces a failed producer, notices a

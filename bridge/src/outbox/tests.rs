@@ -167,6 +167,7 @@ const PATIENT: Timing = Timing {
     spill_after: Duration::from_secs(3600),
     queue_full_wait: Duration::from_secs(3600),
     fsync_every: Duration::ZERO,
+    drain_wait: Duration::ZERO,
 };
 
 fn record(stream: Stream, i: u64) -> Routed {
@@ -183,17 +184,15 @@ fn record(stream: Stream, i: u64) -> Routed {
 }
 
 fn ack(i: u16) -> AckToken {
-    let mut p = rumqttc::Publish::new("sensors/1/temperature", rumqttc::QoS::AtLeastOnce, "");
-    p.pkid = i;
-    AckToken::V4(p)
+    AckToken {
+        pkid: i,
+        exactly_once: false,
+    }
 }
 
 fn pkids(outbox: &mut Outbox<FakeSink>) -> Vec<u16> {
     std::iter::from_fn(|| outbox.pop_ack())
-        .map(|t| match t {
-            AckToken::V4(p) => p.pkid,
-            AckToken::V5(p) => p.pkid,
-        })
+        .map(|t| t.pkid)
         .collect()
 }
 
@@ -406,4 +405,85 @@ async fn without_a_spool_records_wait_in_the_producer_and_failures_are_lost() {
     assert_eq!(pkids(&mut r.outbox), vec![3]);
     let lost = r.outbox.shutdown(Duration::ZERO).await.unwrap();
     assert_eq!(lost, 0);
+}
+
+/// A rig whose first raw record went direct and whose second was spooled (queue full) and is
+/// now handed out of the spool, awaiting its report: the end of a replay.
+async fn replay_awaiting_its_last_report(drain_wait: Duration) -> Rig {
+    let mut r = rig(
+        true,
+        Timing {
+            queue_full_wait: Duration::ZERO,
+            drain_wait,
+            ..PATIENT
+        },
+    );
+    r.sink.held.lock().unwrap().capacity = 1;
+    for i in 0..2u16 {
+        r.outbox
+            .submit(record(Stream::Raw, i.into()), Some(ack(i)), 0)
+            .await
+            .unwrap();
+    }
+    assert_eq!(r.outbox.machine.mode(), mode::Mode::Spooling);
+    r.sink.held.lock().unwrap().capacity = 1_000;
+    r.sink.deliver_all();
+    // Flushed at the first pump, handed out at the second.
+    r.outbox.pump(false).await.unwrap();
+    r.outbox.pump(false).await.unwrap();
+    assert_eq!(r.sink.sent().len(), 2, "the spooled record is handed out");
+    assert_eq!(r.sink.in_flight(), 1);
+    r
+}
+
+#[tokio::test]
+async fn after_a_replay_new_records_wait_for_its_last_reports_and_go_direct() {
+    let mut r = replay_awaiting_its_last_report(Duration::from_secs(30)).await;
+    // The report arrives while the next record waits (as librdkafka's would, within its
+    // linger): without the wait, this record and every later one would go through the spool
+    // for as long as readings keep coming.
+    let sink = r.sink.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        sink.deliver_all();
+    });
+    r.outbox
+        .submit(record(Stream::Raw, 2), Some(ack(2)), 0)
+        .await
+        .unwrap();
+    assert_eq!(r.outbox.machine.mode(), mode::Mode::Direct);
+    assert_eq!(
+        r.stats.snapshot().raw.spooled,
+        1,
+        "only the one spooled before"
+    );
+    let values: Vec<Bytes> = r.sink.sent().into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values, ["0", "1", "2"].map(Bytes::from), "order kept");
+    r.sink.deliver_all();
+    r.outbox.pump(false).await.unwrap();
+    assert_eq!(pkids(&mut r.outbox), vec![0, 1, 2]);
+}
+
+#[tokio::test]
+async fn a_drain_wait_that_runs_out_spools_the_record_and_is_not_retried_at_once() {
+    let mut r = replay_awaiting_its_last_report(Duration::from_millis(1)).await;
+    r.outbox
+        .submit(record(Stream::Raw, 2), Some(ack(2)), 0)
+        .await
+        .unwrap();
+    assert_eq!(r.outbox.machine.mode(), mode::Mode::Spooling);
+    assert_eq!(r.stats.snapshot().raw.spooled, 2);
+    assert!(
+        !r.outbox.only_in_flight_left(),
+        "no second wait before DRAIN_RETRY"
+    );
+    // Once everything is confirmed the spool is empty and records go direct again.
+    for _ in 0..3 {
+        r.sink.deliver_all();
+        r.outbox.pump(false).await.unwrap();
+    }
+    assert_eq!(r.outbox.machine.mode(), mode::Mode::Direct);
+    let values: Vec<Bytes> = r.sink.sent().into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values, ["0", "1", "2"].map(Bytes::from), "order kept");
+    assert_eq!(pkids(&mut r.outbox), vec![0, 1, 2]);
 }
