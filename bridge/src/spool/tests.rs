@@ -851,3 +851,29 @@ fn a_read_position_beyond_its_segment_is_not_trusted() {
     assert_eq!(appended.dropped, [0; 4]);
     assert_eq!(drain(&mut s), vec![3, 1, 2, 4]);
 }
+
+#[test]
+fn a_lane_read_to_its_end_keeps_no_segment_data() {
+    let fs = MemFs::default();
+    let (mut s, _) = open(&fs, 1 << 20);
+    for i in 0..50 {
+        s.append(Lane::Raw, &rec(Stream::Raw, i), 0).unwrap();
+    }
+    s.flush().unwrap();
+    let mut batch = Vec::new();
+    s.next_batch(20, &mut batch).unwrap();
+    assert!(
+        s.lanes[Lane::Raw.index()].cache.is_some(),
+        "mid-segment, the data read is kept for the next batch"
+    );
+    batch.clear();
+    s.next_batch(100, &mut batch).unwrap();
+    assert_eq!(batch.len(), 30);
+    assert!(s.lanes.iter().all(|l| l.cache.is_none()));
+    // Appended later, read again from the file.
+    s.append(Lane::Raw, &rec(Stream::Raw, 50), 0).unwrap();
+    s.flush().unwrap();
+    batch.clear();
+    s.next_batch(100, &mut batch).unwrap();
+    assert_eq!(batch.iter().map(id_of).collect::<Vec<_>>(), vec![50]);
+}
