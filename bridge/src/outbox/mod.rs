@@ -60,6 +60,10 @@ use mode::{Action, Machine, Mode};
 /// Spooled records handed to librdkafka at most at once: enough to fill the uplink, few
 /// enough that memory stays small while it is down.
 const REPLAY_WINDOW: i32 = 20_000;
+
+/// Records handed out of the spool and not yet trimmed from it (a record confirmed stays
+/// tracked until every one handed out before it is): at most this many, 48 bytes each.
+const SPOOL_IN_FLIGHT_MAX: usize = 8 * REPLAY_WINDOW as usize;
 /// With the embedded broker, how long a full producer queue may hold up the main loop before
 /// new records go to the spool. That broker cannot be slowed down: while the loop waits, it
 /// keeps accepting publishes into a log that holds about 1.4 s of 10,000 sensors at 4

@@ -8,7 +8,7 @@ use edge_bridge_core::{Routed, Stream};
 use tracing::{error, info, warn};
 
 use super::mode::{self, Action};
-use super::{Outbox, REPLAY_WINDOW, SYNC_AT_PENDING_ACKS};
+use super::{Outbox, REPLAY_WINDOW, SPOOL_IN_FLIGHT_MAX, SYNC_AT_PENDING_ACKS};
 use crate::clock::wall_ms;
 use crate::cluster::Cluster;
 use crate::config::Config;
@@ -143,7 +143,9 @@ impl<S: Sink> Outbox<S> {
         let Some(spool) = self.spool.as_mut() else {
             return;
         };
-        while self.sink.in_flight() < REPLAY_WINDOW {
+        // Also bounded by what the spool tracks as handed out: records confirmed behind one
+        // whose report lags (another partition's batch) stay tracked until it is confirmed.
+        while self.sink.in_flight() < REPLAY_WINDOW && spool.in_flight() < SPOOL_IN_FLIGHT_MAX {
             if self.replay.is_empty() {
                 let mut batch = Vec::new();
                 match spool.next_batch_from(lanes, 1024, &mut batch) {

@@ -195,6 +195,9 @@ pub struct Spool<F: Fs> {
     damaged: u64,
 }
 
+/// Entries of a lane's `in_flight` kept allocated once it is empty.
+const IN_FLIGHT_KEPT: usize = 4096;
+
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 pub(crate) const CURSOR: &str = "cursor";
 
@@ -427,6 +430,12 @@ impl<F: Fs> Spool<F> {
         st.in_flight[i].delivered = true;
         while st.in_flight.front().is_some_and(|f| f.delivered) {
             st.in_flight.pop_front();
+        }
+        // Records confirmed behind an unconfirmed one stay here until it is: a replay grew
+        // this to hundreds of thousands of entries (48 bytes each) and kept the capacity for
+        // good. Let go of it once all are confirmed.
+        if st.in_flight.is_empty() && st.in_flight.capacity() > IN_FLIGHT_KEPT {
+            st.in_flight.shrink_to(IN_FLIGHT_KEPT);
         }
         true
     }

@@ -877,3 +877,32 @@ fn a_lane_read_to_its_end_keeps_no_segment_data() {
     s.next_batch(100, &mut batch).unwrap();
     assert_eq!(batch.iter().map(id_of).collect::<Vec<_>>(), vec![50]);
 }
+
+#[test]
+fn a_lane_confirmed_to_its_end_lets_go_of_its_in_flight_capacity() {
+    let fs = MemFs::default();
+    let (mut s, _) = open(&fs, 64 << 20);
+    let n = 3 * IN_FLIGHT_KEPT as u64;
+    for i in 0..n {
+        s.append(Lane::Raw, &rec(Stream::Raw, i), 0).unwrap();
+    }
+    s.flush().unwrap();
+    let mut batch = Vec::new();
+    loop {
+        let mut more = Vec::new();
+        s.next_batch(1024, &mut more).unwrap();
+        if more.is_empty() {
+            break;
+        }
+        batch.extend(more);
+    }
+    assert_eq!(batch.len() as u64, n);
+    // Confirmed last-first: every other record waits behind the first one.
+    for h in batch.iter().skip(1) {
+        assert!(s.ack(h.lane, h.seq));
+    }
+    assert_eq!(s.in_flight() as u64, n);
+    assert!(s.ack(batch[0].lane, batch[0].seq));
+    assert!(s.is_empty());
+    assert!(s.lanes[Lane::Raw.index()].in_flight.capacity() <= IN_FLIGHT_KEPT);
+}
