@@ -198,6 +198,10 @@ pub struct Spool<F: Fs> {
 /// Entries of a lane's `in_flight` kept allocated once it is empty.
 const IN_FLIGHT_KEPT: usize = 4096;
 
+/// Bytes of a lane's encoded frames buffer kept allocated after a flush: 40,000 records/s
+/// between flushes 10 ms apart take about 70 KB.
+const PENDING_KEPT: usize = 256 * 1024;
+
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 pub(crate) const CURSOR: &str = "cursor";
 
@@ -569,6 +573,9 @@ fn flush_lane<F: Fs>(
         None => Err(io::Error::other("no open segment")),
     };
     st.pending.clear();
+    // An outage's start writes all that librdkafka held at once (20,000 records, 3 MB):
+    // give that back, keep what steady spooling needs between two flushes.
+    st.pending.shrink_to(PENDING_KEPT);
     match result {
         Ok(()) => {
             let seg = st.segments.back_mut().expect("a writer implies a segment");

@@ -906,3 +906,17 @@ fn a_lane_confirmed_to_its_end_lets_go_of_its_in_flight_capacity() {
     assert!(s.is_empty());
     assert!(s.lanes[Lane::Raw.index()].in_flight.capacity() <= IN_FLIGHT_KEPT);
 }
+
+#[test]
+fn a_burst_of_appends_leaves_no_large_write_buffer() {
+    let fs = MemFs::default();
+    let (mut s, _) = open(&fs, 256 << 20);
+    // What librdkafka held when the uplink went down, spooled at once.
+    for i in 0..20_000 {
+        s.append(Lane::Raw, &rec(Stream::Raw, i), 0).unwrap();
+    }
+    assert!(s.lanes[Lane::Raw.index()].pending.capacity() > PENDING_KEPT);
+    s.flush().unwrap();
+    assert!(s.lanes[Lane::Raw.index()].pending.capacity() <= PENDING_KEPT);
+    assert_eq!(s.records(), 20_000);
+}
