@@ -87,11 +87,13 @@ pub struct Timing {
     /// How long a new record may wait for the last records handed out of the spool to be
     /// confirmed, so that it goes direct rather than into the spool ([`Outbox::await_drain`]).
     pub drain_wait: Duration,
+    /// The longest that wait grows to after waits that ran out (a slow uplink).
+    pub drain_wait_max: Duration,
 }
 
-/// The longest [`Timing::drain_wait`] (the intake waits meanwhile): with an external broker,
-/// which queues for the bridge; with the embedded broker, well within what its buffer holds
-/// (see [`EMBEDDED_QUEUE_FULL_WAIT`]).
+/// The longest drain wait ([`Timing::drain_wait_max`]; the intake waits meanwhile): with an
+/// external broker, which queues for the bridge; with the embedded broker, within what its
+/// buffer holds (see [`EMBEDDED_QUEUE_FULL_WAIT`]), and at most once per [`DRAIN_RETRY`].
 const MAX_DRAIN_WAIT: Duration = Duration::from_secs(3);
 const MAX_DRAIN_WAIT_EMBEDDED: Duration = Duration::from_secs(1);
 
@@ -100,6 +102,11 @@ const DRAIN_RETRY: Duration = Duration::from_secs(5);
 
 impl Timing {
     pub fn from_config(config: &Config) -> Self {
+        let drain_wait_max = if config.mqtt.url.is_empty() {
+            MAX_DRAIN_WAIT_EMBEDDED
+        } else {
+            MAX_DRAIN_WAIT
+        };
         Self {
             spill_after: config.spool.spill_after,
             // The embedded broker is the one used when mqtt.url is empty (as
@@ -111,15 +118,13 @@ impl Timing {
             },
             fsync_every: config.spool.fsync_interval,
             // The last records handed out of the spool are confirmed within the raw
-            // producer's linger and a round trip.
+            // producer's linger and a round trip; a longer round trip doubles the wait
+            // (`Outbox::await_drain`).
             drain_wait: config
                 .raw_linger()
-                .map_or(MAX_DRAIN_WAIT, |l| l + Duration::from_millis(250))
-                .min(if config.mqtt.url.is_empty() {
-                    MAX_DRAIN_WAIT_EMBEDDED
-                } else {
-                    MAX_DRAIN_WAIT
-                }),
+                .map_or(drain_wait_max, |l| l + Duration::from_millis(250))
+                .min(drain_wait_max),
+            drain_wait_max,
         }
     }
 }
@@ -151,7 +156,11 @@ pub struct Outbox<S: Sink = KafkaSink> {
     fatal: bool,
     /// One drop warning per period.
     drops: LogThrottle,
+    /// The drain wait's length now: from [`Timing::drain_wait`], doubled after each that ran
+    /// out, up to `drain_wait_max`; back to its start once the spool drained.
     drain_wait: Duration,
+    drain_wait_start: Duration,
+    drain_wait_max: Duration,
     /// No drain wait before this, after one that did not end in direct sends.
     drain_retry_at: Option<Instant>,
     /// `raw.policy = "deferred"`: raw, late and dead-letter records always go to the spool,
@@ -244,6 +253,8 @@ impl<S: Sink> Outbox<S> {
             fatal: false,
             drops: LogThrottle::new(Duration::from_secs(10)),
             drain_wait: timing.drain_wait,
+            drain_wait_start: timing.drain_wait,
+            drain_wait_max: timing.drain_wait_max.max(timing.drain_wait),
             drain_retry_at: None,
             deferral: None,
         }
@@ -365,9 +376,10 @@ impl<S: Sink> Outbox<S> {
     /// instead would hand it out in turn: under a steady inflow something from the spool is
     /// always awaiting its delivery report, the spool is never empty, and every record would
     /// go through the disk for as long as readings keep coming. The intake waits meanwhile
-    /// (the raw producer's linger and a round trip, once per outage). Records must not go
-    /// direct sooner: taken back in a new outage, they would be replayed before the older
-    /// records still out of the spool.
+    /// (the raw producer's linger and a round trip; usually once per outage). A wait that
+    /// runs out (a slower round trip, or more still out) is tried again after [`DRAIN_RETRY`],
+    /// twice as long, up to the maximum. Records must not go direct sooner: taken back in a
+    /// new outage, they would be replayed before the older records still out of the spool.
     async fn await_drain(&mut self, mut other: Option<&mut Self>) -> Result<(), SinkError> {
         let deadline = Instant::now() + self.drain_wait;
         let mut backoff = Duration::from_millis(1);
@@ -381,8 +393,25 @@ impl<S: Sink> Outbox<S> {
         }
         if self.machine.spools() {
             self.drain_retry_at = Some(Instant::now() + DRAIN_RETRY);
+            self.drain_wait = (self.drain_wait * 2).min(self.drain_wait_max);
         }
         Ok(())
+    }
+
+    /// Back to direct sends: the spool has nothing left.
+    fn spool_drained(&mut self) {
+        self.drain_retry_at = None;
+        self.drain_wait = self.drain_wait_start;
+        // Its capacity (a batch read from the spool) is not needed until the next outage.
+        // (Under the deferred raw policy the spool drains of aggregates while raw records
+        // may still wait here.)
+        if self.replay.is_empty() {
+            self.replay = VecDeque::new();
+        }
+        info!(
+            cluster = self.cluster.brokers_key(),
+            "Spool drained: sending directly again"
+        );
     }
 
     /// Does the periodic work: handles delivery reports, replaces a failed producer, notices a
@@ -462,10 +491,7 @@ impl<S: Sink> Outbox<S> {
                     self.handle_events();
                 }
                 Action::Rewind => self.rewind = true,
-                Action::SpoolDrained => info!(
-                    cluster = self.cluster.brokers_key(),
-                    "Spool drained: sending directly again"
-                ),
+                Action::SpoolDrained => self.spool_drained(),
             }
         }
         Ok(())

@@ -148,7 +148,8 @@ impl<S: Sink> Outbox<S> {
         while self.sink.in_flight() < REPLAY_WINDOW && spool.in_flight() < SPOOL_IN_FLIGHT_MAX {
             if self.replay.is_empty() {
                 let mut batch = Vec::new();
-                match spool.next_batch_from(lanes, 1024, &mut batch) {
+                let room = SPOOL_IN_FLIGHT_MAX - spool.in_flight();
+                match spool.next_batch_from(lanes, room.min(1024), &mut batch) {
                     Ok(damaged) if damaged > 0 => {
                         self.stats.spool_damaged.fetch_add(damaged, Relaxed);
                         warn!(damaged, "Spool: skipped damaged records; they are lost");
@@ -214,10 +215,7 @@ impl<S: Sink> Outbox<S> {
                 .on(mode::Event::SpoolEmpty, Instant::now(), wall_ms());
             for action in actions {
                 debug_assert_eq!(action, Action::SpoolDrained);
-                info!(
-                    cluster = self.cluster.brokers_key(),
-                    "Spool drained: sending directly again"
-                );
+                self.spool_drained();
             }
         }
     }

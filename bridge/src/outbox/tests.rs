@@ -168,6 +168,7 @@ const PATIENT: Timing = Timing {
     queue_full_wait: Duration::from_secs(3600),
     fsync_every: Duration::ZERO,
     drain_wait: Duration::ZERO,
+    drain_wait_max: Duration::ZERO,
 };
 
 fn record(stream: Stream, i: u64) -> Routed {
@@ -415,6 +416,7 @@ async fn replay_awaiting_its_last_report(drain_wait: Duration) -> Rig {
         Timing {
             queue_full_wait: Duration::ZERO,
             drain_wait,
+            drain_wait_max: Duration::from_millis(3),
             ..PATIENT
         },
     );
@@ -477,13 +479,42 @@ async fn a_drain_wait_that_runs_out_spools_the_record_and_is_not_retried_at_once
         !r.outbox.only_in_flight_left(),
         "no second wait before DRAIN_RETRY"
     );
+    assert_eq!(
+        r.outbox.drain_wait,
+        Duration::from_millis(2),
+        "the next wait is twice as long (a slower uplink)"
+    );
     // Once everything is confirmed the spool is empty and records go direct again.
     for _ in 0..3 {
         r.sink.deliver_all();
         r.outbox.pump(false).await.unwrap();
     }
     assert_eq!(r.outbox.machine.mode(), mode::Mode::Direct);
+    assert_eq!(
+        (r.outbox.drain_wait, r.outbox.drain_retry_at),
+        (Duration::from_millis(1), None),
+        "a drained spool starts the next outage's waits afresh"
+    );
     let values: Vec<Bytes> = r.sink.sent().into_iter().map(|(_, v)| v).collect();
     assert_eq!(values, ["0", "1", "2"].map(Bytes::from), "order kept");
     assert_eq!(pkids(&mut r.outbox), vec![0, 1, 2]);
+}
+
+#[tokio::test]
+async fn drain_waits_that_run_out_grow_to_the_maximum() {
+    let mut r = replay_awaiting_its_last_report(Duration::from_millis(1)).await;
+    for (i, expected) in [(2u16, 2), (3, 3), (4, 3)] {
+        // The spooled record handed out in turn (flushed, then handed out), none confirmed;
+        // and the retry due.
+        r.outbox.pump(false).await.unwrap();
+        r.outbox.pump(false).await.unwrap();
+        assert!(r.outbox.spool.as_ref().unwrap().in_flight() > 0);
+        r.outbox.drain_retry_at = None;
+        assert!(r.outbox.only_in_flight_left());
+        r.outbox
+            .submit(record(Stream::Raw, i.into()), Some(ack(i)), 0)
+            .await
+            .unwrap();
+        assert_eq!(r.outbox.drain_wait, Duration::from_millis(expected));
+    }
 }

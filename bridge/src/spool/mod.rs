@@ -435,11 +435,18 @@ impl<F: Fs> Spool<F> {
         while st.in_flight.front().is_some_and(|f| f.delivered) {
             st.in_flight.pop_front();
         }
-        // Records confirmed behind an unconfirmed one stay here until it is: a replay grew
-        // this to hundreds of thousands of entries (48 bytes each) and kept the capacity for
-        // good. Let go of it once all are confirmed.
-        if st.in_flight.is_empty() && st.in_flight.capacity() > IN_FLIGHT_KEPT {
-            st.in_flight.shrink_to(IN_FLIGHT_KEPT);
+        // Records confirmed behind an unconfirmed one stay here until it is: a replay grows
+        // this to many thousands of entries (48 bytes each). Let go of that once all are
+        // confirmed; and of every buffer once the lane is empty (nothing unread either, so
+        // nothing is pending a write): the bridge sends directly again, and a spool that
+        // holds nothing should hold no memory until the next outage.
+        if st.in_flight.is_empty() {
+            if st.unread == 0 {
+                st.in_flight.shrink_to(0);
+                st.pending.shrink_to(0);
+            } else {
+                st.in_flight.shrink_to(IN_FLIGHT_KEPT);
+            }
         }
         true
     }
@@ -464,6 +471,9 @@ impl<F: Fs> Spool<F> {
                     seg.records[f.slot] += 1;
                 }
             }
+            // An outage that began during a replay: the list's capacity is not needed until
+            // the next replay.
+            st.in_flight.shrink_to(IN_FLIGHT_KEPT);
             st.cache = None;
         }
     }
