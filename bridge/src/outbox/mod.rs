@@ -392,8 +392,18 @@ impl<S: Sink> Outbox<S> {
             }
         }
         if self.machine.spools() {
+            let unconfirmed = self.spool.as_ref().map_or(0, |s| s.in_flight());
+            let waited = self.drain_wait;
             self.drain_retry_at = Some(Instant::now() + DRAIN_RETRY);
             self.drain_wait = (self.drain_wait * 2).min(self.drain_wait_max);
+            // At most one line per DRAIN_RETRY: says why records still go through the disk.
+            info!(
+                cluster = self.cluster.brokers_key(),
+                unconfirmed,
+                ?waited,
+                next_wait = ?self.drain_wait,
+                "Spool: records handed out of it still await delivery reports; new records keep going through the disk for now"
+            );
         }
         Ok(())
     }
