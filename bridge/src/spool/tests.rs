@@ -70,6 +70,29 @@ fn drain(s: &mut Spool<MemFs>) -> Vec<u64> {
     ids
 }
 
+/// A spool whose raw lane holds `n` records (ids `0..n`), written to its segment.
+fn raw_records(fs: &MemFs, n: u64) -> Spool<MemFs> {
+    let (mut s, _) = open(fs, 64 << 20);
+    for i in 0..n {
+        s.append(Lane::Raw, &rec(Stream::Raw, i), 0).unwrap();
+    }
+    s.flush().unwrap();
+    s
+}
+
+/// Hands out everything there is to hand out, confirming nothing.
+fn hand_out_all(s: &mut Spool<MemFs>) -> Vec<Handed> {
+    let mut handed = Vec::new();
+    loop {
+        let mut more = Vec::new();
+        s.next_batch(1024, &mut more).unwrap();
+        if more.is_empty() {
+            return handed;
+        }
+        handed.extend(more);
+    }
+}
+
 #[test]
 fn replays_lanes_in_priority_order_and_each_in_append_order() {
     let fs = MemFs::default();
@@ -880,22 +903,9 @@ fn a_lane_read_to_its_end_keeps_no_segment_data() {
 
 #[test]
 fn a_lane_confirmed_to_its_end_lets_go_of_its_in_flight_capacity() {
-    let fs = MemFs::default();
-    let (mut s, _) = open(&fs, 64 << 20);
     let n = 3 * IN_FLIGHT_KEPT as u64;
-    for i in 0..n {
-        s.append(Lane::Raw, &rec(Stream::Raw, i), 0).unwrap();
-    }
-    s.flush().unwrap();
-    let mut batch = Vec::new();
-    loop {
-        let mut more = Vec::new();
-        s.next_batch(1024, &mut more).unwrap();
-        if more.is_empty() {
-            break;
-        }
-        batch.extend(more);
-    }
+    let mut s = raw_records(&MemFs::default(), n);
+    let batch = hand_out_all(&mut s);
     assert_eq!(batch.len() as u64, n);
     // Confirmed last-first: every other record waits behind the first one.
     for h in batch.iter().skip(1) {
@@ -914,13 +924,8 @@ fn a_lane_confirmed_to_its_end_lets_go_of_its_in_flight_capacity() {
 
 #[test]
 fn a_lane_with_records_still_unread_keeps_a_modest_in_flight_list() {
-    let fs = MemFs::default();
-    let (mut s, _) = open(&fs, 64 << 20);
     let n = 3 * IN_FLIGHT_KEPT as u64;
-    for i in 0..n {
-        s.append(Lane::Raw, &rec(Stream::Raw, i), 0).unwrap();
-    }
-    s.flush().unwrap();
+    let mut s = raw_records(&MemFs::default(), n);
     let mut batch = Vec::new();
     s.next_batch(2 * IN_FLIGHT_KEPT, &mut batch).unwrap();
     assert_eq!(batch.len(), 2 * IN_FLIGHT_KEPT);
@@ -948,37 +953,14 @@ fn a_burst_of_appends_leaves_no_large_write_buffer() {
 
 #[test]
 fn a_rewind_lets_go_of_the_in_flight_capacity_and_hands_everything_out_again() {
-    let fs = MemFs::default();
-    let (mut s, _) = open(&fs, 64 << 20);
     let n = 3 * IN_FLIGHT_KEPT as u64;
-    for i in 0..n {
-        s.append(Lane::Raw, &rec(Stream::Raw, i), 0).unwrap();
-    }
-    s.flush().unwrap();
-    let mut handed = 0;
-    loop {
-        let mut more = Vec::new();
-        s.next_batch(1024, &mut more).unwrap();
-        if more.is_empty() {
-            break;
-        }
-        handed += more.len() as u64;
-    }
-    assert_eq!(handed, n);
+    let mut s = raw_records(&MemFs::default(), n);
+    assert_eq!(hand_out_all(&mut s).len() as u64, n);
     // The uplink goes down during the replay: nothing confirmed.
     s.rewind();
     assert!(s.lanes[Lane::Raw.index()].in_flight.capacity() <= IN_FLIGHT_KEPT);
-    let mut again = Vec::new();
-    loop {
-        let mut more = Vec::new();
-        s.next_batch(1024, &mut more).unwrap();
-        if more.is_empty() {
-            break;
-        }
-        again.extend(more);
-    }
     assert_eq!(
-        again.iter().map(id_of).collect::<Vec<_>>(),
+        hand_out_all(&mut s).iter().map(id_of).collect::<Vec<_>>(),
         (0..n).collect::<Vec<_>>()
     );
 }
