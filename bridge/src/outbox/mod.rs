@@ -425,7 +425,8 @@ impl<S: Sink> Outbox<S> {
     }
 
     /// Does the periodic work: handles delivery reports, replaces a failed producer, notices a
-    /// stalled uplink, replays the spool (unless `draining`), flushes and syncs it.
+    /// stalled uplink, writes the spool out (syncing it when due), replays it (unless
+    /// `draining`).
     pub async fn pump(&mut self, draining: bool) -> Result<(), SinkError> {
         self.handle_events();
         let fatal = self.sink.fatal_error();
@@ -458,10 +459,15 @@ impl<S: Sink> Outbox<S> {
                 s.rewind();
             }
         }
+        // Written out before the replay reads: a record becomes readable only once flushed,
+        // and one spooled since the last pump must be handed out at this one. (Flushed after
+        // the replay, the newest records stayed unread until the next pump: under a steady
+        // inflow, with a record spooled between every two pumps, something was always unread,
+        // no drain wait began, and the spool never emptied while readings kept coming.)
+        self.flush_spool(false);
         if !draining && self.machine.replays() {
             self.replay_spool();
         }
-        self.flush_spool(false);
         self.update_gauges();
         Ok(())
     }

@@ -430,8 +430,7 @@ async fn replay_awaiting_its_last_report(drain_wait: Duration) -> Rig {
     assert_eq!(r.outbox.machine.mode(), mode::Mode::Spooling);
     r.sink.held.lock().unwrap().capacity = 1_000;
     r.sink.deliver_all();
-    // Flushed at the first pump, handed out at the second.
-    r.outbox.pump(false).await.unwrap();
+    // Flushed and handed out at the next pump.
     r.outbox.pump(false).await.unwrap();
     assert_eq!(r.sink.sent().len(), 2, "the spooled record is handed out");
     assert_eq!(r.sink.in_flight(), 1);
@@ -504,9 +503,7 @@ async fn a_drain_wait_that_runs_out_spools_the_record_and_is_not_retried_at_once
 async fn drain_waits_that_run_out_grow_to_the_maximum() {
     let mut r = replay_awaiting_its_last_report(Duration::from_millis(1)).await;
     for (i, expected) in [(2u16, 2), (3, 3), (4, 3)] {
-        // The spooled record handed out in turn (flushed, then handed out), none confirmed;
-        // and the retry due.
-        r.outbox.pump(false).await.unwrap();
+        // The spooled record handed out in turn, none confirmed; and the retry due.
         r.outbox.pump(false).await.unwrap();
         assert!(r.outbox.spool.as_ref().unwrap().in_flight() > 0);
         r.outbox.drain_retry_at = None;
@@ -517,4 +514,56 @@ async fn drain_waits_that_run_out_grow_to_the_maximum() {
             .unwrap();
         assert_eq!(r.outbox.drain_wait, Duration::from_millis(expected));
     }
+}
+
+#[tokio::test]
+async fn under_a_steady_inflow_the_spool_drains_and_records_go_direct_again() {
+    let mut r = rig(
+        true,
+        Timing {
+            queue_full_wait: Duration::ZERO,
+            drain_wait: Duration::from_secs(5),
+            drain_wait_max: Duration::from_secs(5),
+            ..PATIENT
+        },
+    );
+    // A queue full at record 1: it is spooled; the uplink keeps up from then on.
+    r.sink.held.lock().unwrap().capacity = 1;
+    for i in 0..2u16 {
+        r.outbox
+            .submit(record(Stream::Raw, i.into()), Some(ack(i)), 0)
+            .await
+            .unwrap();
+    }
+    assert_eq!(r.outbox.machine.mode(), mode::Mode::Spooling);
+    r.sink.held.lock().unwrap().capacity = 1_000;
+    // Delivery reports come in the background, as librdkafka's do.
+    let sink = r.sink.clone();
+    let reports = tokio::spawn(async move {
+        loop {
+            sink.deliver_all();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    // Readings at any real rate: one arrives between every two pumps.
+    for i in 2..12u16 {
+        r.outbox.pump(false).await.unwrap();
+        r.outbox
+            .submit(record(Stream::Raw, i.into()), Some(ack(i)), 0)
+            .await
+            .unwrap();
+    }
+    reports.abort();
+    assert_eq!(r.outbox.machine.mode(), mode::Mode::Direct);
+    assert_eq!(
+        r.stats.snapshot().raw.spooled,
+        1,
+        "the record after the first pump waited for the spool to drain and went direct"
+    );
+    let values: Vec<Bytes> = r.sink.sent().into_iter().map(|(_, v)| v).collect();
+    let expected: Vec<Bytes> = (0..12).map(|i: u64| Bytes::from(i.to_string())).collect();
+    assert_eq!(values, expected, "order kept");
+    r.sink.deliver_all();
+    r.outbox.pump(false).await.unwrap();
+    assert_eq!(pkids(&mut r.outbox), (0..12).collect::<Vec<u16>>());
 }
