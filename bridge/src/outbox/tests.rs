@@ -3,7 +3,8 @@
 //! transitions, with hand-built times, are tested in `mode.rs`; the real producer in
 //! `tests/mock_cluster.rs` and `tests/delivery.rs`.)
 //!
-//! Durations are zero where a test needs a deadline to have passed: no test sleeps.
+//! Durations are zero where a test needs a deadline to have passed: no test relies on how
+//! long a sleep lasts.
 
 use std::sync::{Arc, Mutex};
 
@@ -360,10 +361,11 @@ async fn a_fatal_producer_is_replaced_and_its_records_rescued() {
     r.outbox.pump(false).await.unwrap();
     assert_eq!(r.sink.held.lock().unwrap().replaced, 1);
     assert_eq!(r.stats.snapshot().raw.spooled, 1);
-    // Replayed from the rescue lane to the fresh producer once written out (at the end of
-    // that pump).
-    r.outbox.pump(false).await.unwrap();
+    // Replayed from the rescue lane to the fresh producer in that same pump (written out
+    // before the replay reads it), and only once.
     assert_eq!(r.sink.in_flight(), 1);
+    assert_eq!(r.sink.sent().len(), 2);
+    r.outbox.pump(false).await.unwrap();
     assert_eq!(r.sink.sent().len(), 2);
 }
 
