@@ -997,12 +997,14 @@ async fn soak() {
         .enumerate()
         .filter(|(_, (_, ev))| *ev == Ev::Back)
         .map(|(i, (t, _))| {
-            let end = events[i + 1..].iter().find(|(_, ev)| *ev != Ev::Back);
-            match end {
-                Some((d, Ev::Drained)) => (d - t) as f64 / 1000.0,
-                Some((d, _)) if ((d - t) as f64 / 1000.0) < half => f64::NAN,
-                Some((d, _)) => (d - t) as f64 / 1000.0,
-                None => f64::INFINITY,
+            let Some((d, ev)) = events[i + 1..].iter().find(|(_, ev)| *ev != Ev::Back) else {
+                return f64::INFINITY;
+            };
+            let s = (d - t) as f64 / 1000.0;
+            if *ev == Ev::ProcessEnd && s < half {
+                f64::NAN
+            } else {
+                s
             }
         })
         .collect();

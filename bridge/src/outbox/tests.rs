@@ -410,15 +410,15 @@ async fn without_a_spool_records_wait_in_the_producer_and_failures_are_lost() {
     assert_eq!(lost, 0);
 }
 
-/// A rig whose first raw record went direct and whose second was spooled (queue full) and is
-/// now handed out of the spool, awaiting its report: the end of a replay.
-async fn replay_awaiting_its_last_report(drain_wait: Duration) -> Rig {
+/// A rig whose first raw record went direct and whose second was spooled (the queue was full
+/// for it; it has room again), with drain waits from `drain_wait` up to `drain_wait_max`.
+async fn spooling_after_a_full_queue(drain_wait: Duration, drain_wait_max: Duration) -> Rig {
     let mut r = rig(
         true,
         Timing {
             queue_full_wait: Duration::ZERO,
             drain_wait,
-            drain_wait_max: Duration::from_millis(3),
+            drain_wait_max,
             ..PATIENT
         },
     );
@@ -431,6 +431,13 @@ async fn replay_awaiting_its_last_report(drain_wait: Duration) -> Rig {
     }
     assert_eq!(r.outbox.machine.mode(), mode::Mode::Spooling);
     r.sink.held.lock().unwrap().capacity = 1_000;
+    r
+}
+
+/// [`spooling_after_a_full_queue`] with the spooled record now handed out of the spool,
+/// awaiting its report: the end of a replay.
+async fn replay_awaiting_its_last_report(drain_wait: Duration) -> Rig {
+    let mut r = spooling_after_a_full_queue(drain_wait, Duration::from_millis(3)).await;
     r.sink.deliver_all();
     // Flushed and handed out at the next pump.
     r.outbox.pump(false).await.unwrap();
@@ -520,25 +527,9 @@ async fn drain_waits_that_run_out_grow_to_the_maximum() {
 
 #[tokio::test]
 async fn under_a_steady_inflow_the_spool_drains_and_records_go_direct_again() {
-    let mut r = rig(
-        true,
-        Timing {
-            queue_full_wait: Duration::ZERO,
-            drain_wait: Duration::from_secs(5),
-            drain_wait_max: Duration::from_secs(5),
-            ..PATIENT
-        },
-    );
     // A queue full at record 1: it is spooled; the uplink keeps up from then on.
-    r.sink.held.lock().unwrap().capacity = 1;
-    for i in 0..2u16 {
-        r.outbox
-            .submit(record(Stream::Raw, i.into()), Some(ack(i)), 0)
-            .await
-            .unwrap();
-    }
-    assert_eq!(r.outbox.machine.mode(), mode::Mode::Spooling);
-    r.sink.held.lock().unwrap().capacity = 1_000;
+    let wait = Duration::from_secs(5);
+    let mut r = spooling_after_a_full_queue(wait, wait).await;
     // Delivery reports come in the background, as librdkafka's do.
     let sink = r.sink.clone();
     let reports = tokio::spawn(async move {
