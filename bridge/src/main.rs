@@ -13,12 +13,18 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// a second, so that RSS follows the load down. Without `background_thread` jemalloc purges an
 /// arena only when a thread allocates in it: an arena whose threads went quiet (librdkafka's,
 /// after a spool replay) kept its freed pages for good, and RSS stepped up after each outage
-/// (the hour soak, BENCHMARKS.md). `MALLOC_CONF` in the environment overrides.
+/// (the hour soak, BENCHMARKS.md). Allocations of 4 MiB and more get extents of their own,
+/// returned to the system as soon as they are freed: librdkafka creates and frees a zstd
+/// context of about 6.5 MB for every batch it compresses, and under the decay alone its pages
+/// were kept or not depending on when the next batch came, so the resident set flipped between
+/// two levels 6 MB apart from one second to the next. `MALLOC_CONF` in the environment
+/// overrides.
 #[cfg(feature = "jemalloc")]
 #[unsafe(no_mangle)]
 #[allow(non_upper_case_globals)]
-pub static malloc_conf: Option<&'static u8> =
-    Some(&b"narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0,background_thread:true\0"[0]);
+pub static malloc_conf: Option<&'static u8> = Some(
+    &b"narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0,background_thread:true,oversize_threshold:4194304\0"[0],
+);
 
 fn main() -> std::process::ExitCode {
     edge_bridge::cli::main()
