@@ -159,6 +159,9 @@ pub struct ClusterStats {
     pub wire_received_bytes: AtomicU64,
     /// The part of `wire_sent_bytes` the raw stream's producer wrote (raw and late records).
     pub wire_raw_sent_bytes: AtomicU64,
+    /// Each producer's request round trip in its last statistics interval, in microseconds
+    /// (see [`crate::sink::wire::round_trip_us`]), indexed by [`crate::sink::Role`].
+    pub round_trip_us: [AtomicU64; 2],
 }
 
 impl Stats {

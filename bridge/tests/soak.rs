@@ -486,6 +486,14 @@ impl Life {
                 .map(|(_, v)| *v as u64)
                 .sum()
         };
+        // The slowest cluster's round trip: whether the broker slowed down, which shows as more
+        // records in flight and more memory held for them.
+        let round_trip_us = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("edge_bridge_kafka_round_trip_seconds"))
+            .map(|(_, v)| (v * 1e6) as u64)
+            .max()
+            .unwrap_or(0);
         let rss = rss_fds(self.pid).0;
         self.recent_rss.push_back((Instant::now(), rss));
         while self
@@ -497,7 +505,7 @@ impl Life {
         }
         let _ = writeln!(
             &self.series,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             self.run_start.elapsed().as_secs(),
             self.pid,
             rss,
@@ -506,6 +514,7 @@ impl Life {
             summed("edge_bridge_producer_queue_records"),
             summed("edge_bridge_spool_records"),
             metric(&m, "edge_bridge_mqtt_unacked_messages"),
+            round_trip_us,
         );
         self.last_scrape = m;
     }
@@ -576,7 +585,7 @@ async fn soak() {
     let series = std::fs::File::create(state.path().join("memory.tsv")).unwrap();
     writeln!(
         &series,
-        "run_s\tpid\trss_kib\theap_allocated\theap_resident\tproducer_queue\tspool_records\tmqtt_unacked"
+        "run_s\tpid\trss_kib\theap_allocated\theap_resident\tproducer_queue\tspool_records\tmqtt_unacked\tround_trip_us"
     )
     .unwrap();
     let mut lives: Vec<Life> = Vec::new();

@@ -26,7 +26,7 @@ use tracing::{debug, error, warn};
 
 use super::admin::TopicAdmin;
 use super::client::{describe, producer_config, Role, Topics};
-use super::wire::WireMeter;
+use super::wire::{round_trip_us, WireMeter};
 use super::{ErrorClass, Event, Origin, SendError, Sink, SinkError, Tag};
 use crate::cluster::Cluster;
 use crate::config::KafkaConfig;
@@ -122,6 +122,7 @@ impl ClientContext for SinkContext {
         if self.role == Role::Raw {
             cluster.wire_raw_sent_bytes.fetch_add(grown.sent, Relaxed);
         }
+        cluster.round_trip_us[self.role.index()].store(round_trip_us(&statistics), Relaxed);
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {

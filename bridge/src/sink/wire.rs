@@ -49,6 +49,21 @@ pub fn totals(stats: &Statistics) -> WireBytes {
         })
 }
 
+/// The producer's request round-trip time in the last statistics interval, in microseconds:
+/// the largest of its brokers' mean round trips (librdkafka's `rtt` window), from request sent
+/// to response read. 0 when no request was answered in the interval. A broker that slows down
+/// shows here before the records waiting for their reports pile up.
+pub fn round_trip_us(stats: &Statistics) -> u64 {
+    stats
+        .brokers
+        .values()
+        .filter_map(|b| b.rtt.as_ref())
+        .filter(|w| w.cnt > 0)
+        .map(|w| u64::try_from(w.avg).unwrap_or(0))
+        .max()
+        .unwrap_or(0)
+}
+
 /// What grew from `last` to `now`. A broker librdkafka forgot (decommissioned) takes its
 /// bytes out of the total: the total then shrinks, and nothing is added until it grows again
 /// (what the forgotten broker moved was counted while it was known).
@@ -106,5 +121,23 @@ mod tests {
                 received: 10
             }
         );
+    }
+
+    #[test]
+    fn round_trip_is_the_slowest_answering_broker() {
+        let window = |avg, cnt| rdkafka::statistics::Window {
+            avg,
+            cnt,
+            ..Default::default()
+        };
+        let mut s = stats(&[("boot", 0, 0), ("b1", 0, 0), ("b2", 0, 0)]);
+        assert_eq!(round_trip_us(&s), 0, "no window yet");
+        s.brokers.get_mut("b1").unwrap().rtt = Some(window(1_500, 10));
+        s.brokers.get_mut("b2").unwrap().rtt = Some(window(40_000, 3));
+        // A broker with no answer in the interval keeps a stale mean: not counted.
+        s.brokers.get_mut("boot").unwrap().rtt = Some(window(900_000, 0));
+        assert_eq!(round_trip_us(&s), 40_000);
+        s.brokers.get_mut("b2").unwrap().rtt = Some(window(40_000, 0));
+        assert_eq!(round_trip_us(&s), 1_500);
     }
 }
