@@ -134,7 +134,7 @@ mod tests {
         assert_eq!(round_trip_us(&s), 0, "no window yet");
         s.brokers.get_mut("b1").unwrap().rtt = Some(window(1_500, 10));
         s.brokers.get_mut("b2").unwrap().rtt = Some(window(40_000, 3));
-        // A broker with no answer in the interval keeps a stale mean: not counted.
+        // A broker with no answer in the interval (cnt 0) is not counted, whatever its mean.
         s.brokers.get_mut("boot").unwrap().rtt = Some(window(900_000, 0));
         assert_eq!(round_trip_us(&s), 40_000);
         s.brokers.get_mut("b2").unwrap().rtt = Some(window(40_000, 0));
