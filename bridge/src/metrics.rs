@@ -117,7 +117,8 @@ fn families(st: &Stats, s: &Summary, mem: &Memory) -> Vec<(&'static str, &'stati
             .map(|c| (c.as_str(), load(f(st.cluster(*c))) as f64));
         Value::PerCluster(series.collect())
     };
-    let round_trip = {
+    // The larger of the cluster's two producers' round trips (raw, aggregates).
+    let round_trip = || {
         let series = st.clusters().iter().map(|c| {
             let us = st.cluster(*c).round_trip_us.iter().map(load).max();
             (c.as_str(), us.unwrap_or(0) as f64 / 1e6)
@@ -166,7 +167,7 @@ fn families(st: &Stats, s: &Summary, mem: &Memory) -> Vec<(&'static str, &'stati
         ("edge_bridge_spool_capacity_bytes", "The cap of the cluster's spool (spool.max_mib); 0 when the spool is off.", per_cluster(|c| &c.spool_capacity_bytes)),
         ("edge_bridge_spool_damaged_records", "Damaged spool records skipped (torn or corrupted).", Counter(s.spool_damaged)),
         ("edge_bridge_producer_queue_records", "Records in the cluster's Kafka producers awaiting a delivery report.", per_cluster(|c| &c.producer_queue)),
-        ("edge_bridge_kafka_round_trip_seconds", "The slowest request round trip to the cluster's brokers in the producers' last statistics interval (librdkafka's mean per broker, from request sent to response read); 0 when no request was answered. Records wait longer for their reports, and more of them are in the producers, as it grows.", round_trip),
+        ("edge_bridge_kafka_round_trip_seconds", "The slowest request round trip to the cluster's brokers in the producers' last statistics interval (librdkafka's mean per broker, from request sent to response read); 0 when no request was answered. Records wait longer for their reports, and more of them are in the producers, as it grows.", round_trip()),
         ("edge_bridge_mqtt_connected", "1 while connected to the MQTT broker.", Gauge(load(&st.mqtt_connected) as f64)),
         ("edge_bridge_mqtt_subscribed", "1 while the subscription is in place.", Gauge(load(&st.mqtt_subscribed) as f64)),
         ("edge_bridge_mqtt_reconnects", "MQTT connections lost or refused since start.", Counter(load(&st.mqtt_reconnects))),
