@@ -25,7 +25,9 @@ pub mod raw_policy;
 
 pub use raw_policy::{DailyWindow, RawPolicy};
 
-pub use pipeline::{Pipeline, RouteTopics, Routed, Stream, TopicName, Verdict, IGNORED_REASONS};
+pub use pipeline::{
+    Pipeline, RouteTopics, Routed, Stream, TopicName, Verdict, BURST_KEEP, IGNORED_REASONS,
+};
 pub mod field_path;
 pub mod route;
 pub mod router;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use edge_bridge_core::{Routed, Router, Stream, Verdict};
+use edge_bridge_core::{Routed, Router, Stream, Verdict, BURST_KEEP};
 use futures_util::FutureExt;
 use tracing::{debug, error, info, warn};
 
@@ -471,6 +471,9 @@ async fn submit_all(
         let carrier = if i + 1 == n { ack.take() } else { None };
         outbox.submit(r, carrier, made_ms).await?;
     }
+    // Not kept at a burst's size (every sensor's window closing by idleness at once): 3.4 MiB
+    // allocated for good at 10,000 sensors in the soak, after the sensors stopped.
+    out.shrink_to(BURST_KEEP);
     Ok(())
 }
 
