@@ -318,18 +318,11 @@ impl Sink for KafkaSink {
     fn try_send(&self, routed: &Routed, origin: Origin, made_ms: i64) -> Result<(), SendError> {
         let stream = routed.stream;
         let rec = &routed.record;
-        let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
-        for (k, v) in &rec.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(&v[..]),
-            });
-        }
         let topic = routed
             .topic
             .as_deref()
             .unwrap_or_else(|| self.topics.of(stream));
-        let record = BaseRecord::with_opaque_to(
+        let mut record = BaseRecord::with_opaque_to(
             topic,
             Box::new(Tag {
                 stream,
@@ -342,8 +335,19 @@ impl Sink for KafkaSink {
         )
         .key(&rec.key[..])
         .payload(&rec.value[..])
-        .timestamp(rec.timestamp_ms)
-        .headers(headers);
+        .timestamp(rec.timestamp_ms);
+        // No header list at all for a record without headers (the default raw and aggregate
+        // records): an empty one is still a C allocation and a free per record.
+        if !rec.headers.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
+            for (k, v) in &rec.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(&v[..]),
+                });
+            }
+            record = record.headers(headers);
+        }
         match self.producers[Role::of(stream).index()].send(record) {
             Ok(()) => {
                 self.stats.stream(stream).produced.fetch_add(1, Relaxed);
