@@ -167,17 +167,27 @@ fn consume(brokers: &str, plan: &Plan, seen: &Mutex<Seen>, stop: &AtomicBool, fo
         tpl.add_partition_offset(t, 0, Offset::Beginning).unwrap();
     }
     consumer.assign(&tpl).unwrap();
+    // The next offset to read in each topic.
+    let mut next = [0i64; 2];
     while !stop.load(Relaxed) {
         let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-            // Nothing for 200 ms: caught up, or a catch-up fetch slower than that (near the
-            // hour's end the checker then falls behind, and the drain reads the rest).
+            // Nothing for 200 ms: caught up, or a catch-up fetch slower than that (late in the
+            // hour a fetch lists some 200,000 batches first). Pause only once both topics are
+            // read to their high watermark, or the checker falls further behind each burst.
+            let behind = [RAW_TOPIC, AGG_TOPIC].iter().zip(next).any(|(t, next)| {
+                consumer
+                    .fetch_watermarks(t, 0, Duration::from_secs(10))
+                    .is_ok_and(|(_, high)| next < high)
+            });
             let until = Instant::now() + CATCH_UP_EVERY;
-            while Instant::now() < until && !stop.load(Relaxed) && !follow.load(Relaxed) {
+            while !behind && Instant::now() < until && !stop.load(Relaxed) && !follow.load(Relaxed)
+            {
                 std::thread::sleep(Duration::from_millis(100));
             }
             continue;
         };
         let Ok(msg) = msg else { continue };
+        next[usize::from(msg.topic() != RAW_TOPIC)] = msg.offset() + 1;
         let mut s = seen.lock().unwrap();
         let key = msg.key().unwrap_or_default();
         let value = msg.payload().unwrap_or_default();
