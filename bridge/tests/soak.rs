@@ -158,8 +158,11 @@ fn consume(brokers: &str, plan: &Plan, seen: &Mutex<Seen>, stop: &AtomicBool, fo
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "16777216")
         // Fetch again only once the last fetch's records are read: while this thread waits,
-        // the fetcher does not follow the topics.
+        // the fetcher does not follow the topics. It checks that queue every
+        // `fetch.queue.backoff.ms` (1 s by default, which would pace the catch-up and the
+        // drain at one fetch a second).
         .set("queued.min.messages", "1")
+        .set("fetch.queue.backoff.ms", "20")
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
@@ -167,21 +170,32 @@ fn consume(brokers: &str, plan: &Plan, seen: &Mutex<Seen>, stop: &AtomicBool, fo
         tpl.add_partition_offset(t, 0, Offset::Beginning).unwrap();
     }
     consumer.assign(&tpl).unwrap();
-    // The next offset to read in each topic.
+    // By topic (raw, aggregates): the next offset to read, and the high watermarks this burst
+    // reads up to, taken at its first empty poll.
+    let topics = [RAW_TOPIC, AGG_TOPIC];
     let mut next = [0i64; 2];
+    let mut burst_end: Option<[i64; 2]> = None;
     while !stop.load(Relaxed) {
         let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
             // Nothing for 200 ms: caught up, or a catch-up fetch slower than that (late in the
-            // hour a fetch lists some 200,000 batches first). Pause only once both topics are
-            // read to their high watermark, or the checker falls further behind each burst.
-            let behind = [RAW_TOPIC, AGG_TOPIC].iter().zip(next).any(|(t, next)| {
-                consumer
-                    .fetch_watermarks(t, 0, Duration::from_secs(10))
-                    .is_ok_and(|(_, high)| next < high)
+            // hour a fetch lists some 200,000 batches first). Pause only once this burst has
+            // read what both topics held when it met its first empty poll: not the current
+            // high watermarks, which move on while the sensors publish, and not the first
+            // empty poll, after which the checker would fall further behind each burst. A
+            // watermark that cannot be read counts as reached.
+            let end = *burst_end.get_or_insert_with(|| {
+                topics.map(|t| {
+                    consumer
+                        .fetch_watermarks(t, 0, Duration::from_secs(10))
+                        .map_or(0, |(_, high)| high)
+                })
             });
+            if next.iter().zip(end).any(|(next, end)| *next < end) {
+                continue;
+            }
+            burst_end = None;
             let until = Instant::now() + CATCH_UP_EVERY;
-            while !behind && Instant::now() < until && !stop.load(Relaxed) && !follow.load(Relaxed)
-            {
+            while Instant::now() < until && !stop.load(Relaxed) && !follow.load(Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
             }
             continue;
