@@ -165,14 +165,14 @@ fn consume(brokers: &str, plan: &Plan, seen: &Mutex<Seen>, stop: &AtomicBool, fo
         .set("fetch.queue.backoff.ms", "20")
         .create()
         .unwrap();
+    let topics = [RAW_TOPIC, AGG_TOPIC];
     let mut tpl = TopicPartitionList::new();
-    for t in [RAW_TOPIC, AGG_TOPIC] {
+    for t in topics {
         tpl.add_partition_offset(t, 0, Offset::Beginning).unwrap();
     }
     consumer.assign(&tpl).unwrap();
-    // By topic (raw, aggregates): the next offset to read, and the high watermarks this burst
+    // By topic, as in `topics`: the next offset to read, and the high watermarks this burst
     // reads up to, taken at its first empty poll.
-    let topics = [RAW_TOPIC, AGG_TOPIC];
     let mut next = [0i64; 2];
     let mut burst_end: Option<[i64; 2]> = None;
     while !stop.load(Relaxed) {
@@ -201,7 +201,9 @@ fn consume(brokers: &str, plan: &Plan, seen: &Mutex<Seen>, stop: &AtomicBool, fo
             continue;
         };
         let Ok(msg) = msg else { continue };
-        next[usize::from(msg.topic() != RAW_TOPIC)] = msg.offset() + 1;
+        if let Some(i) = topics.iter().position(|t| *t == msg.topic()) {
+            next[i] = msg.offset() + 1;
+        }
         let mut s = seen.lock().unwrap();
         let key = msg.key().unwrap_or_default();
         let value = msg.payload().unwrap_or_default();

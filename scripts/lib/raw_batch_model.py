@@ -11,9 +11,9 @@ request's own framing (a few dozen bytes per request) is left out; the dataset i
 in shape, not byte for byte (its own random walk). For comparison, the last column is the
 same keys and payloads compressed alone, concatenated, without the record format.
 
-The batch holds what the linger collects: `--linger` seconds of readings. `--order key`
-sorts each batch by key (stable, so each sensor's order is kept), what a producer that groups
-records by sensor before handing them on would send.
+The batch holds what the linger collects: `--linger` seconds of readings. Each batch is
+counted in arrival order and sorted by key (stable, so each sensor's order is kept: what a
+producer that grouped records by sensor before handing them on would send).
 
 Needs the `zstandard` package (PyPI). Example:
     python3 scripts/lib/raw_batch_model.py --linger 0.5 2 5 --level 6 12 19
@@ -88,21 +88,28 @@ def compressed_size(cctx, data: bytes) -> int:
     return len(obj.compress(data) + obj.flush())
 
 
-def bytes_per_reading(msgs, per_batch: int, level: int, order: str) -> float:
+def record_batch(batch) -> bytes:
+    """The batch's records as a producer writes them, before compression."""
+    first = batch[0][0]
+    return b"".join(record(i, ts - first, key, value) for i, (ts, key, value) in enumerate(batch))
+
+
+def bare(batch) -> bytes:
+    """The same keys and payloads without the record format."""
+    return b"".join(key + value for _, key, value in batch)
+
+
+def by_key(batch) -> bytes:
+    return record_batch(sorted(batch, key=lambda m: m[1]))
+
+
+def bytes_per_reading(msgs, per_batch: int, level: int, encode, header: int) -> float:
+    """Compressed bytes per reading when `encode` writes each batch of `per_batch` readings,
+    plus `header` bytes per batch."""
     cctx = zstandard.ZstdCompressor(level=level, write_content_size=False)
     total = 0
     for b in range(0, len(msgs), per_batch):
-        batch = msgs[b : b + per_batch]
-        if order == "key":
-            batch = sorted(batch, key=lambda m: m[1])
-        if order == "bare":
-            total += compressed_size(cctx, b"".join(key + value for _, key, value in batch))
-            continue
-        first = batch[0][0]
-        records = b"".join(
-            record(i, ts - first, key, value) for i, (ts, key, value) in enumerate(batch)
-        )
-        total += BATCH_HEADER + compressed_size(cctx, records)
+        total += header + compressed_size(cctx, encode(msgs[b : b + per_batch]))
     return total / len(msgs)
 
 
@@ -123,12 +130,13 @@ def main():
     for linger in a.linger:
         per_batch = max(1, min(a.max_records, int(a.sensors * a.rate * linger)))
         for level in a.level:
-            arrival = bytes_per_reading(msgs, per_batch, level, "arrival")
-            by_key = bytes_per_reading(msgs, per_batch, level, "key")
-            bare = bytes_per_reading(msgs, per_batch, level, "bare")
+            arrival, sorted_, alone = (
+                bytes_per_reading(msgs, per_batch, level, encode, header)
+                for encode, header in ((record_batch, BATCH_HEADER), (by_key, BATCH_HEADER), (bare, 0))
+            )
             print(
-                f"{linger:8} | {per_batch:13} | {level:10} | {arrival:13.2f} | {by_key:13.2f}"
-                f" | {bare:19.2f}"
+                f"{linger:8} | {per_batch:13} | {level:10} | {arrival:13.2f} | {sorted_:13.2f}"
+                f" | {alone:19.2f}"
             )
 
 
